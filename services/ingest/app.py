@@ -1,0 +1,78 @@
+"""ingest: the HTTP edge. FastAPI app wiring; routes live in checkpoints.py and decisions.py."""
+from __future__ import annotations
+
+import contextlib
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from services.ingest import checkpoints, decisions
+from services.ingest.holds import ReplyRouter
+from services.ingest.http import ApiError, error_response
+from shared.broker import Broker
+from shared.logs import get_logger
+from shared.settings import Settings
+from shared.store import Database
+
+log = get_logger(__name__)
+
+
+def create_app(settings: Settings, db: Database, broker: Broker, *, start_broker: bool = True) -> FastAPI:
+    replies = ReplyRouter(broker)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if start_broker:
+            await broker.start(wait_s=None)  # keeps retrying; readiness says when it is up
+        yield
+        replies.fail_all()
+        if start_broker:
+            await broker.close()
+
+    app = FastAPI(title="dify-hitl ingest", version="0.1.0", lifespan=lifespan,
+                  docs_url="/docs", redoc_url=None)
+    app.state.settings = settings
+    app.state.db = db
+    app.state.broker = broker
+    app.state.replies = replies
+    app.include_router(checkpoints.router)
+    app.include_router(decisions.router)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(ApiError(exc.status_code, code, str(exc.detail)))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"][1:]) or "request"
+        return error_response(ApiError(400, "invalid_field", f"{field}: {err['msg']}", field=field))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.error("http.unexpected_error", error=f"{type(exc).__name__}: {exc}")
+        return error_response(ApiError(500, "internal_error", "unexpected error; it has been logged"))
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        checks = {"broker": broker.ready, "store": db.ping()}
+        ok = all(checks.values())
+        return JSONResponse({"status": "ready" if ok else "not_ready", "checks": checks}, status_code=200 if ok else 503)
+
+    @app.get("/metrics")
+    async def metrics_endpoint() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,78 @@
+"""The Dify-facing endpoint: POST /v1/checkpoints (also /api/user-confirmation).
+
+The HTTP node's call is held until a decision, for at most one hold window; then 503 + Retry-After,
+and Dify's node retry sends the same call, which re-attaches to the same checkpoint.
+"""
+from __future__ import annotations
+
+import structlog
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from services.ingest.holds import ShuttingDown
+from services.ingest.http import ApiError, app_auth, compact_json, read_json, validate
+from services.ingest.schemas import CheckpointCall
+from shared import metrics
+from shared.broker import BrokerError
+from shared.logs import get_logger
+from shared.models import CheckpointRequested
+from shared.settings import Settings
+
+log = get_logger(__name__)
+router = APIRouter()
+
+
+def hold_window(call: CheckpointCall, settings: Settings) -> float:
+    """How long to hold this call: just under the node's read timeout when the body tells it,
+    never beyond the configured maximum (proxies with short idle timeouts)."""
+    if call.read_timeout_s is None:
+        return min(settings.hold_default_s, settings.hold_max_s)
+    return max(1.0, min(call.read_timeout_s - settings.hold_margin_s, settings.hold_max_s))
+
+
+def answer(reply) -> Response:
+    if reply.outcome == "pending":
+        return compact_json({"action": "pending", "checkpoint_id": reply.checkpoint_id})
+    r = reply.resolution
+    return compact_json({"action": r.action, "checkpoint_id": r.checkpoint_id, "round": r.round, "output": r.output,
+                         "feedback": r.feedback, "decided_by": r.decided_by, "reason": r.reason})
+
+
+def still_waiting(call: CheckpointCall, settings: Settings, why: str) -> Response:
+    metrics.hold_windows_ended.inc()
+    return compact_json(
+        {"error": {"code": "decision_pending", "message": why, "workflow_run_id": call.workflow_run_id,
+                   "node_id": call.node_id}},
+        status=503, headers={"Retry-After": str(settings.retry_after_s)})
+
+
+@router.post("/v1/checkpoints")
+@router.post("/api/user-confirmation")
+async def checkpoint_call(request: Request) -> Response:
+    state = request.app.state
+    settings: Settings = state.settings
+    app = app_auth(request, settings)
+    data = await read_json(request, settings.body_limit_bytes)
+    call = validate(CheckpointCall, data)
+    if call.on_timeout == "default" and "default_output" not in data:
+        raise ApiError(400, "invalid_field", "default_output: required when on_timeout is 'default'",
+                       field="default_output")
+    req = CheckpointRequested(
+        app=app.name, workflow_run_id=call.workflow_run_id, node_id=call.node_id, round=call.round,
+        node_output=call.node_output, message=call.message, app_id=call.app_id, workflow_id=call.workflow_id,
+        user=call.user, timeout_s=call.timeout_s or settings.default_timeout_s, on_timeout=call.on_timeout,
+        default_output=call.default_output, assignees=call.assignees,
+        max_rounds=call.max_rounds or settings.default_max_rounds, mode=call.mode)
+    structlog.contextvars.bind_contextvars(run_id=call.workflow_run_id, node_id=call.node_id)
+    window = hold_window(call, settings)
+    try:
+        reply = await state.replies.hold_checkpoint(req, window)
+    except BrokerError as exc:
+        log.warning("checkpoint.broker_unavailable", error=str(exc))
+        return still_waiting(call, settings, "the message broker is unavailable; retry")
+    except ShuttingDown:
+        return still_waiting(call, settings, "this ingest process is shutting down; retry")
+    if reply is None:
+        log.info("checkpoint.hold_window_ended", window_s=window)
+        return still_waiting(call, settings, f"no decision within this call's {window:.0f}s window; retry re-attaches")
+    return answer(reply)

@@ -1,0 +1,100 @@
+"""Held calls and request/reply over RabbitMQ.
+
+Each ingest process owns one reply queue. A request goes out with `reply_to` = that queue and a fresh
+`correlation_id`; the waiting coroutine parks on a future keyed by that id. Nothing polls the store:
+a held call costs one future and one dict entry.
+
+If the broker connection drops, the reply queue (exclusive) goes with it, and replies sent meanwhile
+are lost; so after a reconnect every held checkpoint call is re-sent — the decider re-attaches it,
+or answers at once if a decision landed during the outage.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+
+from shared import metrics, topology
+from shared.broker import Broker, Delivery
+from shared.logs import get_logger
+from shared.models import CheckpointRequested, DecisionSubmitted, Reply
+from shared.topology import Queue
+
+log = get_logger(__name__)
+
+
+class ShuttingDown(Exception):
+    """The process is stopping: held calls are answered 503 so Dify retries (on another replica)."""
+
+
+@dataclass
+class Waiter:
+    future: asyncio.Future
+    request: CheckpointRequested | None = None  # set for held checkpoint calls (re-sent on reconnect)
+
+
+class ReplyRouter:
+    def __init__(self, broker: Broker, instance: str | None = None) -> None:
+        self.broker = broker
+        self.queue = f"hitl.ingest.{instance or socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}.replies"
+        self.waiters: dict[str, Waiter] = {}
+        broker.consume(self.queue, self._on_reply, declare=Queue(self.queue, durable=False), exclusive=True,
+                       auto_ack=True, prefetch=1000)
+        broker.on_reconnect(self.resend_held)
+
+    async def _on_reply(self, delivery: Delivery) -> None:
+        waiter = self.waiters.get(delivery.correlation_id or "")
+        if waiter is None or waiter.future.done():
+            return  # the call this answers has ended (window over, client gone): the store keeps the result
+        try:
+            waiter.future.set_result(Reply.model_validate_json(delivery.body))
+        except ValueError as exc:
+            log.warning("reply.invalid", error=str(exc)[:200])
+
+    async def hold_checkpoint(self, request: CheckpointRequested, window_s: float) -> Reply | None:
+        """Publish the request and wait up to `window_s` for its resolution; None when the window ends."""
+        correlation_id = uuid.uuid4().hex
+        waiter = Waiter(asyncio.get_running_loop().create_future(), request)
+        self.waiters[correlation_id] = waiter
+        metrics.held_calls.inc()
+        try:
+            await self.broker.publish(topology.COMMANDS, topology.CHECKPOINT_REQUESTED, request.to_bytes(),
+                                      message_id=request.id, correlation_id=correlation_id, reply_to=self.queue,
+                                      timeout_s=min(window_s, 30.0))
+            return await asyncio.wait_for(asyncio.shield(waiter.future), window_s)
+        except asyncio.TimeoutError:
+            return None
+        finally:
+            metrics.held_calls.dec()
+            self.waiters.pop(correlation_id, None)
+
+    async def submit_decision(self, decision: DecisionSubmitted, wait_s: float) -> Reply | None:
+        """Publish a decision and wait for the decider's verdict; None if it did not come in time
+        (the decision is durable in its queue and will still be applied)."""
+        correlation_id = uuid.uuid4().hex
+        waiter = Waiter(asyncio.get_running_loop().create_future())
+        self.waiters[correlation_id] = waiter
+        try:
+            await self.broker.publish(topology.DECISIONS, "", decision.to_bytes(), message_id=decision.id,
+                                      correlation_id=correlation_id, reply_to=self.queue, timeout_s=wait_s)
+            return await asyncio.wait_for(asyncio.shield(waiter.future), wait_s)
+        except asyncio.TimeoutError:
+            return None
+        finally:
+            self.waiters.pop(correlation_id, None)
+
+    async def resend_held(self) -> None:
+        held = [(cid, w.request) for cid, w in self.waiters.items() if w.request is not None and not w.future.done()]
+        if held:
+            log.info("holds.resend_after_reconnect", held=len(held))
+        await asyncio.gather(*(self.broker.publish(topology.COMMANDS, topology.CHECKPOINT_REQUESTED,
+                                                   req.to_bytes(), message_id=req.id, correlation_id=cid,
+                                                   reply_to=self.queue) for cid, req in held),
+                             return_exceptions=True)
+
+    def fail_all(self) -> None:
+        for waiter in self.waiters.values():
+            if not waiter.future.done():
+                waiter.future.set_exception(ShuttingDown())

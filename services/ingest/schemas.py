@@ -1,0 +1,87 @@
+"""Request bodies of the HTTP API, as Dify and reviewers send them.
+
+Lenient where Dify's templates make values odd (numbers as strings, a comma-separated assignee
+list, any JSON value as node_output), strict where a mistake would change the outcome.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from shared.models import Action, OnTimeout
+
+ID_PATTERN = r"^[A-Za-z0-9_.:\-]+$"
+
+
+class CheckpointCall(BaseModel):
+    """POST /v1/checkpoints (and /api/user-confirmation): the body of the checkpoint HTTP node."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    workflow_run_id: str = Field(min_length=1, max_length=64, pattern=ID_PATTERN)
+    node_id: str = Field(min_length=1, max_length=128, pattern=ID_PATTERN)
+    node_output: Any = None
+    message: str | None = Field(default=None, max_length=100_000)
+    app_id: str | None = Field(default=None, max_length=64)
+    workflow_id: str | None = Field(default=None, max_length=64)
+    user: str | None = Field(default=None, max_length=255)
+    round: int | None = Field(default=None, ge=1, le=10_000)
+    timeout_s: float | None = Field(default=None, gt=0, le=30 * 24 * 3600)
+    on_timeout: OnTimeout = OnTimeout.abort
+    default_output: Any = None
+    assignees: list[str] = Field(default_factory=list, max_length=100)
+    max_rounds: int | None = Field(default=None, ge=1, le=1000)
+    mode: Literal["hold", "detached"] = "hold"
+    read_timeout_s: float | None = Field(default=None, gt=0, le=24 * 3600)
+
+    @field_validator("message", mode="before")
+    @classmethod
+    def _message_text(cls, value: Any) -> Any:
+        # An object variable in the template renders as JSON: keep it readable rather than refuse it.
+        return value if value is None or isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+    @field_validator("assignees", mode="before")
+    @classmethod
+    def _assignee_list(cls, value: Any) -> Any:
+        if value is None or value == "":
+            return []
+        if isinstance(value, str):
+            return [a.strip() for a in value.split(",") if a.strip()]
+        return value
+
+    @field_validator("round", "max_rounds", "timeout_s", "read_timeout_s", mode="before")
+    @classmethod
+    def _blank_is_absent(cls, value: Any) -> Any:
+        # An optional loop variable that is not set renders as "" in Dify's template.
+        return None if isinstance(value, str) and not value.strip() else value
+
+
+class DecisionBody(BaseModel):
+    """POST /v1/checkpoints/{id}/decision."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    action: Action
+    feedback: str | None = Field(default=None, max_length=100_000)
+    output: Any = None
+    reason: str | None = Field(default=None, max_length=10_000)
+    actor: str | None = Field(default=None, max_length=128)
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class NodeConfirmation(BaseModel):
+    """POST /api/node-confirmation: the classic satisfied / not-satisfied call."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    workflow_id: str | None = Field(default=None, max_length=64, pattern=ID_PATTERN)
+    workflow_run_id: str | None = Field(default=None, max_length=64, pattern=ID_PATTERN)
+    node_id: str = Field(min_length=1, max_length=128, pattern=ID_PATTERN)
+    satisfied: bool
+    feedback: str | None = Field(default=None, max_length=100_000)
+
+    @property
+    def run_id(self) -> str | None:
+        return self.workflow_run_id or self.workflow_id

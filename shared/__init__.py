@@ -1,0 +1,1 @@
+"""The project's shared package: settings, messages, topology, broker, store, logging."""

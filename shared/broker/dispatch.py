@@ -1,0 +1,74 @@
+"""The ack policy, explicit: what happens to a delivery after its handler ran.
+
+- handler returns            → ack
+- handler raises RetryLater  → re-published to `<queue>.delay.<tier>` with attempt + 1, then ack;
+                               past `max_attempts` → dead-lettered with the reason
+- handler raises Reject      → published to `<queue>.dlq` with the reason in headers, then ack
+- anything else              → dead-lettered with the exception as the reason (never a requeue loop)
+If the re-publish itself cannot be confirmed, the delivery is not acked: the broker redelivers it.
+"""
+from __future__ import annotations
+
+import time
+import traceback
+
+import structlog
+
+from shared.broker.errors import PublishNotConfirmed, Reject, RetryLater
+from shared.logs import get_logger
+from shared.topology import DLX, delay_queue_name, delay_tier
+
+log = get_logger(__name__)
+ACK = object()
+
+
+async def handle_delivery(broker, consumer, delivery):
+    """Run the handler and settle the delivery. Returns ACK to ack, None to leave it unacked."""
+    structlog.contextvars.bind_contextvars(queue=delivery.queue, message_id=delivery.message_id)
+    try:
+        await broker.run_handler(consumer.handler, delivery)
+        return ACK
+    except RetryLater as exc:
+        return await _retry_later(broker, delivery, exc)
+    except Reject as exc:
+        return await _dead_letter(broker, delivery, exc.reason)
+    except Exception as exc:  # unexpected: dead-letter with the reason, never requeue forever
+        log.error("delivery.handler_crashed", error=f"{type(exc).__name__}: {exc}",
+                  trace=traceback.format_exc(limit=5))
+        return await _dead_letter(broker, delivery, f"unexpected {type(exc).__name__}: {exc}")
+    finally:
+        structlog.contextvars.unbind_contextvars("queue", "message_id", "checkpoint_id", "run_id")
+
+
+def _forward_headers(delivery, **extra) -> dict:
+    headers = dict(delivery.headers)
+    headers.setdefault("x-hitl-first-seen", int(time.time()))
+    headers.update(extra)
+    return headers
+
+
+async def _republish(broker, delivery, exchange: str, routing_key: str, headers: dict):
+    try:
+        await broker.publish(exchange, routing_key, delivery.body, headers=headers, message_id=delivery.message_id,
+                             correlation_id=delivery.correlation_id, reply_to=delivery.reply_to, timeout_s=10)
+        return ACK
+    except PublishNotConfirmed as exc:
+        log.warning("delivery.settle_failed", error=str(exc))
+        return None
+
+
+async def _retry_later(broker, delivery, exc: RetryLater):
+    attempt = delivery.attempt + 1
+    if attempt > broker.max_attempts:
+        return await _dead_letter(broker, delivery, f"gave up after {delivery.attempt} attempts: {exc.reason}")
+    tier = delay_tier(exc.delay_s)
+    log.info("delivery.retry_later", reason=exc.reason, attempt=attempt, delay_s=tier)
+    headers = _forward_headers(delivery, **{"x-hitl-attempt": attempt, "x-hitl-last-error": exc.reason[:500]})
+    return await _republish(broker, delivery, "", delay_queue_name(delivery.queue, tier), headers)
+
+
+async def _dead_letter(broker, delivery, reason: str):
+    log.warning("delivery.dead_lettered", reason=reason)
+    headers = _forward_headers(delivery, **{"x-hitl-reason": reason[:1000], "x-hitl-queue": delivery.queue,
+                                            "x-hitl-dead-at": int(time.time())})
+    return await _republish(broker, delivery, DLX, delivery.queue, headers)

@@ -1,0 +1,131 @@
+"""Message models: every message on the broker is one of these, as JSON.
+
+Each carries `type`, `id` (the idempotency key of the message itself), `occurred_at` and a schema
+`version`. Consumers tolerate duplicates: the same `id` applied twice has one effect.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Action(StrEnum):
+    approve = "approve"
+    revise = "revise"
+    edit = "edit"
+    abort = "abort"
+
+
+class OnTimeout(StrEnum):
+    abort = "abort"
+    approve = "approve"
+    default = "default"
+
+
+class CheckpointStatus(StrEnum):
+    open = "open"
+    resolved = "resolved"  # a person or bot decided
+    expired = "expired"  # the deadline passed and on_timeout was applied
+    cancelled = "cancelled"  # the system ended it (e.g. the run ended first)
+
+
+TERMINAL = {CheckpointStatus.resolved, CheckpointStatus.expired, CheckpointStatus.cancelled}
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: str
+    id: str = Field(default_factory=new_id)
+    occurred_at: float = Field(default_factory=time.time)
+    version: int = 1
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+class CheckpointRequested(Message):
+    """A Dify HTTP node asked for a decision (ingest → decider)."""
+
+    type: Literal["checkpoint.requested"] = "checkpoint.requested"
+    app: str
+    workflow_run_id: str
+    node_id: str
+    round: int | None = None
+    node_output: Any = None
+    message: str | None = None
+    app_id: str | None = None
+    workflow_id: str | None = None
+    user: str | None = None
+    timeout_s: float
+    on_timeout: OnTimeout = OnTimeout.abort
+    default_output: Any = None
+    assignees: list[str] = Field(default_factory=list)
+    max_rounds: int
+    mode: Literal["hold", "detached"] = "hold"
+    kind: Literal["http"] = "http"
+
+
+class DecisionSubmitted(Message):
+    """A decision from any channel (HTTP API, CLI, console, a bot on `hitl.decisions`)."""
+
+    type: Literal["decision.submitted"] = "decision.submitted"
+    checkpoint_id: str | None = None
+    workflow_run_id: str | None = None
+    node_id: str | None = None
+    action: Action
+    feedback: str | None = None
+    output: Any = None
+    has_output: bool = False  # distinguishes "edit to null" from "no output given"
+    actor: str = Field(min_length=1, max_length=128)
+    channel: str = Field(default="bot", max_length=32)
+    reason: str | None = None  # free text, e.g. why aborted
+    idempotency_key: str | None = Field(default=None, max_length=200)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _output_given(cls, data: Any) -> Any:
+        # A bot's JSON that carries "output" (even null) means "this is the output".
+        if isinstance(data, dict) and "output" in data and "has_output" not in data:
+            data = {**data, "has_output": True}
+        return data
+
+
+class Resolution(BaseModel):
+    """What the held Dify call is answered with; also the `resolution` of a resolved checkpoint."""
+
+    action: str
+    checkpoint_id: str
+    round: int
+    output: Any = None
+    feedback: str | None = None
+    decided_by: str
+    reason: Literal["decision", "timeout", "run_ended"] = "decision"
+
+
+class Reply(Message):
+    """decider → the ingest that waits (reply_to + correlation_id)."""
+
+    type: Literal["reply"] = "reply"
+    outcome: Literal["resolved", "pending", "applied", "rejected"]
+    checkpoint_id: str | None = None
+    resolution: Resolution | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    winning: dict[str, Any] | None = None
+
+
+class CheckpointEvent(Message):
+    """Published on `hitl.events` with routing key = `type` for bots and the console."""
+
+    type: str
+    checkpoint: dict[str, Any]
+    decision: dict[str, Any] | None = None

@@ -1,0 +1,65 @@
+"""Admin hooks under /_sim (not Dify): register apps, read the request log, inject faults, tune settings."""
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from .service_api import json_body, sim
+
+
+async def register_app(request: Request) -> Response:
+    """{"name", "graph": {nodes, edges, viewport}, "api_key"?} -> 201 {"app_id", "api_key"}.
+
+    The same name again re-publishes the app (same id and key, a new workflow version)."""
+    body = await json_body(request)
+    graph = body.get("graph")
+    if not isinstance(body.get("name"), str) or not isinstance(graph, dict) or not isinstance(graph.get("nodes"), list):
+        return JSONResponse({"error": "body must be {\"name\": str, \"graph\": {\"nodes\": [...], \"edges\": [...]}}"},
+                            status_code=400)
+    app = sim(request).store.register_app(body["name"], graph, body.get("api_key") or None)
+    return JSONResponse({"app_id": app.id, "api_key": app.api_key, "workflow_id": app.current_workflow_id},
+                        status_code=201)
+
+
+async def list_apps(request: Request) -> Response:
+    apps = sim(request).store.apps_by_id.values()
+    return JSONResponse([{"app_id": a.id, "name": a.name, "api_key": a.api_key,
+                          "workflow_id": a.current_workflow_id} for a in apps])
+
+
+async def requests_log(request: Request) -> Response:
+    """The service-API request log: [{method, path, status, time, duration_s}], oldest first."""
+    state = sim(request)
+    if request.method == "DELETE":
+        state.requests.clear()
+        return JSONResponse({"cleared": True})
+    since = float(request.query_params.get("since", "0") or 0)
+    return JSONResponse({"requests": [r for r in state.requests if r["time"] >= since]})
+
+
+async def faults(request: Request) -> Response:
+    """{"outage": bool, "status": 429|500|503|null, "latency_s": float}; omitted keys keep their value."""
+    state = sim(request)
+    if request.method == "POST":
+        body = await json_body(request)
+        if "outage" in body:
+            state.faults.outage = bool(body["outage"])
+        if "status" in body:
+            state.faults.status = int(body["status"]) if body["status"] is not None else None
+        if "latency_s" in body:
+            state.faults.latency_s = float(body["latency_s"] or 0)
+    return JSONResponse(state.faults.as_dict())
+
+
+async def settings(request: Request) -> Response:
+    """{"max_execution_time_s", "ping_interval_s", "sse_idle_close_s"} (applies to runs started afterwards)."""
+    state = sim(request)
+    if request.method == "POST":
+        state.config.update(await json_body(request))
+    return JSONResponse(state.config.as_dict())
+
+
+async def health(request: Request) -> Response:
+    state = sim(request)
+    return JSONResponse({"status": "ok", "apps": len(state.store.apps_by_id), "runs": len(state.store.runs),
+                         "active_runs": len(state.tasks)})

@@ -1,0 +1,101 @@
+"""GET /v1/workflows/logs: filters, paging and row shape as Dify 1.14.1 (fixture 10)."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Literal
+
+from pydantic import BaseModel, Field, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from .errors import invalid_param, pydantic_message
+from .runs import Run
+from .service_api import TERMINAL_STATUSES, authenticate, sim
+
+
+class WorkflowLogQuery(BaseModel):
+    """Named like Dify's model so that validation messages read the same."""
+    keyword: str | None = None
+    status: Literal["succeeded", "failed", "stopped"] | None = None
+    created_at__before: str | None = None
+    created_at__after: str | None = None
+    created_by_end_user_session_id: str | None = None
+    created_by_account: str | None = None
+    page: int = Field(default=1, ge=1, le=99999)
+    limit: int = Field(default=20, ge=1, le=100)
+
+
+def parse_iso_time(value: str) -> datetime:
+    """ISO 8601 like dateutil's isoparse, with its error messages for the usual mistakes (fixture 12)."""
+    head = value[:4]
+    if len(value) < 4:
+        raise ValueError("ISO string too short")
+    if not head.isdigit():
+        raise ValueError(f"invalid literal for int() with base 10: {head.encode()!r}")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        if value.isdigit():
+            raise ValueError("ISO time too short") from None  # e.g. a unix timestamp
+        raise ValueError(f"Invalid isoformat string: {value!r}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def log_row(run: Run) -> dict:
+    running = run.status not in TERMINAL_STATUSES
+    return {
+        "id": run.log_id,
+        "workflow_run": {
+            "id": run.id, "version": run.workflow.version, "status": run.status, "triggered_from": "app-run",
+            "error": run.error, "elapsed_time": 0.0 if running else run.elapsed_time, "total_tokens": 0,
+            "total_steps": run.total_steps, "created_at": run.created_at,
+            "finished_at": None if running else run.finished_at,
+            "exceptions_count": 0 if running else run.exceptions_count},
+        "details": None, "created_from": "service-api", "created_by_role": "end_user", "created_by_account": None,
+        "created_by_end_user": {"id": run.end_user.id, "type": "service-api", "is_anonymous": False,
+                                "session_id": run.end_user.session_id},
+        "created_at": run.created_at}
+
+
+def _matches_keyword(run: Run, keyword: str) -> bool:
+    haystack = " ".join([run.id, run.end_user.session_id, json.dumps(run.user_inputs, ensure_ascii=False),
+                         json.dumps(run.outputs, ensure_ascii=False)]).lower()
+    return keyword.lower() in haystack
+
+
+def select_runs(runs: list[Run], query: WorkflowLogQuery) -> list[Run]:
+    """Filtered, newest first. A run is listed from its start (running and paused ones too)."""
+    after = parse_iso_time(query.created_at__after).timestamp() if query.created_at__after else None
+    before = parse_iso_time(query.created_at__before).timestamp() if query.created_at__before else None
+    chosen = []
+    for run in reversed(runs):
+        if query.status and run.status != query.status:
+            continue
+        if after is not None and run.created_at < after:
+            continue
+        if before is not None and run.created_at > before:
+            continue
+        if query.created_by_end_user_session_id and run.end_user.session_id != query.created_by_end_user_session_id:
+            continue
+        if query.created_by_account:
+            continue  # service-API runs are never created by a console account
+        if query.keyword and not _matches_keyword(run, query.keyword):
+            continue
+        chosen.append(run)
+    return chosen
+
+
+async def workflow_logs(request: Request) -> Response:
+    state, app = sim(request), authenticate(request)
+    try:
+        query = WorkflowLogQuery.model_validate(dict(request.query_params))
+        runs = select_runs(state.store.runs_by_app.get(app.id, []), query)
+    except ValidationError as exc:
+        raise invalid_param(pydantic_message(exc)) from None
+    except ValueError as exc:
+        raise invalid_param(str(exc)) from None
+    start = (query.page - 1) * query.limit
+    page = runs[start:start + query.limit]
+    return JSONResponse({"page": query.page, "limit": query.limit, "total": len(runs),
+                         "has_more": start + query.limit < len(runs), "data": [log_row(r) for r in page]})

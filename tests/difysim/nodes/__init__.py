@@ -1,0 +1,22 @@
+"""Node executors by DSL type. Loop is driven by the engine itself (it runs a sub-graph).
+
+To add a node type (e.g. `human-input`), write `async def run_x(ctx: NodeContext) -> NodeResult`
+and register it here; a node that must wait for a person calls `ctx.run.pause_until_resumed(...)`.
+"""
+from __future__ import annotations
+
+from .assigner import run_assigner
+from .base import NodeContext, NodeResult, failure
+from .http_request import run_http_request
+from .simple import run_end, run_if_else, run_start, run_template_transform
+
+EXECUTORS = {
+    "start": run_start,
+    "end": run_end,
+    "if-else": run_if_else,
+    "http-request": run_http_request,
+    "assigner": run_assigner,
+    "template-transform": run_template_transform,
+}
+
+__all__ = ["EXECUTORS", "NodeContext", "NodeResult", "failure"]

@@ -1,0 +1,59 @@
+"""What every node executor gets and returns."""
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from ..config import SimConfig
+from ..variables import VariablePool
+
+if TYPE_CHECKING:
+    from ..runs import Run
+
+
+@dataclass
+class NodeContext:
+    node: dict
+    pool: VariablePool
+    run: "Run"
+    http: httpx.AsyncClient
+    config: SimConfig
+    loop_id: str | None = None
+    attempt: int = 0  # 0 for the first try, n for the n-th retry
+    trace_id: str = field(default_factory=lambda: secrets.token_hex(16))  # W3C trace id, one per node run
+
+    @property
+    def data(self) -> dict:
+        return self.node.get("data") or {}
+
+    @property
+    def node_id(self) -> str:
+        return self.node["id"]
+
+    def fails_on_error_status(self) -> bool:
+        """HTTP node: a non-2xx answer is a failure only when retry or an error strategy is set (DIFY.md)."""
+        retry = self.data.get("retry_config") or {}
+        return bool(retry.get("retry_enabled")) or bool(self.data.get("error_strategy"))
+
+
+@dataclass
+class NodeResult:
+    status: str = "succeeded"  # or "failed"
+    inputs: Any = field(default_factory=dict)
+    process_data: Any = field(default_factory=dict)
+    outputs: dict = field(default_factory=dict)
+    error: str | None = None
+    error_type: str | None = None
+    # sourceHandles whose edges are taken on success (if-else: the case id or "false").
+    handles: tuple[str, ...] = ("source",)
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
+
+
+def failure(error: str, error_type: str, **kwargs: Any) -> NodeResult:
+    return NodeResult(status="failed", error=error, error_type=error_type, **kwargs)

@@ -1,0 +1,243 @@
+"""In-memory apps, end users and run records, and the event fan-out of each run to its SSE streams.
+
+A run has two views that real Dify lets drift apart (fixtures 11 and 16): the *stream* view (what
+SSE clients and blocking callers see) and the *record* view (GET run, logs). A stop or the maximum
+execution time ends the stream view with `stopped` while the record stays `running` forever.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import string
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from .graph import Graph
+
+TERMINAL_EVENTS = ("workflow_finished", "workflow_paused")
+CLOSE = None  # sentinel pushed to subscriber queues when their stream must end
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def new_api_key() -> str:
+    return "app-" + "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(24))
+
+
+@dataclass
+class Workflow:
+    """One published version of an app's graph."""
+    id: str
+    version: str  # Dify shows the publish timestamp, e.g. "2026-11-25 13:19:58.615717"
+    graph: Graph
+
+
+@dataclass
+class App:
+    id: str
+    name: str
+    api_key: str
+    workflows: dict[str, Workflow] = field(default_factory=dict)
+    current_workflow_id: str = ""
+
+    @property
+    def workflow(self) -> Workflow:
+        return self.workflows[self.current_workflow_id]
+
+    def publish(self, dsl: dict) -> Workflow:
+        wf = Workflow(new_id(), str(datetime.now()), Graph(dsl))
+        self.workflows[wf.id] = wf
+        self.current_workflow_id = wf.id
+        return wf
+
+
+@dataclass
+class EndUser:
+    id: str
+    session_id: str  # the `user` string of the service API
+
+
+class Run:
+    def __init__(self, app: App, workflow: Workflow, end_user: EndUser, user_inputs: dict) -> None:
+        self.id, self.task_id, self.log_id = new_id(), new_id(), new_id()
+        self.app, self.workflow, self.end_user = app, workflow, end_user
+        self.user_inputs = user_inputs
+        self.started_monotonic = time.monotonic()
+        self.created_at = int(time.time())
+        # The record view (GET run / logs).
+        self.status = "running"
+        self.outputs: dict = {}
+        self.error: str | None = None
+        self.total_steps = 0
+        self.exceptions_count = 0
+        self.finished_at: int | None = None
+        self.elapsed_time = 0.0
+        # The stream view.
+        self.events: list[dict] = []
+        self.subscribers: set[asyncio.Queue] = set()
+        self.stream_ended = False  # workflow_finished sent (normally, or by stop / max execution time)
+        self.detached = False  # after a stop: the engine goes on, but nobody hears about it any more
+        self.stop_requested = False
+        self.final_payload: dict | None = None  # the record's workflow_finished data, for re-attach
+        self.steps = 0  # counted live; the record only takes it at the end
+        self.outcome: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.task: asyncio.Task | None = None
+        self.resume_waiter: asyncio.Future | None = None
+
+    # ---------------------------------------------------------------- system variables
+    def system_variables(self) -> dict[str, Any]:
+        return {"files": [], "user_id": self.end_user.session_id, "app_id": self.app.id,
+                "workflow_id": self.workflow.id, "workflow_run_id": self.id, "timestamp": self.created_at}
+
+    def stream_inputs(self) -> dict:
+        """`inputs` of workflow_started: user inputs plus sys.* (without sys.timestamp)."""
+        sys_vars = self.system_variables()
+        return {**self.user_inputs, **{f"sys.{k}": sys_vars[k]
+                                       for k in ("files", "user_id", "app_id", "workflow_id", "workflow_run_id")}}
+
+    def record_inputs_json(self) -> str:
+        """`inputs` of GET run: a JSON *string* incl. sys.timestamp, Python's default separators."""
+        sys_vars = self.system_variables()
+        keys = ("files", "user_id", "app_id", "timestamp", "workflow_id", "workflow_run_id")
+        return json.dumps({**self.user_inputs, **{f"sys.{k}": sys_vars[k] for k in keys}}, ensure_ascii=False)
+
+    def elapsed(self) -> float:
+        return round(time.monotonic() - self.started_monotonic, 6)
+
+    # ---------------------------------------------------------------- event fan-out
+    def envelope(self, event: str, data: dict) -> dict:
+        return {"event": event, "workflow_run_id": self.id, "task_id": self.task_id, "data": data}
+
+    def publish(self, event: str, data: dict) -> None:
+        if self.detached:
+            return
+        message = self.envelope(event, data)
+        self.events.append(message)
+        for queue in list(self.subscribers):
+            queue.put_nowait(message)
+        if event in TERMINAL_EVENTS:
+            for queue in list(self.subscribers):
+                queue.put_nowait(CLOSE)
+            self.subscribers.clear()
+
+    def subscribe(self, replay: bool = False) -> asyncio.Queue:
+        queue: asyncio.Queue = asyncio.Queue()
+        if replay:
+            for message in self.events:
+                queue.put_nowait(message)
+        if self.stream_ended:
+            queue.put_nowait(CLOSE)
+        else:
+            self.subscribers.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue) -> None:
+        self.subscribers.discard(queue)
+
+    # ---------------------------------------------------------------- endings
+    def finished_payload(self, status: str, outputs: dict, error: str | None) -> dict:
+        return {"id": self.id, "workflow_id": self.workflow.id, "status": status, "outputs": outputs, "error": error,
+                "elapsed_time": self.elapsed(), "total_tokens": 0, "total_steps": self.steps,
+                "created_by": {"id": self.end_user.id, "user": self.end_user.session_id},
+                "created_at": self.created_at, "finished_at": int(time.time()),
+                "exceptions_count": self.exceptions_count, "files": []}
+
+    def finish(self, status: str, outputs: dict, error: str | None) -> None:
+        """The engine reached the end: record and stream agree (unless the run was stopped before)."""
+        if self.detached:
+            return  # a stopped run's record is never written (fixture 11)
+        payload = self.finished_payload(status, outputs, error)
+        self.status, self.outputs, self.error = status, outputs, error
+        self.total_steps, self.finished_at, self.elapsed_time = self.steps, payload["finished_at"], payload["elapsed_time"]
+        self.final_payload = payload
+        self._end_stream(payload)
+
+    def stop(self) -> None:
+        """Stop or maximum execution time: the stream ends `stopped`, the record stays `running`."""
+        if self.stream_ended:
+            return
+        if self.status == "paused":
+            # Stopping a paused run does nothing until the form is submitted (fixture 11); the
+            # human-input node checks this flag when it resumes.
+            self.stop_requested = True
+            return
+        self._end_stream(self.finished_payload("stopped", {}, "Stopped by user."))
+        self.detached = True
+
+    def _end_stream(self, payload: dict) -> None:
+        self.stream_ended = True
+        self.publish("workflow_finished", payload)
+        if not self.outcome.done():
+            self.outcome.set_result(payload)
+
+    # ---------------------------------------------------------------- pause / resume (for human-input)
+    async def pause_until_resumed(self, paused_payload: dict, extra_events: list[tuple[str, dict]] = ()) -> Any:
+        """Pause the run: publish `extra_events` + workflow_paused, close the streams, answer blocking
+        callers with `paused_payload`, and wait until `resume(value)`; then announce the resumption.
+
+        The human-input node (added later) calls this; the engine needs nothing else to pause.
+        """
+        for event, data in extra_events:
+            self.publish(event, data)
+        self.status = "paused"
+        self.publish("workflow_paused", paused_payload)
+        if not self.outcome.done():
+            self.outcome.set_result(paused_payload)
+        self.resume_waiter = asyncio.get_running_loop().create_future()
+        value = await self.resume_waiter
+        self.resume_waiter = None
+        self.status = "running"
+        self.outcome = asyncio.get_running_loop().create_future()
+        self.publish("workflow_started", {"id": self.id, "workflow_id": self.workflow.id, "inputs": self.stream_inputs(),
+                                          "created_at": self.created_at, "reason": "resumption"})
+        return value
+
+    def resume(self, value: Any = None) -> bool:
+        if self.resume_waiter is None or self.resume_waiter.done():
+            return False
+        self.resume_waiter.set_result(value)
+        return True
+
+
+class Store:
+    """Every app, end user and run of one simulator instance."""
+
+    def __init__(self) -> None:
+        self.apps_by_id: dict[str, App] = {}
+        self.apps_by_key: dict[str, App] = {}
+        self.apps_by_name: dict[str, App] = {}
+        self.end_users: dict[tuple[str, str], EndUser] = {}
+        self.runs: dict[str, Run] = {}
+        self.runs_by_task: dict[str, Run] = {}
+        self.runs_by_app: dict[str, list[Run]] = {}
+
+    def register_app(self, name: str, dsl: dict, api_key: str | None = None) -> App:
+        """Create an app, or re-publish an existing one of the same name (same id; new key only if asked)."""
+        app = self.apps_by_name.get(name)
+        if app is None:
+            app = App(new_id(), name, api_key or new_api_key())
+            self.apps_by_name[name] = app
+            self.apps_by_id[app.id] = app
+        elif api_key and api_key != app.api_key:
+            self.apps_by_key.pop(app.api_key, None)
+            app.api_key = api_key
+        self.apps_by_key[app.api_key] = app
+        app.publish(dsl)
+        return app
+
+    def end_user(self, app: App, session_id: str) -> EndUser:
+        key = (app.id, session_id)
+        if key not in self.end_users:
+            self.end_users[key] = EndUser(new_id(), session_id)
+        return self.end_users[key]
+
+    def add_run(self, run: Run) -> None:
+        self.runs[run.id] = run
+        self.runs_by_task[run.task_id] = run
+        self.runs_by_app.setdefault(run.app.id, []).append(run)
