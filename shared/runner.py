@@ -8,6 +8,7 @@ from shared.broker import Broker
 from shared.logs import get_logger, setup_logging
 from shared.settings import Settings, load_settings
 from shared.store import Database
+from shared.topology import build_topology
 
 log = get_logger(__name__)
 
@@ -22,7 +23,7 @@ def boot(process: str) -> tuple[Settings, Database]:
 
 
 def make_broker(settings: Settings, name: str) -> Broker:
-    return Broker(settings.rabbitmq_url, name=name, prefetch=settings.prefetch,
+    return Broker(settings.rabbitmq_url, name=name, topology=build_topology(settings.names), prefetch=settings.prefetch,
                   handler_threads=settings.handler_threads, max_attempts=settings.max_delivery_attempts)
 
 

@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
     database_url: str = "sqlite:///./var/hitl.db"
     auto_migrate: bool = True
+    namespace: str = Field(default="hitl", pattern=r"^[a-z0-9][a-z0-9_-]{0,40}$")
 
     apps: list[AppConfig] = Field(default_factory=list)
     reviewers: list[ReviewerConfig] = Field(default_factory=list)
@@ -109,6 +110,12 @@ class Settings(BaseSettings):
                                    file_secret_settings):
         # Environment wins over the config file, the file over the defaults.
         return (init_settings, env_settings, _ConfigFileSource(settings_cls), file_secret_settings)
+
+    @property
+    def names(self):
+        from shared.topology import Names
+
+        return Names(self.namespace)
 
     def app_for_token(self, token: str) -> AppConfig | None:
         return _match_token(token, self.apps, "checkpoint_token")

@@ -8,14 +8,40 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-EVENTS = "hitl.events"  # topic: routing key = event type, e.g. checkpoint.opened, run.status.failed
-DECISIONS = "hitl.decisions"  # fanout: bots publish decision JSON here, any routing key
-COMMANDS = "hitl.commands"  # direct: ingest → decider requests
-DLX = "hitl.dlx"  # direct: routing key = the queue whose letters died
-
-CHECKPOINTS_QUEUE = "hitl.checkpoints"
-DECISIONS_QUEUE = "hitl.decisions"
 CHECKPOINT_REQUESTED = "checkpoint.requested"
+
+
+@dataclass(frozen=True)
+class Names:
+    """Every exchange and queue name, under one namespace (HITL_NAMESPACE, default "hitl"), so that
+    tests and side-by-side deployments on one broker never share a queue by accident."""
+
+    namespace: str = "hitl"
+
+    @property
+    def events(self) -> str:  # topic: routing key = event type, e.g. checkpoint.opened, run.status.failed
+        return f"{self.namespace}.events"
+
+    @property
+    def decisions(self) -> str:  # fanout: bots publish decision JSON here, any routing key
+        return f"{self.namespace}.decisions"
+
+    @property
+    def commands(self) -> str:  # direct: ingest → decider requests
+        return f"{self.namespace}.commands"
+
+    @property
+    def dlx(self) -> str:  # direct: routing key = the queue whose letters died
+        return f"{self.namespace}.dlx"
+
+    @property
+    def checkpoints_queue(self) -> str:
+        return f"{self.namespace}.checkpoints"
+
+    @property
+    def decisions_queue(self) -> str:
+        return f"{self.namespace}.decisions"
+
 
 # Retry tiers (seconds) for RetryLater: the smallest tier >= the requested delay is used.
 DELAY_TIERS = (1, 5, 30, 300)
@@ -48,6 +74,7 @@ class Topology:
     exchanges: tuple[Exchange, ...]
     queues: tuple[Queue, ...]
     bindings: tuple[Binding, ...]
+    dlx: str
 
 
 def dlq_name(queue: str) -> str:
@@ -62,14 +89,14 @@ def delay_tier(delay_s: float) -> int:
     return next((t for t in DELAY_TIERS if t >= delay_s), DELAY_TIERS[-1])
 
 
-def work_queue(name: str) -> tuple[list[Queue], list[Binding]]:
+def work_queue(name: str, dlx: str) -> tuple[list[Queue], list[Binding]]:
     """A quorum work queue with its DLQ and delay tiers."""
     queues = [
-        Queue(name, {"x-queue-type": "quorum", "x-dead-letter-exchange": DLX,
+        Queue(name, {"x-queue-type": "quorum", "x-dead-letter-exchange": dlx,
                      "x-dead-letter-routing-key": name, "x-delivery-limit": DELIVERY_LIMIT}),
         Queue(dlq_name(name), {"x-queue-type": "quorum"}),
     ]
-    bindings = [Binding(DLX, dlq_name(name), name)]
+    bindings = [Binding(dlx, dlq_name(name), name)]
     for tier in DELAY_TIERS:
         queues.append(Queue(delay_queue_name(name, tier), {
             "x-queue-type": "quorum",
@@ -83,24 +110,21 @@ def work_queue(name: str) -> tuple[list[Queue], list[Binding]]:
     return queues, bindings
 
 
-def build_topology() -> Topology:
+def build_topology(names: Names) -> Topology:
     exchanges = (
-        Exchange(EVENTS, "topic"),
-        Exchange(DECISIONS, "fanout"),
-        Exchange(COMMANDS, "direct"),
-        Exchange(DLX, "direct"),
+        Exchange(names.events, "topic"),
+        Exchange(names.decisions, "fanout"),
+        Exchange(names.commands, "direct"),
+        Exchange(names.dlx, "direct"),
     )
     queues: list[Queue] = []
     bindings: list[Binding] = []
-    for name in (CHECKPOINTS_QUEUE, DECISIONS_QUEUE):
-        q, b = work_queue(name)
+    for name in (names.checkpoints_queue, names.decisions_queue):
+        q, b = work_queue(name, names.dlx)
         queues += q
         bindings += b
     bindings += [
-        Binding(COMMANDS, CHECKPOINTS_QUEUE, CHECKPOINT_REQUESTED),
-        Binding(DECISIONS, DECISIONS_QUEUE, ""),
+        Binding(names.commands, names.checkpoints_queue, CHECKPOINT_REQUESTED),
+        Binding(names.decisions, names.decisions_queue, ""),
     ]
-    return Topology(exchanges, tuple(queues), tuple(bindings))
-
-
-TOPOLOGY = build_topology()
+    return Topology(exchanges, tuple(queues), tuple(bindings), names.dlx)

@@ -25,8 +25,8 @@ async def main() -> None:
     await stop.wait()
     log.info("decider.stopping")
     service.stop()
-    await broker.close(drain_s=10)
     await deadlines
+    await broker.close(drain_s=10)
     ops.should_exit = True
     await ops_task
     db.dispose()

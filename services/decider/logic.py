@@ -11,7 +11,6 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared import topology
 from shared.models import (Action, CheckpointEvent, CheckpointRequested, CheckpointStatus, DecisionSubmitted,
                            OnTimeout, Reply, Resolution)
 from shared.settings import Settings
@@ -60,15 +59,19 @@ def reply_to_call(cp: dict[str, Any], reply_to: str | None = None, correlation_i
     return [Outbound("", reply_to, body, correlation_id, persistent=False)]
 
 
-def event(kind: str, cp: dict[str, Any], decision: dict[str, Any] | None = None) -> Outbound:
+def event(exchange: str, kind: str, cp: dict[str, Any], decision: dict[str, Any] | None = None) -> Outbound:
     msg = CheckpointEvent(type=kind, checkpoint=public_view(cp), decision=decision)
-    return Outbound(topology.EVENTS, kind, msg.to_bytes())
+    return Outbound(exchange, kind, msg.to_bytes())
 
 
 class Decider:
     def __init__(self, db: Database, settings: Settings) -> None:
         self.db = db
         self.settings = settings
+        self.events_exchange = settings.names.events
+
+    def _event(self, kind: str, cp: dict[str, Any], decision: dict[str, Any] | None = None) -> Outbound:
+        return event(self.events_exchange, kind, cp, decision)
 
     # ------------------------------------------------------------------ checkpoint requests
     def on_request(self, req: CheckpointRequested, reply_to: str | None, correlation_id: str | None,
@@ -116,7 +119,7 @@ class Decider:
             return Outcome("replayed", cp, outbound=reply_to_call(cp, reply_to, correlation_id))
         out: list[Outbound] = []
         if created or redelivered:  # redelivered: the first attempt may have died before announcing it
-            out.append(event("checkpoint.opened", cp))
+            out.append(self._event("checkpoint.opened", cp))
         if cp["mode"] == "detached" and reply_to:
             body = Reply(outcome="pending", checkpoint_id=cp["id"]).to_bytes()
             out.append(Outbound("", reply_to, body, correlation_id, persistent=False))
@@ -153,10 +156,10 @@ class Decider:
                 winning = store.winning_decision(conn, cp["id"])
         if refusal:
             outcome = Outcome("rejected", cp, refusal[0], refusal[1])
-            outcome.outbound.append(event("decision.rejected", cp, {**dec.model_dump(mode="json"), "code": refusal[0]}))
+            outcome.outbound.append(self._event("decision.rejected", cp, {**dec.model_dump(mode="json"), "code": refusal[0]}))
             return self._answer(outcome, reply_to, correlation_id, winning=_winning_view(winning, cp))
         outcome = Outcome("applied", resolved)
-        outcome.outbound += reply_to_call(resolved) + [event("checkpoint.resolved", resolved, dec.model_dump(mode="json"))]
+        outcome.outbound += reply_to_call(resolved) + [self._event("checkpoint.resolved", resolved, dec.model_dump(mode="json"))]
         return self._answer(outcome, reply_to, correlation_id)
 
     def _target(self, conn, dec: DecisionSubmitted) -> dict[str, Any] | None:
@@ -187,7 +190,7 @@ class Decider:
     def _replay_decision(self, conn, cp, earlier, reply_to, correlation_id) -> Outcome:
         if earlier["outcome"] == "applied":
             outcome = Outcome("duplicate", cp)
-            outcome.outbound += reply_to_call(cp) + [event("checkpoint.resolved", cp)]
+            outcome.outbound += reply_to_call(cp) + [self._event("checkpoint.resolved", cp)]
             return self._answer(outcome, reply_to, correlation_id, applied=True)
         winning = store.winning_decision(conn, cp["id"])
         outcome = Outcome("rejected", cp, earlier["code"], "the same decision was already refused")
@@ -226,7 +229,7 @@ class Decider:
 
     def announce_resolution(self, cp: dict[str, Any]) -> list[Outbound]:
         kind = "checkpoint.expired" if cp["status"] == CheckpointStatus.expired else "checkpoint.resolved"
-        return reply_to_call(cp) + [event(kind, cp)]
+        return reply_to_call(cp) + [self._event(kind, cp)]
 
     def due_ids(self) -> list[str]:
         with self.db.read() as conn:

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 
 from services.decider.logic import Decider, Outbound, Outcome
-from shared import metrics, topology
+from shared import metrics
 from shared.broker import Broker, Delivery, Reject, RetryLater
 from shared.logs import get_logger
 from shared.models import CheckpointRequested, CheckpointStatus, DecisionSubmitted
@@ -34,8 +34,8 @@ class DeciderService:
         self.broker = broker
         self.logic = Decider(db, settings)
         self._stop = asyncio.Event()
-        broker.consume(topology.CHECKPOINTS_QUEUE, self.on_request)
-        broker.consume(topology.DECISIONS_QUEUE, self.on_decision)
+        broker.consume(settings.names.checkpoints_queue, self.on_request)
+        broker.consume(settings.names.decisions_queue, self.on_decision)
 
     async def _run_logic(self, fn, *args) -> Outcome:
         try:

@@ -21,7 +21,7 @@ log = get_logger(__name__)
 
 
 def create_app(settings: Settings, db: Database, broker: Broker, *, start_broker: bool = True) -> FastAPI:
-    replies = ReplyRouter(broker)
+    replies = ReplyRouter(broker, settings.names)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):

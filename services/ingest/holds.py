@@ -16,11 +16,11 @@ import socket
 import uuid
 from dataclasses import dataclass
 
-from shared import metrics, topology
+from shared import metrics
 from shared.broker import Broker, Delivery
 from shared.logs import get_logger
 from shared.models import CheckpointRequested, DecisionSubmitted, Reply
-from shared.topology import Queue
+from shared.topology import CHECKPOINT_REQUESTED, Names, Queue
 
 log = get_logger(__name__)
 
@@ -36,9 +36,10 @@ class Waiter:
 
 
 class ReplyRouter:
-    def __init__(self, broker: Broker, instance: str | None = None) -> None:
+    def __init__(self, broker: Broker, names: Names, instance: str | None = None) -> None:
         self.broker = broker
-        self.queue = f"hitl.ingest.{instance or socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}.replies"
+        self.names = names
+        self.queue = f"{names.namespace}.ingest.{instance or socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}.replies"
         self.waiters: dict[str, Waiter] = {}
         broker.consume(self.queue, self._on_reply, declare=Queue(self.queue, durable=False), exclusive=True,
                        auto_ack=True, prefetch=1000)
@@ -60,7 +61,7 @@ class ReplyRouter:
         self.waiters[correlation_id] = waiter
         metrics.held_calls.inc()
         try:
-            await self.broker.publish(topology.COMMANDS, topology.CHECKPOINT_REQUESTED, request.to_bytes(),
+            await self.broker.publish(self.names.commands, CHECKPOINT_REQUESTED, request.to_bytes(),
                                       message_id=request.id, correlation_id=correlation_id, reply_to=self.queue,
                                       timeout_s=min(window_s, 30.0))
             return await asyncio.wait_for(asyncio.shield(waiter.future), window_s)
@@ -77,7 +78,7 @@ class ReplyRouter:
         waiter = Waiter(asyncio.get_running_loop().create_future())
         self.waiters[correlation_id] = waiter
         try:
-            await self.broker.publish(topology.DECISIONS, "", decision.to_bytes(), message_id=decision.id,
+            await self.broker.publish(self.names.decisions, "", decision.to_bytes(), message_id=decision.id,
                                       correlation_id=correlation_id, reply_to=self.queue, timeout_s=wait_s)
             return await asyncio.wait_for(asyncio.shield(waiter.future), wait_s)
         except asyncio.TimeoutError:
@@ -89,7 +90,7 @@ class ReplyRouter:
         held = [(cid, w.request) for cid, w in self.waiters.items() if w.request is not None and not w.future.done()]
         if held:
             log.info("holds.resend_after_reconnect", held=len(held))
-        await asyncio.gather(*(self.broker.publish(topology.COMMANDS, topology.CHECKPOINT_REQUESTED,
+        await asyncio.gather(*(self.broker.publish(self.names.commands, CHECKPOINT_REQUESTED,
                                                    req.to_bytes(), message_id=req.id, correlation_id=cid,
                                                    reply_to=self.queue) for cid, req in held),
                              return_exceptions=True)

@@ -25,7 +25,7 @@ from pika.spec import Basic
 
 from shared.broker.errors import BrokerUnavailable, PublishNotConfirmed
 from shared.logs import get_logger
-from shared.topology import TOPOLOGY, Queue, Topology
+from shared.topology import Queue, Topology
 
 log = get_logger(__name__)
 OP_TIMEOUT_S = 15.0
@@ -59,12 +59,13 @@ class Consumer:
     declare: Queue | None = None  # a private queue (e.g. ingest's reply queue), declared per connection
     exclusive: bool = False
     auto_ack: bool = False
+    bindings: tuple[tuple[str, str], ...] = ()  # (exchange, routing key) for the private queue
     channel: Any = field(default=None, repr=False)
     tag: str | None = None
 
 
 class Broker:
-    def __init__(self, url: str, *, name: str, topology: Topology = TOPOLOGY, prefetch: int = 64,
+    def __init__(self, url: str, *, name: str, topology: Topology, prefetch: int = 64,
                  handler_threads: int = 8, max_attempts: int = 5) -> None:
         self.url = url
         self.name = name
@@ -93,9 +94,11 @@ class Broker:
         return self._ready.is_set()
 
     def consume(self, queue: str, handler: Handler, *, prefetch: int | None = None,
-                declare: Queue | None = None, exclusive: bool = False, auto_ack: bool = False) -> None:
-        """Register a consumer; it is attached on every (re)connect."""
-        self.consumers.append(Consumer(queue, handler, prefetch or self.prefetch, declare, exclusive, auto_ack))
+                declare: Queue | None = None, exclusive: bool = False, auto_ack: bool = False,
+                bindings: tuple[tuple[str, str], ...] = ()) -> None:
+        """Register a consumer; it is attached (its private queue declared and bound) on every (re)connect."""
+        self.consumers.append(Consumer(queue, handler, prefetch or self.prefetch, declare, exclusive, auto_ack,
+                                       bindings))
 
     def on_reconnect(self, hook: Callable[[], Awaitable[None]]) -> None:
         """Called after each connection beyond the first, once consumers are attached."""
@@ -237,6 +240,8 @@ class Broker:
             q = consumer.declare
             await self._op(ch.queue_declare, queue=q.name, durable=q.durable, exclusive=consumer.exclusive,
                            auto_delete=not q.durable, arguments=q.arguments)
+            for exchange, routing_key in consumer.bindings:
+                await self._op(ch.queue_bind, queue=q.name, exchange=exchange, routing_key=routing_key)
         consumer.channel = ch
 
         def on_message(channel, method, properties, body):
@@ -328,6 +333,37 @@ class Broker:
             await handler(delivery)
         else:
             await self._loop.run_in_executor(self.executor, handler, delivery)
+
+    async def delete_topology(self) -> None:
+        """Delete this topology's queues and exchanges (tests and `make clean`; never in service code)."""
+        await self.wait_ready(OP_TIMEOUT_S)
+        for q in self.topology.queues:
+            await self._op(self._pub.queue_delete, queue=q.name)
+        for ex in self.topology.exchanges:
+            await self._op(self._pub.exchange_delete, exchange=ex.name)
+
+    async def get_one(self, queue: str) -> Delivery | None:
+        """Take one message from a queue (ack'd), for inspecting DLQs; None if empty."""
+        await self.wait_ready(OP_TIMEOUT_S)
+        fut: asyncio.Future = self._loop.create_future()
+
+        def on_get(channel, method, properties, body):
+            fut.done() or fut.set_result(Delivery(queue, body, method.routing_key, method.exchange,
+                                                  dict(properties.headers or {}), properties.message_id,
+                                                  properties.correlation_id, properties.reply_to,
+                                                  bool(method.redelivered)))
+
+        ch = await self._open_channel(watch=False)
+        try:
+            ch.basic_get(queue, on_get, auto_ack=True)
+            # basic_get answers get-empty without calling on_get: poll briefly for either outcome.
+            try:
+                return await asyncio.wait_for(fut, 2.0)
+            except asyncio.TimeoutError:
+                return None
+        finally:
+            if ch.is_open:
+                ch.close()
 
     async def queue_depth(self, name: str) -> int:
         """Messages ready in a queue (passive declare); for readiness checks and tests."""

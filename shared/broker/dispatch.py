@@ -16,7 +16,7 @@ import structlog
 
 from shared.broker.errors import PublishNotConfirmed, Reject, RetryLater
 from shared.logs import get_logger
-from shared.topology import DLX, delay_queue_name, delay_tier
+from shared.topology import delay_queue_name, delay_tier
 
 log = get_logger(__name__)
 ACK = object()
@@ -71,4 +71,4 @@ async def _dead_letter(broker, delivery, reason: str):
     log.warning("delivery.dead_lettered", reason=reason)
     headers = _forward_headers(delivery, **{"x-hitl-reason": reason[:1000], "x-hitl-queue": delivery.queue,
                                             "x-hitl-dead-at": int(time.time())})
-    return await _republish(broker, delivery, DLX, delivery.queue, headers)
+    return await _republish(broker, delivery, broker.topology.dlx, delivery.queue, headers)

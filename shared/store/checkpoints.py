@@ -46,8 +46,9 @@ def insert_if_absent(conn: Connection, values: dict[str, Any]) -> bool:
     """Insert a new checkpoint unless its key exists; True when this call created it."""
     dialect = conn.dialect.name
     ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(checkpoints).values(**values)
-    result = conn.execute(ins.on_conflict_do_nothing(index_elements=["workflow_run_id", "node_id", "round"]))
-    return result.rowcount == 1
+    # RETURNING rather than rowcount: psycopg 3 reports -1 for a plain INSERT ... ON CONFLICT here.
+    stmt = ins.on_conflict_do_nothing(index_elements=["workflow_run_id", "node_id", "round"]).returning(checkpoints.c.id)
+    return conn.execute(stmt).first() is not None
 
 
 def attach(conn: Connection, checkpoint_id: str, reply_to: str | None, correlation_id: str | None) -> bool:
@@ -56,8 +57,9 @@ def attach(conn: Connection, checkpoint_id: str, reply_to: str | None, correlati
         update(checkpoints)
         .where(checkpoints.c.id == checkpoint_id, checkpoints.c.status == OPEN)
         .values(reply_to=reply_to, correlation_id=correlation_id, attach_count=checkpoints.c.attach_count + 1,
-                updated_at=time.time()))
-    return result.rowcount == 1
+                updated_at=time.time())
+        .returning(checkpoints.c.id))
+    return result.first() is not None
 
 
 def resolve(conn: Connection, checkpoint_id: str, *, status: str, action: str, output: Any, feedback: str | None,

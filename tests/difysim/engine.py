@@ -131,16 +131,19 @@ class Engine:
         if node_type == "loop":
             from .loop import run_loop  # the loop drives this engine recursively
 
-            return await run_loop(self, node, frame)
+            outcome = await run_loop(self, node, frame)
+            if outcome.error is None:
+                self._stream_ready_ends(scope, node["id"], outcome.handles)  # after loop_completed (fixture 07)
+            return outcome
         executor = EXECUTORS.get(node_type)
         data = node.get("data") or {}
         loop_id = frame.loop_id if frame else None
         ctx = NodeContext(node, self.pool, self.run, self.http, self.config, loop_id)
-        if node_type == "end" and node["id"] not in self.streamed_ends:
-            self.stream_end(ctx)
         self.count_step(frame)
         execution_id, created_at, started = new_id(), int(time.time()), time.monotonic()
         self.run.publish("node_started", events.node_started(execution_id, node, created_at, loop_id))
+        if node_type == "end" and node["id"] not in self.streamed_ends:
+            self.stream_end(ctx)  # not streamed early: after the End's node_started (fixture 15)
         retry = data.get("retry_config") or {}
         max_retries = int(retry.get("max_retries") or 0) if retry.get("retry_enabled") else 0
         while True:
@@ -193,7 +196,10 @@ class Engine:
         self.pool.set_outputs(node["id"], outputs)
         if self.graph.node_type(node) == "end" and frame is None:
             self.end_outputs.update(outputs)
-        self._stream_ready_ends(scope, node["id"], handles)
+        if not (result.failed and data.get("error_strategy") == "default-value"):
+            # Dify streams a ready End's text before this node_finished (fixtures 02, 05, 14), but after
+            # it when default values stood in (fixture 15).
+            self._stream_ready_ends(scope, node["id"], handles)
         shown = NodeResult(status=status, inputs=result.inputs, process_data=result.process_data, outputs=outputs)
         self.run.publish("node_finished", self._finished(execution_id, node, created_at, started, ctx.loop_id, shown,
                                                          status, error, metadata))

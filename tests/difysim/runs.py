@@ -170,6 +170,11 @@ class Run:
         self._end_stream(self.finished_payload("stopped", {}, "Stopped by user."))
         self.detached = True
 
+    def expire(self) -> None:
+        """The maximum execution time passed. A paused run holds no worker in Dify, so it is spared."""
+        if self.status != "paused":
+            self.stop()
+
     def _end_stream(self, payload: dict) -> None:
         self.stream_ended = True
         self.publish("workflow_finished", payload)
@@ -186,6 +191,7 @@ class Run:
         for event, data in extra_events:
             self.publish(event, data)
         self.status = "paused"
+        self.total_steps = self.steps  # a paused record shows its steps so far (fixture 08)
         self.publish("workflow_paused", paused_payload)
         if not self.outcome.done():
             self.outcome.set_result(paused_payload)

@@ -54,7 +54,7 @@ class SimState:
         task = asyncio.create_task(Engine(run, self.http, self.config).execute(), name=f"run-{run.id}")
         run.task = task
         self.tasks.add(task)
-        timer = asyncio.get_running_loop().call_later(self.config.max_execution_time_s, run.stop)
+        timer = asyncio.get_running_loop().call_later(self.config.max_execution_time_s, run.expire)
 
         def done(t: asyncio.Task) -> None:
             self.tasks.discard(t)
