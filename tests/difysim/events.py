@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 
-def node_base(execution_id: str, node: dict, created_at: int, loop_id: str | None) -> dict:
+def node_base(execution_id: str, node: dict) -> dict:
     data = node.get("data") or {}
     return {"id": execution_id, "node_id": node["id"], "node_type": data.get("type"), "title": data.get("title", ""),
             # 1.14.1 always sends index 1 and no predecessor (DIFY.md).
@@ -12,14 +12,14 @@ def node_base(execution_id: str, node: dict, created_at: int, loop_id: str | Non
 
 
 def node_started(execution_id: str, node: dict, created_at: int, loop_id: str | None) -> dict:
-    return {**node_base(execution_id, node, created_at, loop_id), "inputs": None, "inputs_truncated": False,
+    return {**node_base(execution_id, node), "inputs": None, "inputs_truncated": False,
             "created_at": created_at, "extras": {}, "iteration_id": None, "loop_id": loop_id, "agent_strategy": None}
 
 
 def node_finished(execution_id: str, node: dict, *, created_at: int, finished_at: int, loop_id: str | None,
                   inputs: Any, process_data: Any, outputs: Any, status: str, error: str | None,
                   elapsed_time: float, execution_metadata: dict | None) -> dict:
-    return {**node_base(execution_id, node, created_at, loop_id),
+    return {**node_base(execution_id, node),
             "inputs": inputs, "inputs_truncated": False,
             "process_data": process_data, "process_data_truncated": False,
             "outputs": outputs, "outputs_truncated": False,

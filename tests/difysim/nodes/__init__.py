@@ -6,6 +6,7 @@ and register it here; a node that must wait for a person calls `ctx.run.pause_un
 from __future__ import annotations
 
 from .assigner import run_assigner
+from .code import run_code
 from .base import NodeContext, NodeResult, failure
 from .http_request import run_http_request
 from .simple import run_end, run_if_else, run_start, run_template_transform
@@ -17,6 +18,7 @@ EXECUTORS = {
     "http-request": run_http_request,
     "assigner": run_assigner,
     "template-transform": run_template_transform,
+    "code": run_code,
 }
 
 __all__ = ["EXECUTORS", "NodeContext", "NodeResult", "failure"]

@@ -1,0 +1,38 @@
+# dify-hitl — every target sets itself up (venv + packages) first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export RABBITMQ_URL ?= amqp://guest:guest@127.0.0.1:5672/%2F
+export DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/test
+CONFORMANCE := $(firstword $(wildcard ../shared/tools/dify-conformance) $(HITL_SHARED_DIR)/tools/dify-conformance)
+
+.PHONY: setup services run demo test test-fast conformance clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+services:  ## make sure RabbitMQ and PostgreSQL are running on this machine
+	bash .ci/services.sh
+
+run: setup services  ## simulator + decider + ingest with the demo workflow; prints what to type next
+	$(PY) -m demo.run
+
+demo: setup services  ## plays a whole round trip by itself (revise, round 2, approve)
+	$(PY) -m demo.play
+
+test: setup services  ## the whole suite (unit, integration on SQLite and PostgreSQL, end-to-end, conformance)
+	$(PY) -m pytest -q -m "not faults" -p no:cacheprovider
+
+test-fast: setup  ## unit tests only (no services needed)
+	$(PY) -m pytest -q tests/unit
+
+conformance: setup  ## the Dify conformance kit against a fresh simulator
+	$(PY) -m pytest -q tests/integration/test_difysim_conformance.py
+
+clean:
+	rm -rf var .pytest_cache

@@ -1,0 +1,139 @@
+"""Start the real processes (Dify simulator, decider, ingest) as subprocesses and manage them.
+
+Used by `make run`, `make demo` and the end-to-end and fault tests, so the demo a newcomer sees is
+exactly what the tests exercise.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_GRAPH = ROOT / "demo" / "review-loop.graph.json"
+APP_TOKEN = "cp-demo-token-change-me"
+DIFY_APP_KEY = "app-demo-key"
+REVIEWERS = [{"name": "alice", "token": "rv-alice-token"}, {"name": "bob", "token": "rv-bob-token"}]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ProcessStack:
+    def __init__(self, workdir: Path, *, database_url: str | None = None, rabbitmq_url: str | None = None,
+                 namespace: str | None = None, ports: dict[str, int] | None = None, env: dict[str, str] | None = None,
+                 sim_args: list[str] | None = None) -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        ports = ports or {}
+        self.ports = {name: ports.get(name) or free_port() for name in ("sim", "ingest", "decider")}
+        self.sim_args = sim_args or []
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+            "PYTHONUNBUFFERED": "1",
+            "HITL_DATABASE_URL": database_url or f"sqlite:///{self.workdir / 'hitl.db'}",
+            "HITL_RABBITMQ_URL": rabbitmq_url or os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F"),
+            "HITL_NAMESPACE": namespace or f"e{uuid.uuid4().hex[:10]}",
+            "HITL_APPS": json.dumps([{"name": "demo", "checkpoint_token": APP_TOKEN}]),
+            "HITL_REVIEWERS": json.dumps(REVIEWERS),
+            "HITL_INGEST_PORT": str(self.ports["ingest"]),
+            "HITL_DECIDER_PORT": str(self.ports["decider"]),
+            "HITL_LOG_FORMAT": "json",
+            "HITL_DEADLINE_SCAN_INTERVAL_S": "0.2",
+            **(env or {}),
+        }
+
+    # ------------------------------------------------------------------ addresses
+    @property
+    def sim_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['sim']}"
+
+    @property
+    def ingest_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['ingest']}"
+
+    @property
+    def decider_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['decider']}"
+
+    # ------------------------------------------------------------------ processes
+    def command(self, name: str) -> list[str]:
+        if name == "sim":
+            return [sys.executable, "-m", "tests.difysim", "--port", str(self.ports["sim"]), *self.sim_args]
+        return [sys.executable, "-m", f"services.{name}"]
+
+    def start(self, name: str) -> None:
+        log = open(self.workdir / f"{name}.log", "ab")
+        self.procs[name] = subprocess.Popen(self.command(name), cwd=ROOT, env=self.env, stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+        health = {"sim": f"{self.sim_url}/_sim/health", "ingest": f"{self.ingest_url}/readyz",
+                  "decider": f"{self.decider_url}/readyz"}[name]
+        self.wait_http(health, name)
+
+    def start_all(self) -> "ProcessStack":
+        for name in ("sim", "decider", "ingest"):
+            self.start(name)
+        return self
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs.pop(name, None)
+        if proc and proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def restart(self, name: str) -> None:
+        self.kill(name)
+        self.start(name)
+
+    def stop_all(self) -> None:
+        for name in ("ingest", "decider", "sim"):
+            self.kill(name, signal.SIGTERM)
+
+    def wait_http(self, url: str, name: str, timeout_s: float = 30) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            proc = self.procs.get(name)
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {proc.returncode}; see {self.workdir / (name + '.log')}:\n"
+                                   + self.log_tail(name))
+            try:
+                if httpx.get(url, timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{name} not ready at {url} within {timeout_s}s:\n" + self.log_tail(name))
+
+    def log_tail(self, name: str, lines: int = 30) -> str:
+        path = self.workdir / f"{name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    # ------------------------------------------------------------------ the demo app in the simulator
+    def register_app(self, graph_path: Path = DEMO_GRAPH, name: str = "demo-review", api_key: str = DIFY_APP_KEY) -> str:
+        graph = graph_path.read_text().replace("__HITL_URL__", self.ingest_url).replace("__HITL_TOKEN__", APP_TOKEN)
+        r = httpx.post(f"{self.sim_url}/_sim/apps", json={"name": name, "graph": json.loads(graph), "api_key": api_key})
+        r.raise_for_status()
+        return r.json()["api_key"]
+
+    def __enter__(self) -> "ProcessStack":
+        return self.start_all()
+
+    def __exit__(self, *exc) -> None:
+        self.stop_all()
