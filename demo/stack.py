@@ -135,5 +135,22 @@ class ProcessStack:
     def __enter__(self) -> "ProcessStack":
         return self.start_all()
 
+    def delete_broker_objects(self) -> None:
+        """Remove this stack's exchanges and queues (ephemeral namespaces of tests and `make demo`)."""
+        import asyncio
+
+        from shared.broker import Broker
+        from shared.topology import Names, build_topology
+
+        async def delete() -> None:
+            broker = Broker(self.env["HITL_RABBITMQ_URL"], name="cleanup",
+                            topology=build_topology(Names(self.env["HITL_NAMESPACE"])))
+            await broker.start(wait_s=10)
+            await broker.delete_topology()
+            await broker.close()
+
+        asyncio.run(delete())
+
     def __exit__(self, *exc) -> None:
         self.stop_all()
+        self.delete_broker_objects()

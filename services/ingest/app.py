@@ -33,7 +33,7 @@ def create_app(settings: Settings, db: Database, broker: Broker, *, start_broker
             await broker.close()
 
     app = FastAPI(title="dify-hitl ingest", version="0.1.0", lifespan=lifespan,
-                  docs_url="/docs", redoc_url=None)
+                  docs_url=None, redoc_url=None)  # the docs UI would load assets from a CDN
     app.state.settings = settings
     app.state.db = db
     app.state.broker = broker
