@@ -7,7 +7,7 @@ from .templates import render
 from .variables import MISSING, VariablePool
 
 
-def _number(value: Any) -> float | int | None:
+def to_number(value: Any) -> float | int | None:
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, (int, float)):
@@ -25,7 +25,7 @@ def _number(value: Any) -> float | int | None:
 
 def _numeric(compare):
     def check(actual: Any, expected: Any) -> bool:
-        a, e = _number(actual), _number(expected)
+        a, e = to_number(actual), to_number(expected)
         if a is None or e is None:
             return False
         return compare(a, e)

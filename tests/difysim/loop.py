@@ -6,7 +6,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from . import events
-from .conditions import evaluate_group
+from .conditions import evaluate_group, to_number
 from .variables import MISSING
 
 if TYPE_CHECKING:
@@ -15,13 +15,8 @@ if TYPE_CHECKING:
 
 def _coerce(value: Any, var_type: str | None) -> Any:
     if var_type == "number" and isinstance(value, str):
-        try:
-            return int(value)
-        except ValueError:
-            try:
-                return float(value)
-            except ValueError:
-                return value
+        number = to_number(value)
+        return value if number is None else number
     return value
 
 
