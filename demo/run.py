@@ -12,7 +12,7 @@ from demo.stack import APP_TOKEN, DIFY_APP_KEY, ROOT, ProcessStack
 def main() -> None:
     stack = ProcessStack(ROOT / "var" / "run", database_url=os.environ.get("HITL_DATABASE_URL", f"sqlite:///{ROOT / 'var' / 'hitl.db'}"),
                          namespace=os.environ.get("HITL_NAMESPACE", "hitl"),
-                         ports={"sim": 5001, "ingest": 8080, "decider": 8081})
+                         ports={"sim": 5001, "ingest": 8080, "decider": 8081, "poller": 8082})
     try:
         stack.start_all()
     except RuntimeError as exc:
@@ -24,6 +24,7 @@ dify-hitl is running (logs in var/run/*.log; Ctrl-C stops everything)
   Dify simulator   {stack.sim_url}     demo app key: {DIFY_APP_KEY}
   ingest           {stack.ingest_url}     checkpoint token: {APP_TOKEN}
   decider          {stack.decider_url}     (/metrics, /readyz)
+  poller           {stack.poller_url}     (/metrics, /readyz)
 
 1. Start a workflow run (it pauses at the human checkpoint):
    curl -s -X POST {stack.sim_url}/v1/workflows/run -H 'Authorization: Bearer {DIFY_APP_KEY}' \\

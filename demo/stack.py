@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEMO_GRAPH = ROOT / "demo" / "review-loop.graph.json"
 APP_TOKEN = "cp-demo-token-change-me"
 DIFY_APP_KEY = "app-demo-key"
+PROCESSES = ("sim", "decider", "poller", "ingest")
 REVIEWERS = [{"name": "alice", "token": "rv-alice-token"}, {"name": "bob", "token": "rv-bob-token"}]
 
 
@@ -37,7 +38,7 @@ class ProcessStack:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         ports = ports or {}
-        self.ports = {name: ports.get(name) or free_port() for name in ("sim", "ingest", "decider")}
+        self.ports = {name: ports.get(name) or free_port() for name in ("sim", "ingest", "decider", "poller")}
         self.sim_args = sim_args or []
         self.procs: dict[str, subprocess.Popen] = {}
         self.env = {
@@ -47,10 +48,14 @@ class ProcessStack:
             "HITL_DATABASE_URL": database_url or f"sqlite:///{self.workdir / 'hitl.db'}",
             "HITL_RABBITMQ_URL": rabbitmq_url or os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F"),
             "HITL_NAMESPACE": namespace or f"e{uuid.uuid4().hex[:10]}",
-            "HITL_APPS": json.dumps([{"name": "demo", "checkpoint_token": APP_TOKEN}]),
+            "HITL_APPS": json.dumps([{"name": "demo", "checkpoint_token": APP_TOKEN,
+                                      "dify_base_url": f"http://127.0.0.1:{self.ports['sim']}",
+                                      "dify_api_key": DIFY_APP_KEY}]),
             "HITL_REVIEWERS": json.dumps(REVIEWERS),
             "HITL_INGEST_PORT": str(self.ports["ingest"]),
             "HITL_DECIDER_PORT": str(self.ports["decider"]),
+            "HITL_POLLER_PORT": str(self.ports["poller"]),
+            "HITL_DISCOVERY_INTERVAL_S": "2",
             "HITL_LOG_FORMAT": "json",
             "HITL_DEADLINE_SCAN_INTERVAL_S": "0.2",
             **(env or {}),
@@ -69,6 +74,10 @@ class ProcessStack:
     def decider_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['decider']}"
 
+    @property
+    def poller_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['poller']}"
+
     # ------------------------------------------------------------------ processes
     def command(self, name: str) -> list[str]:
         if name == "sim":
@@ -80,11 +89,11 @@ class ProcessStack:
         self.procs[name] = subprocess.Popen(self.command(name), cwd=ROOT, env=self.env, stdout=log,
                                             stderr=subprocess.STDOUT, start_new_session=True)
         health = {"sim": f"{self.sim_url}/_sim/health", "ingest": f"{self.ingest_url}/readyz",
-                  "decider": f"{self.decider_url}/readyz"}[name]
+                  "decider": f"{self.decider_url}/readyz", "poller": f"{self.poller_url}/readyz"}[name]
         self.wait_http(health, name)
 
     def start_all(self) -> "ProcessStack":
-        for name in ("sim", "decider", "ingest"):
+        for name in PROCESSES:
             self.start(name)
         return self
 
@@ -103,7 +112,7 @@ class ProcessStack:
         self.start(name)
 
     def stop_all(self) -> None:
-        for name in ("ingest", "decider", "sim"):
+        for name in reversed(PROCESSES):
             self.kill(name, signal.SIGTERM)
 
     def wait_http(self, url: str, name: str, timeout_s: float = 30) -> None:

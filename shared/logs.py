@@ -29,6 +29,7 @@ def setup_logging(level: str = "INFO", fmt: str = "auto", process: str = "hitl")
     logging.getLogger("pika").setLevel(logging.ERROR)
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Dify call is the metrics' job
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

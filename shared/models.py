@@ -129,3 +129,47 @@ class CheckpointEvent(Message):
     type: str
     checkpoint: dict[str, Any]
     decision: dict[str, Any] | None = None
+
+
+# ---------------------------------------------------------------------- run monitoring
+class RunTrack(Message):
+    """Start (or keep) tracking a Dify run: from a checkpoint, `hitl track`, the gateway, a re-run."""
+
+    type: Literal["run.track"] = "run.track"
+    app: str
+    workflow_run_id: str
+    source: str = "track"
+    task_id: str | None = None
+    user: str | None = None
+    parent_run_id: str | None = None
+    overrides: dict[str, Any] | None = None
+    continuation_of: str | None = None
+
+
+class RunEvent(Message):
+    """One event of a run: a Dify SSE event teed by the gateway or the poller's own stream, or a
+    milestone a workflow reported itself through POST /v1/events."""
+
+    type: Literal["run.event"] = "run.event"
+    app: str
+    workflow_run_id: str
+    source: str = "gateway"  # gateway | poller | workflow
+    event: dict[str, Any]  # Dify's event JSON: {"event", "workflow_run_id", "task_id", "data"}
+    user: str | None = None
+
+
+class RunEnded(Message):
+    """The poller saw a run end failed or stopped: the decider cancels its open checkpoints."""
+
+    type: Literal["run.ended"] = "run.ended"
+    workflow_run_id: str
+    status: str
+
+
+class RunStatusEvent(Message):
+    """On `hitl.events`: `run.status.<status>` when a run's status changes, `node.<status>` for
+    node executions of streamed runs."""
+
+    type: str
+    run: dict[str, Any]
+    node: dict[str, Any] | None = None

@@ -20,8 +20,15 @@ class AppConfig(BaseModel):
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     checkpoint_token: str = Field(min_length=8, description="Bearer token the app's HTTP node sends")
-    dify_base_url: str | None = None
-    dify_api_key: str | None = None
+    dify_base_url: str | None = Field(default=None, description="e.g. http://dify.internal (with or without /v1)")
+    dify_api_key: str | None = Field(default=None, description="the app's service-API key, app-…")
+    rate_per_s: float | None = Field(default=None, gt=0, description="Dify calls per second for this app")
+    continuation_app: str | None = Field(default=None, description="app started when a detached checkpoint is decided")
+
+    @property
+    def watched(self) -> bool:
+        """The poller can talk to this app's Dify."""
+        return bool(self.dify_base_url and self.dify_api_key)
 
 
 class ReviewerConfig(BaseModel):
@@ -52,6 +59,21 @@ class Settings(BaseSettings):
     ingest_port: int = Field(default=8080, ge=0, le=65535)
     decider_host: str = "127.0.0.1"
     decider_port: int = Field(default=8081, ge=0, le=65535)
+    poller_host: str = "127.0.0.1"
+    poller_port: int = Field(default=8082, ge=0, le=65535)
+
+    # Run monitoring (poller).
+    dify_rate_per_s: float = Field(default=10.0, gt=0)
+    dify_max_concurrency: int = Field(default=8, ge=1, le=256)
+    dify_timeout_s: float = Field(default=30.0, gt=0)
+    poll_min_interval_s: float = Field(default=1.0, gt=0)
+    poll_max_interval_s: float = Field(default=30.0, gt=0)
+    poll_tick_s: float = Field(default=0.25, gt=0)
+    poll_max_inflight: int = Field(default=50, ge=1)
+    poll_lease_s: float = Field(default=60.0, gt=0)
+    discovery_interval_s: float = Field(default=10.0, gt=0)
+    discovery_lookback_s: float = Field(default=3600.0, ge=0)
+    stream_idle_limit_s: float = Field(default=60.0, gt=0)
 
     # How long one Dify HTTP call is held (see ARCHITECTURE "Waiting longer than one HTTP call").
     hold_default_s: float = Field(default=55.0, gt=0)
@@ -100,6 +122,14 @@ class Settings(BaseSettings):
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
                 raise ValueError(f"{label}: duplicate names {dupes}")
+        names = {a.name for a in self.apps}
+        for a in self.apps:
+            if a.continuation_app and a.continuation_app not in names:
+                raise ValueError(f"apps.{a.name}.continuation_app: no app named {a.continuation_app!r}")
+            if bool(a.dify_base_url) != bool(a.dify_api_key):
+                raise ValueError(f"apps.{a.name}: dify_base_url and dify_api_key go together")
+        if self.poll_min_interval_s > self.poll_max_interval_s:
+            raise ValueError("poll_min_interval_s is above poll_max_interval_s")
         tokens = [a.checkpoint_token for a in self.apps] + [r.token for r in self.reviewers]
         if len(tokens) != len(set(tokens)):
             raise ValueError("a token is used twice: every app and reviewer needs its own token")
@@ -122,6 +152,13 @@ class Settings(BaseSettings):
 
     def reviewer_for_token(self, token: str) -> ReviewerConfig | None:
         return _match_token(token, self.reviewers, "token")
+
+    def app(self, name: str) -> AppConfig | None:
+        return next((a for a in self.apps if a.name == name), None)
+
+    def app_for_dify_key(self, key: str) -> AppConfig | None:
+        """The app whose Dify key a gateway client sent (constant-time, like every token check)."""
+        return _match_token(key, [a for a in self.apps if a.dify_api_key], "dify_api_key")
 
     def reviewer(self, name: str) -> ReviewerConfig | None:
         return next((r for r in self.reviewers if r.name == name), None)

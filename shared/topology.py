@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 CHECKPOINT_REQUESTED = "checkpoint.requested"
+RUN_ENDED = "run.ended"  # → decider (cancels the run's open checkpoints)
+RUN_TRACK = "run.track"  # → poller
+RUN_EVENT = "run.event"  # → poller
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,10 @@ class Names:
     @property
     def decisions_queue(self) -> str:
         return f"{self.namespace}.decisions"
+
+    @property
+    def runs_queue(self) -> str:  # the poller's: run.track, run.event, and checkpoint events it acts on
+        return f"{self.namespace}.runs"
 
 
 # Retry tiers (seconds) for RetryLater: the smallest tier >= the requested delay is used.
@@ -119,12 +126,18 @@ def build_topology(names: Names) -> Topology:
     )
     queues: list[Queue] = []
     bindings: list[Binding] = []
-    for name in (names.checkpoints_queue, names.decisions_queue):
+    for name in (names.checkpoints_queue, names.decisions_queue, names.runs_queue):
         q, b = work_queue(name, names.dlx)
         queues += q
         bindings += b
     bindings += [
         Binding(names.commands, names.checkpoints_queue, CHECKPOINT_REQUESTED),
         Binding(names.decisions, names.decisions_queue, ""),
+        Binding(names.commands, names.checkpoints_queue, RUN_ENDED),
+        Binding(names.commands, names.runs_queue, RUN_TRACK),
+        Binding(names.commands, names.runs_queue, RUN_EVENT),
+        # The poller tracks the run of every checkpoint and continues decided detached ones.
+        Binding(names.events, names.runs_queue, "checkpoint.opened"),
+        Binding(names.events, names.runs_queue, "checkpoint.resolved"),
     ]
     return Topology(exchanges, tuple(queues), tuple(bindings), names.dlx)

@@ -13,18 +13,10 @@ from typing import Any
 
 from shared.models import (Action, CheckpointEvent, CheckpointRequested, CheckpointStatus, DecisionSubmitted,
                            OnTimeout, Reply, Resolution)
+from shared.outbox import Outbound
 from shared.settings import Settings
 from shared.store import Database
 from shared.store import checkpoints as store
-
-
-@dataclass
-class Outbound:
-    exchange: str
-    routing_key: str
-    body: bytes
-    correlation_id: str | None = None
-    persistent: bool = True
 
 
 @dataclass
@@ -227,8 +219,25 @@ class Decider:
                                  outcome="applied", detail={"on_timeout": cp["on_timeout"]})
         return Outcome("expired", resolved, outbound=self.announce_resolution(resolved))
 
+    def cancel_run(self, run_id: str, run_status: str) -> list[dict[str, Any]]:
+        """The run ended (failed/stopped) with checkpoints still open: close them as aborted by
+        `system`, reason run_ended, so a still-held call is answered `abort`."""
+        cancelled = []
+        with self.db.write() as conn:
+            for cp in store.open_of_run(conn, run_id):
+                resolved = store.resolve(conn, cp["id"], status=CheckpointStatus.cancelled, action=Action.abort,
+                                         output=None, feedback=f"the run ended {run_status}", decided_by="system",
+                                         reason="run_ended", channel="poller", published=False)
+                if resolved is not None:
+                    store.append_history(conn, cp["id"], "cancelled", actor="system", channel="poller",
+                                         action=Action.abort, outcome="applied", code="run_ended",
+                                         detail={"run_status": run_status})
+                    cancelled.append(resolved)
+        return cancelled
+
     def announce_resolution(self, cp: dict[str, Any]) -> list[Outbound]:
-        kind = "checkpoint.expired" if cp["status"] == CheckpointStatus.expired else "checkpoint.resolved"
+        kind = {CheckpointStatus.expired: "checkpoint.expired",
+                CheckpointStatus.cancelled: "checkpoint.cancelled"}.get(cp["status"], "checkpoint.resolved")
         return reply_to_call(cp) + [self._event(kind, cp)]
 
     def due_ids(self) -> list[str]:

@@ -12,11 +12,13 @@ import structlog
 from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 
-from services.decider.logic import Decider, Outbound, Outcome
+from services.decider.logic import Decider, Outcome
 from shared import metrics
 from shared.broker import Broker, Delivery, Reject, RetryLater
 from shared.logs import get_logger
-from shared.models import CheckpointRequested, CheckpointStatus, DecisionSubmitted
+from shared.outbox import Outbound, publish_all
+from shared.models import CheckpointRequested, CheckpointStatus, DecisionSubmitted, RunEnded
+from shared.topology import RUN_ENDED
 from shared.settings import Settings
 from shared.store import Database
 
@@ -44,13 +46,11 @@ class DeciderService:
             raise RetryLater(f"store unavailable: {exc.orig!r}", delay_s=5) from exc
 
     async def publish_all(self, outbound: list[Outbound]) -> None:
-        started = time.perf_counter()
-        await asyncio.gather(*(self.broker.publish(o.exchange, o.routing_key, o.body, correlation_id=o.correlation_id,
-                                                   persistent=o.persistent) for o in outbound))
-        if outbound:
-            metrics.publish_confirm.observe(time.perf_counter() - started)
+        await publish_all(self.broker, outbound)
 
     async def on_request(self, delivery: Delivery) -> None:
+        if delivery.routing_key == RUN_ENDED:
+            return await self.on_run_ended(delivery)
         try:
             req = CheckpointRequested.model_validate_json(delivery.body)
         except ValidationError as exc:
@@ -95,6 +95,17 @@ class DeciderService:
             # A bot gets no reply: what it sent wrongly is kept, with the reason, in the DLQ.
             if not delivery.reply_to and outcome.code != "already_resolved":
                 raise Reject(f"{outcome.code}: {outcome.message}")
+
+    async def on_run_ended(self, delivery: Delivery) -> None:
+        try:
+            ended = RunEnded.model_validate_json(delivery.body)
+        except ValidationError as exc:
+            raise Reject(f"invalid run.ended: {validation_summary(exc)}") from None
+        for cp in await self._run_logic(self.logic.cancel_run, ended.workflow_run_id, ended.status):
+            await self._announce(cp, self.logic.announce_resolution(cp))
+            self._count_resolution(cp)
+            log.info("checkpoint.cancelled", checkpoint_id=cp["id"], run_id=ended.workflow_run_id,
+                     run_status=ended.status)
 
     @staticmethod
     def _count_resolution(cp) -> None:

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.ingest import checkpoints, decisions
+from services.ingest import checkpoints, decisions, gateway, runs_api
 from services.ingest.holds import ReplyRouter
 from services.ingest.http import ApiError, error_response
 from shared.broker import Broker
@@ -29,6 +29,7 @@ def create_app(settings: Settings, db: Database, broker: Broker, *, start_broker
             await broker.start(wait_s=None)  # keeps retrying; readiness says when it is up
         yield
         replies.fail_all()
+        await close_clients(app)
         if start_broker:
             await broker.close()
 
@@ -38,8 +39,11 @@ def create_app(settings: Settings, db: Database, broker: Broker, *, start_broker
     app.state.db = db
     app.state.broker = broker
     app.state.replies = replies
+    app.state.dify_clients = {}
     app.include_router(checkpoints.router)
     app.include_router(decisions.router)
+    app.include_router(runs_api.router)
+    app.include_router(gateway.router)  # Dify's own paths, forwarded
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
@@ -76,3 +80,13 @@ def create_app(settings: Settings, db: Database, broker: Broker, *, start_broker
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+async def close_clients(app: FastAPI) -> None:
+    state = app.state
+    if getattr(state, "run_starter", None) is not None:
+        await state.run_starter.close()
+    for client in state.dify_clients.values():
+        await client.aclose()
+    if getattr(state, "gateway_http", None) is not None:
+        await state.gateway_http.aclose()

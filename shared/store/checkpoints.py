@@ -36,6 +36,11 @@ def latest(conn: Connection, run_id: str, node_id: str) -> dict[str, Any] | None
     return _row(conn.execute(q).first())
 
 
+def open_of_run(conn: Connection, run_id: str) -> list[dict[str, Any]]:
+    q = select(checkpoints).where(checkpoints.c.workflow_run_id == run_id, checkpoints.c.status == OPEN)
+    return [_row(r) for r in conn.execute(q)]
+
+
 def rounds(conn: Connection, run_id: str, node_id: str) -> list[dict[str, Any]]:
     q = (select(checkpoints).where(checkpoints.c.workflow_run_id == run_id, checkpoints.c.node_id == node_id)
          .order_by(checkpoints.c.round))

@@ -67,3 +67,80 @@ history = Table(
     Index("ix_history_message", "message_id"),
     Index("ix_history_idem", "checkpoint_id", "idempotency_key"),
 )
+
+# ---------------------------------------------------------------------- run monitoring (poller writes)
+runs = Table(
+    "runs", metadata,
+    Column("id", String(64), primary_key=True),  # Dify's workflow_run_id
+    Column("app", String(64), nullable=False),
+    Column("status", String(32), nullable=False),  # ours: a stop seen on the stream wins over Dify's record
+    Column("dify_status", String(32)),  # what GET /v1/workflows/run last said
+    Column("stale_record", Boolean, nullable=False, default=False),  # Dify's record disagrees (stop quirk)
+    Column("source", String(16), nullable=False),  # checkpoint | track | logs | gateway | api | event | poller
+    Column("task_id", String(64)),
+    Column("user", String(255)),
+    Column("workflow_id", String(64)),
+    Column("inputs", JSON),
+    Column("outputs", JSON),
+    Column("error", Text),
+    Column("elapsed_time", Float),
+    Column("total_steps", Integer),
+    Column("exceptions_count", Integer),
+    Column("created_at", Float),
+    Column("finished_at", Float),
+    Column("parent_run_id", String(64)),  # a re-run of this run
+    Column("overrides", JSON),  # the inputs a re-run changed
+    Column("continuation_of", String(36)),  # the detached checkpoint this run continues
+    Column("streamed", Boolean, nullable=False, default=False),
+    Column("last_event_at", Float),
+    Column("next_poll_at", Float),  # NULL: not scheduled (terminal, or stop confirmed)
+    Column("poll_interval", Float),
+    Column("poll_failures", Integer, nullable=False, default=0),
+    Column("lease_owner", String(64)),
+    Column("lease_until", Float),
+    Column("tracked_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_runs_next_poll", "next_poll_at"),
+    Index("ix_runs_app_status", "app", "status"),
+    Index("ix_runs_continuation", "continuation_of"),
+)
+
+node_executions = Table(
+    "node_executions", metadata,
+    Column("id", String(64), primary_key=True),  # Dify's node execution id
+    Column("run_id", String(64), nullable=False),
+    Column("node_id", String(128), nullable=False),
+    Column("node_type", String(32)),
+    Column("title", String(255)),
+    Column("status", String(32), nullable=False),
+    Column("loop_id", String(128)),
+    Column("loop_index", Integer),
+    Column("retries", Integer, nullable=False, default=0),
+    Column("error", Text),
+    Column("inputs", JSON),
+    Column("outputs", JSON),
+    Column("elapsed_time", Float),
+    Column("started_at", Float),
+    Column("finished_at", Float),
+    Column("seq", Integer, nullable=False, default=0),  # order of first sight within the run
+    Index("ix_nodes_run", "run_id", "seq"),
+)
+
+run_history = Table(
+    "run_history", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(64), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("kind", String(32), nullable=False),  # tracked | status | node | stream | stop | rerun | event
+    Column("status", String(32)),
+    Column("node_id", String(128)),
+    Column("detail", JSON),
+    Index("ix_run_history_run", "run_id", "id"),
+)
+
+discovery_watermarks = Table(
+    "discovery_watermarks", metadata,
+    Column("app", String(64), primary_key=True),
+    Column("created_at", Float, nullable=False),  # newest log row seen (unix seconds)
+    Column("updated_at", Float, nullable=False),
+)

@@ -1,0 +1,203 @@
+"""What the poller knows about runs, from every source, written to the store; plain sync functions
+that return the messages to publish after their transaction committed (like the decider's logic).
+
+Sources: a tracking request, a Dify event (streamed by the gateway or the poller, or reported by the
+workflow itself), a poll of GET /v1/workflows/run/{id}, a row of GET /v1/workflows/logs.
+"""
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+from shared.models import RunEnded, RunEvent, RunStatusEvent, RunTrack
+from shared.outbox import Outbound
+from shared.settings import Settings
+from shared.store import Database
+from shared.store import runs as store
+from shared.topology import RUN_ENDED
+
+TERMINAL = store.RUN_TERMINAL
+CANCELS_CHECKPOINTS = {"failed", "stopped"}
+# Event names whose data describes one node execution.
+NODE_EVENTS = {"node_started": "running", "node_finished": None, "node_retry": "retry"}
+
+
+def public_run(run: dict[str, Any]) -> dict[str, Any]:
+    hidden = {"lease_owner", "lease_until", "next_poll_at", "poll_interval", "poll_failures"}
+    return {k: v for k, v in run.items() if k not in hidden}
+
+
+class Recorder:
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
+        self.settings = settings
+        self.names = settings.names
+
+    # ------------------------------------------------------------------ outbound helpers
+    def _status_changed(self, conn, run_id: str, status: str, out: list[Outbound]) -> None:
+        run = store.get(conn, run_id)
+        store.append_history(conn, run_id, "status", status=status)
+        out.append(Outbound(self.names.events, f"run.status.{status}",
+                            RunStatusEvent(type=f"run.status.{status}", run=public_run(run)).to_bytes()))
+        if status in CANCELS_CHECKPOINTS:
+            out.append(Outbound(self.names.commands, RUN_ENDED,
+                                RunEnded(workflow_run_id=run_id, status=status).to_bytes()))
+
+    # ------------------------------------------------------------------ tracking
+    def track(self, msg: RunTrack) -> list[Outbound]:
+        with self.db.write() as conn:
+            created = store.ensure(conn, msg.workflow_run_id, msg.app, msg.source, task_id=msg.task_id, user=msg.user,
+                                   parent_run_id=msg.parent_run_id, overrides=msg.overrides,
+                                   continuation_of=msg.continuation_of)
+            if created:
+                store.append_history(conn, msg.workflow_run_id, "tracked", detail={"source": msg.source})
+        return []
+
+    # ------------------------------------------------------------------ events
+    def on_event(self, msg: RunEvent) -> list[Outbound]:
+        ev, out = msg.event, []
+        name, data, run_id = ev.get("event"), ev.get("data") or {}, msg.workflow_run_id
+        if name in ("ping", "text_chunk", None):
+            return out
+        app = self.settings.app(msg.app)
+        pollable = bool(app and app.watched)
+        with self.db.write() as conn:
+            if store.ensure(conn, run_id, msg.app, msg.source, task_id=ev.get("task_id"), user=msg.user,
+                            next_poll_at=time.time() if pollable else None):
+                store.append_history(conn, run_id, "tracked", detail={"source": msg.source})
+            if msg.source != "workflow":
+                store.update_run(conn, run_id, streamed=True, last_event_at=time.time())
+            if name in NODE_EVENTS:
+                self._node_event(conn, run_id, name, data, out)
+            elif name == "workflow_started":
+                store.update_run(conn, run_id, inputs=data.get("inputs"), workflow_id=data.get("workflow_id"),
+                                 created_at=data.get("created_at"))
+                if store.set_status(conn, run_id, "running"):  # e.g. paused → running on resumption
+                    self._status_changed(conn, run_id, "running", out)
+                store.append_history(conn, run_id, "stream", status="running", detail={"event": name,
+                                                                                       "reason": data.get("reason")})
+            elif name == "workflow_paused":
+                if store.set_status(conn, run_id, "paused"):
+                    self._status_changed(conn, run_id, "paused", out)
+            elif name == "workflow_finished":
+                self._finished(conn, run_id, data, out)
+            else:  # loop_*, error, human_input_*, milestones reported by the workflow: kept in the history
+                detail = {k: v for k, v in (data or ev).items() if k in ("code", "message", "status", "node_id",
+                                                                          "index", "reason", "error")}
+                store.append_history(conn, run_id, "event", node_id=data.get("node_id"),
+                                     detail={"event": name, **detail})
+        return out
+
+    def _node_event(self, conn, run_id: str, name: str, data: dict[str, Any], out: list[Outbound]) -> None:
+        status = NODE_EVENTS[name] or data.get("status") or "unknown"
+        node_id = data.get("node_id") or "?"
+        execution_id = data.get("id") or f"{run_id}:{node_id}"
+        meta = data.get("execution_metadata") or {}
+        values = dict(node_id=node_id, node_type=data.get("node_type"), title=data.get("title"),
+                      loop_id=data.get("loop_id"), loop_index=meta.get("loop_index"), error=data.get("error"),
+                      inputs=data.get("inputs"), outputs=data.get("outputs") if name != "node_started" else None,
+                      elapsed_time=data.get("elapsed_time"), started_at=data.get("created_at"),
+                      finished_at=data.get("finished_at"))
+        if name == "node_retry":
+            values["retries"] = data.get("retry_index")
+        if store.upsert_node(conn, run_id, execution_id, status, **values):
+            store.append_history(conn, run_id, "node", status=status, node_id=node_id,
+                                 detail={"error": data.get("error")} if data.get("error") else None)
+            node = {k: v for k, v in values.items() if k not in ("inputs", "outputs")}
+            run = store.get(conn, run_id)
+            out.append(Outbound(self.names.events, f"node.{status}",
+                                RunStatusEvent(type=f"node.{status}", run=public_run(run),
+                                               node={"id": execution_id, "status": status, **node}).to_bytes()))
+
+    def _finished(self, conn, run_id: str, data: dict[str, Any], out: list[Outbound]) -> None:
+        status = data.get("status") or "unknown"
+        fields = dict(outputs=data.get("outputs"), error=data.get("error"), elapsed_time=data.get("elapsed_time"),
+                      total_steps=data.get("total_steps"), exceptions_count=data.get("exceptions_count"),
+                      finished_at=data.get("finished_at"))
+        # One more poll confirms Dify's record; after a stop it will say `running` forever (DIFY.md),
+        # which that poll flags as a stale record before polling ends.
+        if store.set_status(conn, run_id, status, **fields):
+            store.update_run(conn, run_id, next_poll_at=time.time() + self.settings.poll_min_interval_s,
+                             poll_interval=self.settings.poll_min_interval_s)
+            self._status_changed(conn, run_id, status, out)
+
+    # ------------------------------------------------------------------ polls
+    def on_poll(self, run: dict[str, Any], record, owner: str) -> list[Outbound]:
+        """Apply GET /v1/workflows/run/{id} to a leased run and schedule its next poll."""
+        out: list[Outbound] = []
+        status = record.status
+        now = time.time()
+        with self.db.write() as conn:
+            values: dict[str, Any] = dict(dify_status=status, poll_failures=0)
+            if run["status"] == "stopped" and status not in TERMINAL:
+                # We saw the stop on the stream; Dify's record says otherwise and will keep doing so.
+                values.update(stale_record=True, next_poll_at=None)
+                if not run["stale_record"]:
+                    store.append_history(conn, run["id"], "stale_record", status=status,
+                                         detail={"ours": run["status"], "dify": status})
+            elif run["status"] in TERMINAL:
+                # Ended on the stream: wait (backing off) until Dify's record has caught up.
+                interval = min((run["poll_interval"] or 1) * 2, self.settings.poll_max_interval_s)
+                values.update(poll_interval=interval, next_poll_at=None if status in TERMINAL else now + interval)
+            elif status != run["status"]:
+                fields = dict(outputs=record.outputs or None, error=record.error, elapsed_time=record.elapsed_time,
+                              total_steps=record.total_steps, finished_at=record.finished_at,
+                              inputs=run["inputs"] or record.inputs, created_at=run["created_at"] or record.created_at)
+                if store.set_status(conn, run["id"], status, **fields):
+                    self._status_changed(conn, run["id"], status, out)
+                values.update(poll_interval=self.settings.poll_min_interval_s,
+                              next_poll_at=None if status in TERMINAL else now + self.settings.poll_min_interval_s)
+            else:
+                interval = min((run["poll_interval"] or 1) * 2, self.settings.poll_max_interval_s)
+                values.update(poll_interval=interval, next_poll_at=None if status in TERMINAL else now + interval)
+            store.release(conn, run["id"], owner, **values)
+        return out
+
+    def on_poll_error(self, run: dict[str, Any], error: Exception, owner: str, *, gone: bool = False) -> None:
+        """Dify did not answer usefully: back off (capped, jittered) and keep the run; nothing is lost."""
+        failures = (run["poll_failures"] or 0) + 1
+        delay = min(self.settings.poll_max_interval_s * 2, 2 ** min(failures, 6)) * (0.5 + random.random() / 2)
+        with self.db.write() as conn:
+            if gone and failures >= 5:
+                store.set_status(conn, run["id"], "not_found")
+                store.append_history(conn, run["id"], "status", status="not_found", detail={"error": str(error)[:300]})
+                store.release(conn, run["id"], owner, poll_failures=failures, next_poll_at=None)
+                return
+            store.release(conn, run["id"], owner, poll_failures=failures, next_poll_at=time.time() + delay)
+
+    # ------------------------------------------------------------------ discovery
+    def on_discovered(self, app: str, entry) -> list[Outbound]:
+        """A row of Dify's logs: track the run if it is new; its status is current as of the listing."""
+        wr = entry.workflow_run
+        out: list[Outbound] = []
+        with self.db.write() as conn:
+            terminal = wr.status in TERMINAL
+            session = entry.created_by_end_user.session_id if entry.created_by_end_user else None
+            created = store.ensure(conn, wr.id, app, "logs", status=wr.status, created_at=wr.created_at, user=session,
+                                   next_poll_at=None if terminal else time.time())
+            if not created:
+                return out
+            store.append_history(conn, wr.id, "tracked", detail={"source": "logs"})
+            if terminal:
+                store.update_run(conn, wr.id, dify_status=wr.status, error=wr.error, elapsed_time=wr.elapsed_time,
+                                 total_steps=wr.total_steps, exceptions_count=wr.exceptions_count,
+                                 finished_at=wr.finished_at)
+            self._status_changed(conn, wr.id, wr.status, out)
+        return out
+
+    def continuation_exists(self, checkpoint_id: str) -> bool:
+        with self.db.read() as conn:
+            return store.continuation_for(conn, checkpoint_id) is not None
+
+    def due(self, owner: str, limit: int) -> list[dict[str, Any]]:
+        with self.db.write() as conn:
+            return store.claim_due(conn, owner, time.time(), self.settings.poll_lease_s, limit)
+
+    def watermark(self, app: str) -> float | None:
+        with self.db.read() as conn:
+            return store.watermark(conn, app)
+
+    def set_watermark(self, app: str, created_at: float) -> None:
+        with self.db.write() as conn:
+            store.set_watermark(conn, app, created_at)

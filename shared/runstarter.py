@@ -1,0 +1,120 @@
+"""Start a Dify run streaming and tee its events to the broker (run.track, then run.event per event).
+
+Used by ingest (POST /v1/runs, re-runs) and the poller (continuations of detached checkpoints). The
+caller gets the run and task ids as soon as Dify announces the run; the stream is read to its end in
+the background. If the stream is lost, one re-attach (`/v1/workflow/{id}/events`) is tried; after
+that the poller's polling of the tracked run finds the final status — nothing depends on the stream.
+"""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from shared.broker import Broker
+from shared.dify import DifyClient, DifyError
+from shared.dify.models import StreamEvent
+from shared.logs import get_logger
+from shared.models import RunEvent, RunTrack
+from shared.settings import Settings
+from shared.topology import RUN_EVENT, RUN_TRACK
+
+log = get_logger(__name__)
+ENDING = {"workflow_finished", "workflow_paused", "error"}
+
+
+@dataclass
+class StartedRun:
+    workflow_run_id: str
+    task_id: str | None
+
+
+class RunNotStarted(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class EventTee:
+    """Publishes one run's events in order (one publisher per stream keeps their order)."""
+
+    def __init__(self, broker: Broker, settings: Settings, app: str, source: str, user: str | None) -> None:
+        self.broker, self.names = broker, settings.names
+        self.app, self.source, self.user = app, source, user
+
+    async def track(self, run_id: str, task_id: str | None, **link: Any) -> None:
+        msg = RunTrack(app=self.app, workflow_run_id=run_id, source=self.source, task_id=task_id, user=self.user, **link)
+        await self.broker.publish(self.names.commands, RUN_TRACK, msg.to_bytes(), message_id=msg.id)
+
+    async def event(self, run_id: str, event: dict[str, Any]) -> None:
+        if event.get("event") in ("ping", "text_chunk"):
+            return  # no state in them; text chunks can be large
+        msg = RunEvent(app=self.app, workflow_run_id=run_id, source=self.source, event=event, user=self.user)
+        await self.broker.publish(self.names.commands, RUN_EVENT, msg.to_bytes(), message_id=msg.id)
+
+
+def event_dict(event: StreamEvent) -> dict[str, Any]:
+    return event.model_dump(exclude_none=True)
+
+
+class RunStarter:
+    def __init__(self, broker: Broker, settings: Settings) -> None:
+        self.broker = broker
+        self.settings = settings
+        self.readers: set[asyncio.Task] = set()
+
+    async def start(self, client: DifyClient, app: str, inputs: dict[str, Any], *, user: str, source: str,
+                    workflow_id: str | None = None, **link: Any) -> StartedRun:
+        """Start the run; returns once Dify has announced it (workflow_started)."""
+        tee = EventTee(self.broker, self.settings, app, source, user)
+        stream = client.stream_run(inputs, user, workflow_id=workflow_id, idle_limit_s=self.settings.stream_idle_limit_s)
+        events = None
+        try:
+            await stream.open()
+            events = stream.events().__aiter__()
+            first = await events.__anext__()
+        except StopAsyncIteration:
+            await stream.aclose()
+            raise RunNotStarted("stream_ended", "Dify closed the stream before announcing the run") from None
+        except DifyError as exc:
+            await stream.aclose()
+            raise RunNotStarted(exc.code, exc.message) from exc
+        if first.event == "error" or not first.workflow_run_id:
+            await stream.aclose()
+            raise RunNotStarted(first.code or "dify_error", first.message or f"Dify answered {first.event}")
+        started = StartedRun(first.workflow_run_id, first.task_id)
+        await tee.track(started.workflow_run_id, started.task_id, **link)
+        await tee.event(started.workflow_run_id, event_dict(first))
+        reader = asyncio.create_task(self._read_rest(client, stream, events, tee, started, first))
+        self.readers.add(reader)
+        reader.add_done_callback(self.readers.discard)
+        return started
+
+    async def _read_rest(self, client, stream, events, tee: EventTee, started: StartedRun, first) -> None:
+        run_id, last = started.workflow_run_id, first.event
+        try:
+            async for event in events:
+                await tee.event(run_id, event_dict(event))
+                last = event.event
+        except Exception as exc:  # a lost stream (or broker): fall back to a re-attach, then polling
+            log.info("stream.lost", run_id=run_id, error=f"{type(exc).__name__}: {exc}"[:200])
+        finally:
+            await stream.aclose()
+        if last not in ENDING:
+            await self.reattach(client, tee, run_id)
+
+    async def reattach(self, client: DifyClient, tee: EventTee, run_id: str) -> None:
+        try:
+            async with client.events(run_id, tee.user or "hitl", idle_limit_s=self.settings.stream_idle_limit_s) as s:
+                async for event in s:
+                    await tee.event(run_id, event_dict(event))
+            log.info("stream.reattached", run_id=run_id)
+        except Exception as exc:  # polling will still find the final status
+            log.info("stream.reattach_failed", run_id=run_id, error=f"{type(exc).__name__}: {exc}"[:200])
+
+    async def close(self) -> None:
+        for task in list(self.readers):
+            task.cancel()
+        if self.readers:
+            await asyncio.wait(self.readers, timeout=5)
