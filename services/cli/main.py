@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from services.cli import render
+from services.cli.runs import add_run_commands
 
 
 class CliError(Exception):
@@ -124,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--idempotency-key", help="send the same key again to repeat safely")
     d.add_argument("--json", action="store_true")
     d.set_defaults(fn=cmd_decide)
+
+    add_run_commands(sub, lambda fn: lambda args: fn(args, api, _fail_on_error))
 
     db = sub.add_parser("db", help="database schema")
     db.add_argument("db_command", choices=["upgrade", "current"])

@@ -100,3 +100,62 @@ def decision_result(data: dict[str, Any]) -> str:
     r = data.get("resolution", {})
     return (paint(f"{r.get('action')} applied", ACTION_COLOR.get(r.get("action"))) +
             f" to checkpoint {r.get('checkpoint_id')} (round {r.get('round')}) by {r.get('decided_by')}")
+
+
+# ---------------------------------------------------------------------- runs
+# green succeeded · red failed/exception · yellow running · blue waiting for a person · grey stopped
+RUN_COLOR = {"succeeded": "green", "partial-succeeded": "green", "failed": "red", "exception": "red",
+             "running": "yellow", "retry": "yellow", "paused": "blue", "waiting": "blue", "stopped": "grey"}
+
+
+def run_table(data: dict[str, Any]) -> str:
+    rows = data.get("runs", [])
+    if not rows:
+        return "no runs tracked"
+    lines = [f"{'RUN':36}  {'STATUS':17}  {'APP':10}  {'SOURCE':10}  STARTED"]
+    for r in rows:
+        status = r["status"] + (" (record stale)" if r.get("stale_record") else "")
+        lines.append(f"{r['id']:36}  {paint(f'{status:17}', RUN_COLOR.get(r['status']))}  {r['app'][:10]:10}  "
+                     f"{r['source'][:10]:10}  {when(r.get('created_at'))}")
+    lines.append(f"{data.get('total', len(rows))} in all")
+    return "\n".join(lines)
+
+
+def node_state(node: dict[str, Any], waiting: bool) -> str:
+    """A checkpoint's node_id names the node under review, not the HTTP node that holds the call:
+    while the run has an open checkpoint, its running HTTP request node is the one waiting."""
+    if node["status"] == "running" and (waiting and node.get("node_type") == "http-request"
+                                        or node.get("node_type") == "human-input"):
+        return "waiting"
+    return node["status"]
+
+
+def run_detail(run: dict[str, Any]) -> str:
+    out = [paint(f"Run {run['id']}", "bold"),
+           f"  status    {paint(run['status'], RUN_COLOR.get(run['status']))}"
+           + (f"  (Dify's record says {run['dify_status']}: it never catches up after a stop)" if run.get("stale_record") else ""),
+           f"  app       {run['app']}   source {run['source']}   task {run.get('task_id') or '-'}",
+           f"  started   {when(run.get('created_at'))}   finished {when(run.get('finished_at'))}"]
+    if run.get("parent_run_id"):
+        out.append(f"  re-run of {run['parent_run_id']} with {json.dumps(run.get('overrides'))}")
+    if run.get("error"):
+        out.append("  error     " + paint(str(run["error"]), "red"))
+    waiting = any(c["status"] == "open" for c in run.get("checkpoints", []))
+    if run.get("nodes"):
+        out += ["", paint("Nodes", "bold")]
+        for n in run["nodes"]:
+            state = node_state(n, waiting)
+            label = {"waiting": "waiting for a person"}.get(state, state)
+            took = f"{n['elapsed_time']:.2f}s" if n.get("elapsed_time") is not None else ""
+            extra = (f"  retries {n['retries']}" if n.get("retries") else "") + \
+                    (f"  {paint(n['error'], 'red')}" if n.get("error") else "")
+            out.append(f"  {paint('●', RUN_COLOR.get(state, 'grey'))} {n['node_id'][:20]:20} "
+                       f"{paint(f'{label:22}', RUN_COLOR.get(state, 'grey'))} {took:>8}{extra}")
+    elif not run.get("streamed"):
+        out += ["", "  (node-level status is recorded for runs started through dify-hitl or its gateway)"]
+    if run.get("checkpoints"):
+        out += ["", paint("Checkpoints", "bold")]
+        for c in run["checkpoints"]:
+            out.append(f"  {c['id']}  {c['node_id']}  round {c['round']}  {c['status']}"
+                       + (f"  {c['action']} by {c['decided_by']}" if c.get("action") else ""))
+    return "\n".join(out)
