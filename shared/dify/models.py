@@ -36,8 +36,8 @@ class RunRecord(DifyModel):
     inputs: dict[str, Any] = Field(default_factory=dict)
     outputs: dict[str, Any] | None = None
     error: str | None = None
-    total_steps: int = 0
-    total_tokens: int = 0
+    total_steps: int | None = 0
+    total_tokens: int | None = 0
     created_at: Timestamp | None = None
     finished_at: Timestamp | None = None
     elapsed_time: float | None = None
@@ -54,6 +54,17 @@ class RunRecord(DifyModel):
             except ValueError:
                 return {"__unparsed__": value if isinstance(value, str) else value.decode(errors="replace")}
         return value if isinstance(value, dict) else {"__unparsed__": value}
+
+    @field_validator("outputs", mode="before")
+    @classmethod
+    def _outputs_from_json_string(cls, value: Any) -> Any:
+        # 1.14.1 sends an object; older servers sent a JSON string, like `inputs`.
+        if isinstance(value, str):
+            try:
+                value = json.loads(value) if value.strip() else {}
+            except ValueError:
+                return {"__unparsed__": value}
+        return value if value is None or isinstance(value, dict) else {"__unparsed__": value}
 
     @property
     def is_terminal(self) -> bool:
@@ -86,8 +97,8 @@ class BlockingRunData(DifyModel):
     outputs: dict[str, Any] | None = None
     error: str | None = None
     elapsed_time: float | None = None
-    total_tokens: int = 0
-    total_steps: int = 0
+    total_tokens: int | None = 0
+    total_steps: int | None = 0
     created_at: Timestamp | None = None
     finished_at: Timestamp | None = None
     # Only when status is "paused" (a Human Input node waits).
@@ -118,11 +129,11 @@ class LogWorkflowRun(DifyModel):
     triggered_from: str | None = None
     error: str | None = None
     elapsed_time: float | None = None
-    total_tokens: int = 0
-    total_steps: int = 0
+    total_tokens: int | None = 0
+    total_steps: int | None = 0
     created_at: Timestamp | None = None
     finished_at: Timestamp | None = None
-    exceptions_count: int = 0
+    exceptions_count: int | None = 0
 
 
 class LogEndUser(DifyModel):
@@ -162,7 +173,7 @@ class StreamEvent(DifyModel):
     data: dict[str, Any] = Field(default_factory=dict)
     code: str | None = None
     message: str | None = None
-    status: int | None = None
+    status: int | str | None = None
     raw: bytes | None = Field(default=None, exclude=True, repr=False)  # the SSE block as received
 
     @property

@@ -39,12 +39,13 @@ class TokenBucket:
         """Take one token; True when the call had to wait for it."""
         async with self._lock:
             self._refill()
-            if self._tokens >= 1:
+            if self._tokens >= 1 - 1e-9:
                 self._tokens -= 1
                 return False
             self.waits += 1
-            while self._tokens < 1:
-                await self._sleep((1 - self._tokens) / self.rate)
+            # The tolerance stops a float rounding error from looping on sleeps too short to count.
+            while self._tokens < 1 - 1e-9:
+                await self._sleep(max((1 - self._tokens) / self.rate, 1e-6))
                 self._refill()
             self._tokens -= 1
             return True

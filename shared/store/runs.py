@@ -102,8 +102,8 @@ def count_by_status(conn: Connection) -> dict[str, int]:
 # ---------------------------------------------------------------------- node executions
 def upsert_node(conn: Connection, run_id: str, execution_id: str, status: str, **values: Any) -> bool:
     """Record a node execution's state; True when its status changed."""
-    if _insert(conn, node_executions, dict(id=execution_id, run_id=run_id, status=status, retries=0,
-                                           seq=_next_seq(conn, run_id), **values), ["id"]):
+    row = {"retries": 0, **values, "id": execution_id, "run_id": run_id, "status": status, "seq": _next_seq(conn, run_id)}
+    if _insert(conn, node_executions, row, ["id"]):
         return True
     changed = conn.execute(
         update(node_executions)

@@ -39,3 +39,16 @@ def slow_graph(url: str) -> dict:
                           "variables": []})
     return {"nodes": [start(), wait, end(["wait", "body"])],
             "edges": [_edge("start", "wait"), _edge("wait", "end")], "viewport": {"x": 0, "y": 0, "zoom": 1}}
+
+
+def continuation_graph() -> dict:
+    """The app a decided detached checkpoint starts: it receives the decision as inputs."""
+    names = ("checkpoint_id", "action", "output", "feedback", "workflow_run_id", "node_id")
+    variables = [{"variable": n, "label": n, "type": "paragraph", "required": n in ("checkpoint_id", "action"),
+                  "max_length": 100000, "options": []} for n in names]
+    say = _node("say", {"title": "Continue", "type": "template-transform",
+                        "template": "Continuing {{ workflow_run_id }} after {{ action }}: {{ output }}",
+                        "variables": [{"variable": n, "value_selector": ["start", n]} for n in names]})
+    first = _node("start", {"title": "Start", "type": "start", "variables": variables})
+    return {"nodes": [first, say, end(["say", "output"])], "edges": [_edge("start", "say"), _edge("say", "end")],
+            "viewport": {"x": 0, "y": 0, "zoom": 1}}

@@ -168,3 +168,53 @@ def test_stop_of_a_run_not_started_through_us_says_why_not(e2e):
     wait_run(e2e, run_id, lambda r: r["status"] == "succeeded")
     out = e2e.hitl("stop", run_id)
     assert out.returncode == 1 and "task_unknown" in out.stderr
+
+
+def test_a_decided_detached_checkpoint_starts_the_continuation_app_with_the_decision(tmp_path, sqlite_url, rabbitmq_url):
+    from demo.stack import APP_TOKEN
+    from tests.e2e.graphs import continuation_graph
+
+    probe = ProcessStack(tmp_path / "ports")
+    sim = f"http://127.0.0.1:{probe.ports['sim']}"
+    apps = [{"name": "demo", "checkpoint_token": APP_TOKEN, "dify_base_url": sim, "dify_api_key": DIFY_APP_KEY,
+             "continuation_app": "followup"},
+            {"name": "followup", "checkpoint_token": "cp-followup-token", "dify_base_url": sim,
+             "dify_api_key": "app-followup-key"}]
+    with ProcessStack(tmp_path, database_url=sqlite_url, rabbitmq_url=rabbitmq_url, ports=probe.ports,
+                      env={"HITL_APPS": json.dumps(apps)}) as stack:
+        httpx.post(f"{sim}/_sim/apps", json={"name": "followup", "graph": continuation_graph(),
+                                            "api_key": "app-followup-key"}).raise_for_status()
+        answer = httpx.post(f"{stack.ingest_url}/v1/checkpoints", headers={"Authorization": f"Bearer {APP_TOKEN}"},
+                            json={"workflow_run_id": "3f1e0d6c-0000-4000-8000-000000000001", "node_id": "draft",
+                                  "node_output": "a long report", "mode": "detached"}).json()
+        assert answer["action"] == "pending"
+        decided = httpx.post(f"{stack.ingest_url}/v1/checkpoints/{answer['checkpoint_id']}/decision",
+                             headers=REVIEWER, json={"action": "edit", "output": "a shorter report"})
+        assert decided.status_code == 200
+        harness = E2E(stack)
+
+        def continuation():
+            runs = httpx.get(f"{stack.ingest_url}/v1/runs?app=followup", headers=REVIEWER).json()["runs"]
+            return next((r for r in runs if r["continuation_of"] == answer["checkpoint_id"]
+                         and r["status"] == "succeeded"), None)
+
+        deadline = time.monotonic() + 30
+        while (run := continuation()) is None:
+            assert time.monotonic() < deadline, "no continuation run"
+            time.sleep(0.3)
+        assert run["outputs"] == {"result": "Continuing 3f1e0d6c-0000-4000-8000-000000000001 after edit: a shorter report"}
+        harness.close()
+
+
+def test_workflow_reported_events_are_recorded_and_published(e2e):
+    run_id = "0b7a1c2d-0000-4000-8000-00000000abcd"
+    token = {"Authorization": "Bearer cp-demo-token-change-me"}
+    for event, node in (("started", None), ("fail_branch", "send_mail")):
+        r = httpx.post(f"{e2e.stack.ingest_url}/v1/events", headers=token,
+                       json={"workflow_run_id": run_id, "event": event, "node_id": node, "data": {"note": "x"}})
+        assert r.status_code == 202, r.text
+    bad = httpx.post(f"{e2e.stack.ingest_url}/v1/events", headers=REVIEWER, json={"workflow_run_id": run_id, "event": "x"})
+    assert bad.status_code == 401
+    run = wait_run(e2e, run_id, lambda r: len([h for h in r["history"] if h["kind"] == "event"]) == 2)
+    assert [(h["detail"]["event"], h["node_id"]) for h in run["history"] if h["kind"] == "event"] == \
+        [("started", None), ("fail_branch", "send_mail")]

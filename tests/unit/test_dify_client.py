@@ -122,6 +122,12 @@ def test_inputs_that_are_not_json_do_not_crash_the_run_record():
     assert record.inputs == {"__unparsed__": "{not json"} and record.user_inputs() == record.inputs
 
 
+def test_null_counters_and_string_outputs_do_not_break_a_run_record():
+    record = RunRecord.model_validate({"id": RUN_ID_01, "status": "failed", "inputs": {"topic": "x"},
+                                       "outputs": "{\"a\": 1}", "total_steps": None, "total_tokens": None})
+    assert record.outputs == {"a": 1} and record.total_steps is None and record.user_inputs() == {"topic": "x"}
+
+
 def test_paused_blocking_answer_of_fixture_08_carries_reasons_and_form_token():
     answer = BlockingRunResponse.model_validate(load("08-human-input-blocking/response.json")["body"])
     assert answer.is_paused and not is_terminal(answer.status)
@@ -402,6 +408,8 @@ RECORDED_ERRORS = [
     ("08-human-input-blocking/form-submit-again.json", DifyFormError, "human_input_form_submitted"),
     ("08-human-input-blocking/form-get-after-submit.json", DifyFormError, "human_input_form_submitted"),
     ("13-human-input-timeout/form-submit-expired.json", DifyFormError, "human_input_form_expired"),
+    ("13-human-input-timeout/form-get-expired.json", DifyFormError, "human_input_form_expired"),
+    ("09-human-input-streaming/form-submit-no-user.json", DifyBadRequest, "invalid_param"),
     ("09-human-input-streaming/form-submit-unknown-action.json", DifyBadRequest, "invalid_form_data"),
     ("09-human-input-streaming/form-submit-missing-input.json", DifyBadRequest, "invalid_form_data"),
     ("09-human-input-streaming/form-submit-bogus-token.json", DifyNotFound, "not_found"),

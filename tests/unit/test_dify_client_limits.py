@@ -304,7 +304,8 @@ def test_pings_after_the_run_started_are_fine_until_max_ping_only_s():
         async with make_client(handler, idle_limit_s=0.1, timeout_s=5) as dify:
             with pytest.raises(DifyStreamStalled) as caught:
                 async with dify.stream_run({}, user="u", validate=False, max_ping_only_s=0.4) as stream:
-                    pings = [e async for e in stream.events(include_pings=True)]
+                    async for _ in stream.events(include_pings=True):
+                        pass
             return caught.value
 
     error = asyncio.run(asyncio.wait_for(scenario(), 10))
