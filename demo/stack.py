@@ -78,19 +78,29 @@ class ProcessStack:
     def poller_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['poller']}"
 
+    def url(self, key: str) -> str:
+        """Base URL of a process by its key: "ingest", or "ingest-2" for a second replica."""
+        return f"http://127.0.0.1:{self.ports[key]}"
+
     # ------------------------------------------------------------------ processes
     def command(self, name: str) -> list[str]:
         if name == "sim":
             return [sys.executable, "-m", "tests.difysim", "--port", str(self.ports["sim"]), *self.sim_args]
         return [sys.executable, "-m", f"services.{name}"]
 
-    def start(self, name: str) -> None:
-        log = open(self.workdir / f"{name}.log", "ab")
-        self.procs[name] = subprocess.Popen(self.command(name), cwd=ROOT, env=self.env, stdout=log,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
-        health = {"sim": f"{self.sim_url}/_sim/health", "ingest": f"{self.ingest_url}/readyz",
-                  "decider": f"{self.decider_url}/readyz", "poller": f"{self.poller_url}/readyz"}[name]
-        self.wait_http(health, name)
+    def start(self, name: str, replica: int | None = None) -> str:
+        """Start a process (or another replica of it, on its own port); returns its key."""
+        key = name if replica is None else f"{name}-{replica}"
+        self.ports.setdefault(key, free_port())
+        env = dict(self.env)
+        if name != "sim":
+            env[f"HITL_{name.upper()}_PORT"] = str(self.ports[key])
+        log = open(self.workdir / f"{key}.log", "ab")
+        self.procs[key] = subprocess.Popen(self.command(name), cwd=ROOT, env=env, stdout=log,
+                                           stderr=subprocess.STDOUT, start_new_session=True)
+        health = "/_sim/health" if name == "sim" else "/readyz"
+        self.wait_http(self.url(key) + health, key)
+        return key
 
     def start_all(self) -> "ProcessStack":
         for name in PROCESSES:
@@ -112,8 +122,8 @@ class ProcessStack:
         self.start(name)
 
     def stop_all(self) -> None:
-        for name in reversed(PROCESSES):
-            self.kill(name, signal.SIGTERM)
+        for key in sorted(self.procs, key=lambda k: k == "sim"):  # the simulator last
+            self.kill(key, signal.SIGTERM)
 
     def wait_http(self, url: str, name: str, timeout_s: float = 30) -> None:
         deadline = time.monotonic() + timeout_s

@@ -37,6 +37,7 @@ class ReviewerConfig(BaseModel):
     name: str = Field(min_length=1, max_length=64)
     token: str = Field(min_length=8)
     groups: list[str] = Field(default_factory=list)
+    password_hash: str | None = Field(default=None, description="console sign-in; `hitl hash-password` makes one")
 
 
 class SettingsError(SystemExit):

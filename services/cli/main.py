@@ -98,6 +98,17 @@ def cmd_db(args) -> None:
         print(f"current {db.current_revision() or 'none'}, head {db.head_revision()}")
 
 
+def cmd_hash_password(_args) -> None:
+    import getpass
+
+    from shared.passwords import hash_password
+
+    password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
+    if len(password) < 8:
+        raise CliError("use at least 8 characters")
+    print(hash_password(password))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hitl", description="Human-in-the-loop checkpoints for Dify")
     sub = p.add_subparsers(dest="command", required=True)
@@ -127,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(fn=cmd_decide)
 
     add_run_commands(sub, lambda fn: lambda args: fn(args, api, _fail_on_error))
+
+    hp = sub.add_parser("hash-password", help="a password hash for a reviewer's console sign-in")
+    hp.set_defaults(fn=cmd_hash_password)
 
     db = sub.add_parser("db", help="database schema")
     db.add_argument("db_command", choices=["upgrade", "current"])
