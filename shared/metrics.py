@@ -22,3 +22,4 @@ messages_handled = Counter("hitl_messages_handled_total", "Deliveries handled, b
 publish_confirm = Histogram("hitl_publish_confirm_seconds", "Publish until the broker's confirm",
                             buckets=FAST_BUCKETS)
 http_errors = Counter("hitl_http_errors_total", "Error answers of the HTTP API, by code", ["code"])
+resume_stuck = Counter("hitl_resume_stuck_total", "Submitted Dify forms whose run stayed paused")

@@ -71,7 +71,9 @@ class CheckpointRequested(Message):
     assignees: list[str] = Field(default_factory=list)
     max_rounds: int
     mode: Literal["hold", "detached"] = "hold"
-    kind: Literal["http"] = "http"
+    kind: Literal["http", "dify-form"] = "http"
+    form: dict[str, Any] | None = None  # dify-form: content, inputs, actions, defaults, expiry, node title
+    form_token: str | None = Field(default=None, repr=False)  # dify-form: a secret
 
 
 class DecisionSubmitted(Message):
@@ -88,6 +90,8 @@ class DecisionSubmitted(Message):
     actor: str = Field(min_length=1, max_length=128)
     channel: str = Field(default="bot", max_length=32)
     reason: str | None = None  # free text, e.g. why aborted
+    form_action: str | None = Field(default=None, max_length=64)  # dify-form: the user action id
+    form_inputs: dict[str, Any] | None = None  # dify-form: input values (defaults fill the rest)
     idempotency_key: str | None = Field(default=None, max_length=200)
 
     @model_validator(mode="before")
@@ -173,3 +177,28 @@ class RunStatusEvent(Message):
     type: str
     run: dict[str, Any]
     node: dict[str, Any] | None = None
+
+
+class FormDelivery(Message):
+    """decider → poller: submit a decided Dify form (POST /v1/form/human_input/{token})."""
+
+    type: Literal["form.deliver"] = "form.deliver"
+    checkpoint_id: str
+    app: str
+    workflow_run_id: str
+    form_token: str = Field(repr=False)
+    action: str
+    inputs: dict[str, Any]
+    user: str
+
+
+class FormReport(Message):
+    """poller → decider: what became of a form (delivery result, or what the run did)."""
+
+    type: Literal["form.report"] = "form.report"
+    workflow_run_id: str
+    checkpoint_id: str | None = None
+    node_id: str | None = None
+    outcome: Literal["delivered", "already_submitted", "expired", "failed", "run_resumed", "form_timeout"]
+    run_status: str | None = None
+    detail: str | None = None

@@ -88,6 +88,7 @@ class Settings(BaseSettings):
     default_max_rounds: int = Field(default=5, ge=1)
     deadline_scan_interval_s: float = Field(default=1.0, gt=0)
     republish_after_s: float = Field(default=5.0, gt=0)
+    resume_timeout_s: float = Field(default=60.0, gt=0)  # a submitted Dify form whose run stays paused
 
     prefetch: int = Field(default=64, ge=1, le=10000)
     handler_threads: int = Field(default=8, ge=1, le=256)

@@ -12,6 +12,8 @@ CHECKPOINT_REQUESTED = "checkpoint.requested"
 RUN_ENDED = "run.ended"  # → decider (cancels the run's open checkpoints)
 RUN_TRACK = "run.track"  # → poller
 RUN_EVENT = "run.event"  # → poller
+FORM_DELIVER = "form.deliver"  # → poller (submit a decided Dify form)
+FORM_REPORT = "form.report"  # → decider (what became of it)
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,8 @@ def build_topology(names: Names) -> Topology:
         Binding(names.commands, names.checkpoints_queue, RUN_ENDED),
         Binding(names.commands, names.runs_queue, RUN_TRACK),
         Binding(names.commands, names.runs_queue, RUN_EVENT),
+        Binding(names.commands, names.runs_queue, FORM_DELIVER),
+        Binding(names.commands, names.checkpoints_queue, FORM_REPORT),
         # The poller tracks the run of every checkpoint and continues decided detached ones.
         Binding(names.events, names.runs_queue, "checkpoint.opened"),
         Binding(names.events, names.runs_queue, "checkpoint.resolved"),

@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.models import (Action, CheckpointEvent, CheckpointRequested, CheckpointStatus, DecisionSubmitted,
-                           OnTimeout, Reply, Resolution)
+                           FormReport, OnTimeout, Reply, Resolution)
 from shared.outbox import Outbound
 from shared.settings import Settings
 from shared.store import Database
 from shared.store import checkpoints as store
+from services.decider import forms
 
 
 @dataclass
@@ -37,7 +38,7 @@ def resolution_of(cp: dict[str, Any]) -> Resolution:
 
 def public_view(cp: dict[str, Any]) -> dict[str, Any]:
     """The checkpoint as events and APIs show it: no reply routing, nothing secret."""
-    hidden = {"reply_to", "correlation_id", "published"}
+    hidden = {"reply_to", "correlation_id", "published", "secret"}
     return {k: v for k, v in cp.items() if k not in hidden}
 
 
@@ -68,6 +69,8 @@ class Decider:
     # ------------------------------------------------------------------ checkpoint requests
     def on_request(self, req: CheckpointRequested, reply_to: str | None, correlation_id: str | None,
                    redelivered: bool = False) -> Outcome:
+        if req.kind == "dify-form":
+            return self.on_form_captured(req, redelivered)
         with self.db.write() as conn:
             round_, existing = self._locate_round(conn, req)
             created = False
@@ -128,9 +131,13 @@ class Decider:
             if earlier is not None:
                 return self._replay_decision(conn, cp, earlier, reply_to, correlation_id)
             refusal = self._refusal(cp, dec)
+            output = cp["node_output"] if dec.action == Action.approve else dec.output if dec.action == Action.edit else None
+            if refusal is None and cp["kind"] == "dify-form":
+                action_id, inputs = forms.submission(cp, dec)
+                refusal = inputs if action_id is None else None
+                output = {"action": action_id, "inputs": inputs}
             resolved = None
             if refusal is None:
-                output = cp["node_output"] if dec.action == Action.approve else dec.output if dec.action == Action.edit else None
                 feedback = dec.feedback if dec.feedback is not None else dec.reason
                 resolved = store.resolve(conn, cp["id"], status=CheckpointStatus.resolved, action=dec.action,
                                          output=output, feedback=feedback, decided_by=dec.actor, reason="decision",
@@ -138,6 +145,9 @@ class Decider:
                 if resolved is None:
                     cp = store.get(conn, cp["id"])
                     refusal = self._refusal(cp, dec)
+                elif cp["kind"] == "dify-form":
+                    store.set_delivery(conn, cp["id"], "pending", None, time.time())
+                    resolved["delivery"] = "pending"
             detail = {"feedback": dec.feedback, "reason": dec.reason}
             if dec.has_output:
                 detail["output"] = dec.output
@@ -152,6 +162,8 @@ class Decider:
             return self._answer(outcome, reply_to, correlation_id, winning=_winning_view(winning, cp))
         outcome = Outcome("applied", resolved)
         outcome.outbound += reply_to_call(resolved) + [self._event("checkpoint.resolved", resolved, dec.model_dump(mode="json"))]
+        if resolved["kind"] == "dify-form":
+            outcome.outbound.append(forms.delivery_command(self.settings.names.commands, resolved, dec.actor))
         return self._answer(outcome, reply_to, correlation_id)
 
     def _target(self, conn, dec: DecisionSubmitted) -> dict[str, Any] | None:
@@ -164,9 +176,10 @@ class Decider:
     def _refusal(self, cp: dict[str, Any], dec: DecisionSubmitted) -> tuple[str, str] | None:
         if cp["status"] != CheckpointStatus.open:
             return "already_resolved", f"checkpoint is {cp['status']} ({cp['action']} by {cp['decided_by']})"
-        if dec.action == Action.revise and not (dec.feedback or "").strip():
+        http = cp["kind"] == "http"  # a Dify form has its own actions: no rounds of ours to count
+        if http and dec.action == Action.revise and not (dec.feedback or "").strip():
             return "feedback_required", "revise needs feedback for the next round"
-        if dec.action == Action.revise and cp["round"] >= cp["max_rounds"]:
+        if http and dec.action == Action.revise and cp["round"] >= cp["max_rounds"]:
             return "max_rounds_reached", f"round {cp['round']} is the last of max_rounds={cp['max_rounds']}"
         if dec.action == Action.edit and not dec.has_output:
             return "output_required", "edit needs the new output"
@@ -183,6 +196,8 @@ class Decider:
         if earlier["outcome"] == "applied":
             outcome = Outcome("duplicate", cp)
             outcome.outbound += reply_to_call(cp) + [self._event("checkpoint.resolved", cp)]
+            if cp["kind"] == "dify-form" and cp["delivery"] == "pending":  # the first delivery may be lost
+                outcome.outbound.append(forms.delivery_command(self.settings.names.commands, cp, earlier["actor"]))
             return self._answer(outcome, reply_to, correlation_id, applied=True)
         winning = store.winning_decision(conn, cp["id"])
         outcome = Outcome("rejected", cp, earlier["code"], "the same decision was already refused")
@@ -198,6 +213,38 @@ class Decider:
                           error_message=None if ok else outcome.message, winning=winning)
             outcome.outbound.append(Outbound("", reply_to, reply.to_bytes(), correlation_id, persistent=False))
         return outcome
+
+    # ------------------------------------------------------------------ Dify form checkpoints
+    def on_form_captured(self, req: CheckpointRequested, redelivered: bool) -> Outcome:
+        with self.db.write() as conn:
+            round_, cp = forms.locate(conn, req)
+            created = False
+            if cp is None:
+                values = forms.capture_values(req, round_, time.time())
+                created = store.insert_if_absent(conn, values)
+                cp = store.by_key(conn, req.workflow_run_id, req.node_id, round_)
+                if created:
+                    store.append_history(conn, cp["id"], "captured", actor=req.user, channel="dify",
+                                         message_id=req.id, detail={"round": round_, "node_title": (req.form or {}).get("node_title")})
+        out = [self._event("checkpoint.opened", cp)] if created or redelivered else []
+        return Outcome("opened" if created else "replayed", cp, outbound=out)
+
+    def on_form_report(self, report: FormReport) -> list[Outbound]:
+        with self.db.write() as conn:
+            changes = forms.apply_report(conn, report)
+        return [self._event(kind, cp) for kind, cp in changes]
+
+    def flag_stuck_resumes(self) -> list[Outbound]:
+        """Delivered forms whose run has not left `paused` in time: Dify's known lost resume."""
+        out = []
+        with self.db.write() as conn:
+            for cp in store.resume_overdue(conn, time.time() - self.settings.resume_timeout_s):
+                store.set_delivery(conn, cp["id"], "resume_stuck", "the run is still paused after the submit",
+                                   time.time())
+                store.append_history(conn, cp["id"], "resume_stuck", actor="system", channel="poller",
+                                     outcome="resume_stuck", detail={"waited_s": self.settings.resume_timeout_s})
+                out.append(self._event("checkpoint.resume_stuck", store.get(conn, cp["id"])))
+        return out
 
     # ------------------------------------------------------------------ deadlines
     def expire(self, checkpoint_id: str) -> Outcome | None:

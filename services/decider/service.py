@@ -17,8 +17,8 @@ from shared import metrics
 from shared.broker import Broker, Delivery, Reject, RetryLater
 from shared.logs import get_logger
 from shared.outbox import Outbound, publish_all
-from shared.models import CheckpointRequested, CheckpointStatus, DecisionSubmitted, RunEnded
-from shared.topology import RUN_ENDED
+from shared.models import CheckpointRequested, CheckpointStatus, DecisionSubmitted, FormReport, RunEnded
+from shared.topology import FORM_REPORT, RUN_ENDED
 from shared.settings import Settings
 from shared.store import Database
 
@@ -51,6 +51,8 @@ class DeciderService:
     async def on_request(self, delivery: Delivery) -> None:
         if delivery.routing_key == RUN_ENDED:
             return await self.on_run_ended(delivery)
+        if delivery.routing_key == FORM_REPORT:
+            return await self.on_form_report(delivery)
         try:
             req = CheckpointRequested.model_validate_json(delivery.body)
         except ValidationError as exc:
@@ -107,6 +109,15 @@ class DeciderService:
             log.info("checkpoint.cancelled", checkpoint_id=cp["id"], run_id=ended.workflow_run_id,
                      run_status=ended.status)
 
+    async def on_form_report(self, delivery: Delivery) -> None:
+        try:
+            report = FormReport.model_validate_json(delivery.body)
+        except ValidationError as exc:
+            raise Reject(f"invalid form.report: {validation_summary(exc)}") from None
+        outbound = await self._run_logic(self.logic.on_form_report, report)
+        await self.publish_all(outbound)
+        log.info("form.report", run_id=report.workflow_run_id, outcome=report.outcome, changed=len(outbound))
+
     @staticmethod
     def _count_resolution(cp) -> None:
         metrics.checkpoints_resolved.labels(cp["app"], cp["action"], cp["reason"]).inc()
@@ -126,6 +137,11 @@ class DeciderService:
                         metrics.deadline_expiries.labels(outcome.checkpoint["app"]).inc()
                         self._count_resolution(outcome.checkpoint)
                         log.info("checkpoint.expired", checkpoint_id=cid, action=outcome.checkpoint["action"])
+                stuck = await self._run_logic(self.logic.flag_stuck_resumes)
+                if stuck:
+                    await self.publish_all(stuck)
+                    metrics.resume_stuck.inc(len(stuck))
+                    log.warning("checkpoint.resume_stuck", count=len(stuck))
                 if time.monotonic() - last_sweep > self.settings.republish_after_s:
                     last_sweep = time.monotonic()
                     for cp in await self._run_logic(self.logic.unpublished):

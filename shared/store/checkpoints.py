@@ -41,6 +41,25 @@ def open_of_run(conn: Connection, run_id: str) -> list[dict[str, Any]]:
     return [_row(r) for r in conn.execute(q)]
 
 
+def forms_of_run(conn: Connection, run_id: str) -> list[dict[str, Any]]:
+    q = select(checkpoints).where(checkpoints.c.workflow_run_id == run_id, checkpoints.c.kind == "dify-form")
+    return [_row(r) for r in conn.execute(q)]
+
+
+def set_delivery(conn: Connection, checkpoint_id: str, delivery: str, detail: str | None, now: float) -> None:
+    values: dict[str, Any] = dict(delivery=delivery, delivery_detail=detail, updated_at=now)
+    if delivery == "delivered":
+        values["delivered_at"] = now
+    conn.execute(update(checkpoints).where(checkpoints.c.id == checkpoint_id).values(**values))
+
+
+def resume_overdue(conn: Connection, before: float, limit: int = 100) -> list[dict[str, Any]]:
+    """Delivered forms whose run has not been seen leaving `paused` since `before`."""
+    q = (select(checkpoints).where(checkpoints.c.delivery == "delivered", checkpoints.c.delivered_at <= before)
+         .limit(limit))
+    return [_row(r) for r in conn.execute(q)]
+
+
 def rounds(conn: Connection, run_id: str, node_id: str) -> list[dict[str, Any]]:
     q = (select(checkpoints).where(checkpoints.c.workflow_run_id == run_id, checkpoints.c.node_id == node_id)
          .order_by(checkpoints.c.round))

@@ -42,10 +42,18 @@ checkpoints = Table(
     Column("attach_count", Integer, nullable=False, default=0),
     # False between the commit of a resolution and the confirm of its publication (a tiny outbox).
     Column("published", Boolean, nullable=False, default=True),
+    # Dify form checkpoints (native Human Input): the captured form, its token (a secret: never in an
+    # API answer, an event or a log line), and how the submission went.
+    Column("form", JSON),
+    Column("secret", String(255)),
+    Column("delivery", String(24)),  # pending | delivered | resumed | resume_stuck | resumed_as_stopped | failed
+    Column("delivery_detail", Text),
+    Column("delivered_at", Float),
     UniqueConstraint("workflow_run_id", "node_id", "round", name="uq_checkpoint_key"),
     Index("ix_checkpoints_status_deadline", "status", "deadline"),
     Index("ix_checkpoints_run_node", "workflow_run_id", "node_id"),
     Index("ix_checkpoints_unpublished", "published", "resolved_at"),
+    Index("ix_checkpoints_delivery", "delivery", "delivered_at"),
 )
 
 # Append-only: every state change and every decision attempt (applied or rejected).

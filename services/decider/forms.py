@@ -1,0 +1,132 @@
+"""Dify form checkpoints (native Human Input node): capture, map a decision onto the form, and follow
+the delivery until the run is seen moving on.
+
+Dify's resume is fragile (DIFY.md): a submitted form can leave the run `paused`, or end it `stopped`.
+So a decision is only done when the run is seen leaving `paused`; until then the checkpoint's
+`delivery` says where it stands: pending → delivered → resumed | resume_stuck | resumed_as_stopped,
+or failed / expired with Dify's reason.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from shared.models import Action, CheckpointRequested, CheckpointStatus, DecisionSubmitted, FormDelivery, FormReport
+from shared.outbox import Outbound
+from shared.store import checkpoints as store
+from shared.topology import FORM_DELIVER
+
+# Dify checks form expiry once a minute: our own deadline waits that long past Dify's expiry.
+EXPIRY_GRACE_S = 120
+ABORT_IDS = ("abort", "reject", "cancel", "deny", "stop")
+
+
+def capture_values(req: CheckpointRequested, round_: int, now: float) -> dict[str, Any]:
+    expires = (req.form or {}).get("expiration_time")
+    deadline = float(expires) + EXPIRY_GRACE_S if expires else now + req.timeout_s
+    return dict(
+        id=str(uuid.uuid4()), app=req.app, kind="dify-form", workflow_run_id=req.workflow_run_id,
+        node_id=req.node_id, round=round_, status=CheckpointStatus.open, mode="hold", message=req.message,
+        node_output=(req.form or {}).get("resolved_default_values"), app_id=req.app_id, workflow_id=req.workflow_id,
+        user=req.user, timeout_s=max(1.0, deadline - now), deadline=deadline, on_timeout="abort",
+        default_output=None, assignees=req.assignees, max_rounds=req.max_rounds, created_at=now, updated_at=now,
+        attach_count=1, published=True, form=req.form, secret=req.form_token)
+
+
+def locate(conn, req: CheckpointRequested) -> tuple[int, dict[str, Any] | None]:
+    """The same form again (its token) is the same checkpoint; a new pause of the node is a new round."""
+    for cp in store.rounds(conn, req.workflow_run_id, req.node_id):
+        if cp["secret"] == req.form_token:
+            return cp["round"], cp
+    last = store.latest(conn, req.workflow_run_id, req.node_id)
+    return (last["round"] + 1 if last else 1), None
+
+
+def submission(cp: dict[str, Any], dec: DecisionSubmitted) -> tuple[str, dict[str, Any]] | tuple[None, tuple[str, str]]:
+    """(action id, inputs) for the form, or (None, refusal) — checked before anything is sent."""
+    form = cp["form"] or {}
+    actions = [a.get("id") for a in form.get("actions") or []]
+    action_id = dec.form_action
+    if action_id is None:
+        wanted = {Action.approve: ("approve",), Action.edit: ("approve",), Action.revise: ("revise",),
+                  Action.abort: ABORT_IDS}[dec.action]
+        action_id = next((a for a in wanted if a in actions), None)
+        if action_id is None:
+            return None, ("action_required", f"the form has no action for {dec.action.value}; "
+                                             f"name one of {actions} as form_action")
+    if action_id not in actions:
+        return None, ("unknown_action", f"{action_id!r} is not an action of this form ({actions})")
+    names = [i.get("output_variable_name") for i in form.get("inputs") or []]
+    inputs = {n: v for n, v in (form.get("resolved_default_values") or {}).items() if n in names}
+    unknown = set(dec.form_inputs or {}) - set(names)
+    if unknown:
+        return None, ("unknown_input", f"the form has no input {sorted(unknown)} (inputs: {names})")
+    inputs.update(dec.form_inputs or {})
+    if dec.action == Action.edit:
+        paragraph = next((i.get("output_variable_name") for i in form.get("inputs") or []
+                          if i.get("type") == "paragraph"), None) or (names[0] if names else None)
+        if paragraph is None:
+            return None, ("no_editable_input", "the form has no input to put the edited text in")
+        inputs[paragraph] = dec.output if isinstance(dec.output, str) else str(dec.output)
+    missing = [n for n in names if inputs.get(n) in (None, "")]
+    if missing:
+        return None, ("missing_inputs", f"inputs without a value: {missing}")
+    return action_id, inputs
+
+
+def delivery_command(commands_exchange: str, cp: dict[str, Any], user: str | None) -> Outbound:
+    out = cp["output"] or {}
+    msg = FormDelivery(checkpoint_id=cp["id"], app=cp["app"], workflow_run_id=cp["workflow_run_id"],
+                       form_token=cp["secret"], action=out.get("action"), inputs=out.get("inputs") or {},
+                       user=user or cp["user"] or "hitl")
+    return Outbound(commands_exchange, FORM_DELIVER, msg.to_bytes())
+
+
+def apply_report(conn, report: FormReport) -> list[tuple[str, dict[str, Any]]]:
+    """Update delivery state from the poller's observation; returns (event kind, checkpoint) to announce."""
+    now, announce = time.time(), []
+    forms = [c for c in store.rounds(conn, report.workflow_run_id, report.node_id) if c["kind"] == "dify-form"] \
+        if report.node_id else store.forms_of_run(conn, report.workflow_run_id)
+    if report.checkpoint_id:
+        forms = [c for c in forms if c["id"] == report.checkpoint_id] or \
+            [c for c in [store.get(conn, report.checkpoint_id)] if c]
+    for cp in forms:
+        change = _transition(cp, report)
+        if change is None:
+            continue
+        kind, values = change
+        state = values.pop("delivery_state", None) or values.pop("delivery")
+        if values:  # the checkpoint itself closes (Dify expired the form, or it was submitted in Dify)
+            if store.resolve(conn, cp["id"], **values, published=False) is None:
+                continue
+        store.set_delivery(conn, cp["id"], state, report.detail, now)
+        store.append_history(conn, cp["id"], kind.removeprefix("checkpoint."), actor="dify", channel="poller",
+                             outcome=state, code=report.outcome,
+                             detail={"detail": report.detail, "run_status": report.run_status})
+        announce.append((kind, store.get(conn, cp["id"])))
+    return announce
+
+
+def _transition(cp: dict[str, Any], r: FormReport) -> tuple[str, dict[str, Any]] | None:
+    open_ = cp["status"] == CheckpointStatus.open
+    delivery = cp["delivery"]
+    if r.outcome in ("delivered", "already_submitted") and delivery == "pending":
+        return "checkpoint.delivered", {"delivery": "delivered"}
+    if r.outcome == "failed" and delivery == "pending":
+        return "checkpoint.delivery_failed", {"delivery": "failed"}
+    if r.outcome in ("expired", "form_timeout") and (open_ or delivery == "pending"):
+        # Dify closed the form (its timeout): the run goes on down `__timeout`, whatever we decided.
+        return "checkpoint.expired", dict(status=CheckpointStatus.expired, action=Action.abort, output=None,
+                                          feedback=r.detail or "the form expired in Dify", decided_by="dify",
+                                          reason="timeout", channel="dify", delivery_state="expired")
+    if r.outcome == "run_resumed":
+        if open_:  # somebody submitted the form in Dify itself
+            return "checkpoint.resolved", dict(status=CheckpointStatus.resolved, action=Action.approve,
+                                               output=None, feedback="submitted in Dify", decided_by="dify",
+                                               reason="decision", channel="dify", delivery_state="resumed")
+        if delivery in ("pending", "delivered", "resume_stuck"):
+            stopped = r.run_status == "stopped" and cp["action"] in (Action.approve, Action.edit)
+            return ("checkpoint.resumed_as_stopped", {"delivery": "resumed_as_stopped"}) if stopped else \
+                ("checkpoint.resumed", {"delivery": "resumed"})
+    return None
