@@ -104,9 +104,10 @@ class RunStarter:
         if last not in ENDING:
             await self.reattach(client, tee, run_id)
 
-    async def reattach(self, client: DifyClient, tee: EventTee, run_id: str) -> None:
+    async def reattach(self, client: DifyClient, tee: EventTee, run_id: str, continue_on_pause: bool = False) -> None:
         try:
-            async with client.events(run_id, tee.user or "hitl", idle_limit_s=self.settings.stream_idle_limit_s) as s:
+            async with client.events(run_id, tee.user or "hitl", continue_on_pause=continue_on_pause,
+                                     idle_limit_s=self.settings.stream_idle_limit_s) as s:
                 async for event in s:
                     await tee.event(run_id, event_dict(event))
             log.info("stream.reattached", run_id=run_id)

@@ -76,6 +76,12 @@ def cmd_decide(args) -> None:
         body["reason"] = args.reason
     if args.idempotency_key:
         body["idempotency_key"] = args.idempotency_key
+    if args.form_action:
+        body["form_action"] = args.form_action
+    if args.form_input:
+        from services.cli.runs import _kv
+
+        body["form_inputs"] = {k: v if isinstance(v, str) else json.dumps(v) for k, v in _kv(args.form_input).items()}
     if args.output_file or args.output is not None:
         text = Path(args.output_file).read_text() if args.output_file else args.output
         try:
@@ -134,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--output", help="the new output inline, JSON or text (edit)")
     d.add_argument("--reason", help="why (abort)")
     d.add_argument("--idempotency-key", help="send the same key again to repeat safely")
+    d.add_argument("--action", dest="form_action", help="Dify form: the user action id (e.g. publish_now)")
+    d.add_argument("--input", dest="form_input", action="append", metavar="NAME=VALUE", help="Dify form: an input value")
     d.add_argument("--json", action="store_true")
     d.set_defaults(fn=cmd_decide)
 

@@ -73,7 +73,10 @@ def checkpoint_detail(cp: dict[str, Any]) -> str:
         out.append(f"  assignees {', '.join(cp['assignees'])}")
     if cp.get("message"):
         out += ["", paint("Message", "bold"), "  " + cp["message"].replace("\n", "\n  ")]
-    out += ["", paint("Node output", "bold"), "  " + pretty(cp.get("node_output")).replace("\n", "\n  ")]
+    if cp.get("kind") == "dify-form":
+        out += form_detail(cp)
+    else:
+        out += ["", paint("Node output", "bold"), "  " + pretty(cp.get("node_output")).replace("\n", "\n  ")]
     if cp.get("action") in ("edit",) or (cp.get("output") is not None and cp.get("output") != cp.get("node_output")):
         out += ["", paint("Output sent to Dify", "bold"), "  " + pretty(cp.get("output")).replace("\n", "\n  ")]
     if cp.get("feedback"):
@@ -92,6 +95,21 @@ def checkpoint_detail(cp: dict[str, Any]) -> str:
         color = "red" if h.get("outcome") == "rejected" else None
         out.append(f"  {when(h['at'])}  {(h.get('actor') or '-')[:12]:12} {(h.get('channel') or '-'):8} {paint(what, color)}")
     return "\n".join(out)
+
+
+def form_detail(cp: dict[str, Any]) -> list[str]:
+    form = cp.get("form") or {}
+    out = ["", paint("Dify form", "bold") + f"  (Human Input node {form.get('node_title') or cp['node_id']}, "
+           f"expires {when(form.get('expiration_time'))})", "  " + (form.get("form_content") or "").replace("\n", "\n  ")]
+    defaults = form.get("resolved_default_values") or {}
+    for i in form.get("inputs") or []:
+        name = i.get("output_variable_name")
+        out.append(f"  input {name} ({i.get('type')}): {defaults.get(name, '')!r}")
+    out.append("  actions: " + ", ".join(f"{a.get('id')} ({a.get('title')})" for a in form.get("actions") or []))
+    if cp.get("delivery"):
+        color = {"resumed": "green", "resume_stuck": "red", "resumed_as_stopped": "red", "failed": "red"}.get(cp["delivery"])
+        out.append("  delivery: " + paint(cp["delivery"], color) + (f" — {cp['delivery_detail']}" if cp.get("delivery_detail") else ""))
+    return out
 
 
 def decision_result(data: dict[str, Any]) -> str:
@@ -153,6 +171,9 @@ def run_detail(run: dict[str, Any]) -> str:
                        f"{paint(f'{label:22}', RUN_COLOR.get(state, 'grey'))} {took:>8}{extra}")
     elif not run.get("streamed"):
         out += ["", "  (node-level status is recorded for runs started through dify-hitl or its gateway)"]
+    if run["status"] == "paused" and not waiting:
+        out += ["", paint("  paused in Dify — no form token", "blue") +
+                " (started outside dify-hitl: decide in Dify, or start runs through the gateway)"]
     if run.get("checkpoints"):
         out += ["", paint("Checkpoints", "bold")]
         for c in run["checkpoints"]:

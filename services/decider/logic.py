@@ -66,6 +66,8 @@ class Decider:
     def _event(self, kind: str, cp: dict[str, Any], decision: dict[str, Any] | None = None) -> Outbound:
         return event(self.events_exchange, kind, cp, decision)
 
+    event_of = _event
+
     # ------------------------------------------------------------------ checkpoint requests
     def on_request(self, req: CheckpointRequested, reply_to: str | None, correlation_id: str | None,
                    redelivered: bool = False) -> Outcome:
@@ -234,17 +236,17 @@ class Decider:
             changes = forms.apply_report(conn, report)
         return [self._event(kind, cp) for kind, cp in changes]
 
-    def flag_stuck_resumes(self) -> list[Outbound]:
+    def flag_stuck_resumes(self) -> list[dict[str, Any]]:
         """Delivered forms whose run has not left `paused` in time: Dify's known lost resume."""
-        out = []
+        stuck = []
         with self.db.write() as conn:
             for cp in store.resume_overdue(conn, time.time() - self.settings.resume_timeout_s):
                 store.set_delivery(conn, cp["id"], "resume_stuck", "the run is still paused after the submit",
                                    time.time())
                 store.append_history(conn, cp["id"], "resume_stuck", actor="system", channel="poller",
                                      outcome="resume_stuck", detail={"waited_s": self.settings.resume_timeout_s})
-                out.append(self._event("checkpoint.resume_stuck", store.get(conn, cp["id"])))
-        return out
+                stuck.append(store.get(conn, cp["id"]))
+        return stuck
 
     # ------------------------------------------------------------------ deadlines
     def expire(self, checkpoint_id: str) -> Outcome | None:

@@ -137,11 +137,10 @@ class DeciderService:
                         metrics.deadline_expiries.labels(outcome.checkpoint["app"]).inc()
                         self._count_resolution(outcome.checkpoint)
                         log.info("checkpoint.expired", checkpoint_id=cid, action=outcome.checkpoint["action"])
-                stuck = await self._run_logic(self.logic.flag_stuck_resumes)
-                if stuck:
-                    await self.publish_all(stuck)
-                    metrics.resume_stuck.inc(len(stuck))
-                    log.warning("checkpoint.resume_stuck", count=len(stuck))
+                for cp in await self._run_logic(self.logic.flag_stuck_resumes):
+                    await self.publish_all([self.logic.event_of("checkpoint.resume_stuck", cp)])
+                    metrics.resume_stuck.labels(cp["app"]).inc()
+                    log.warning("checkpoint.resume_stuck", checkpoint_id=cp["id"], run_id=cp["workflow_run_id"])
                 if time.monotonic() - last_sweep > self.settings.republish_after_s:
                     last_sweep = time.monotonic()
                     for cp in await self._run_logic(self.logic.unpublished):

@@ -56,7 +56,7 @@ async def decide(checkpoint_id: str, request: Request) -> Response:
     decision = DecisionSubmitted(
         checkpoint_id=checkpoint_id, action=body.action, feedback=body.feedback, output=body.output,
         has_output="output" in data, reason=body.reason, actor=reviewer.name, channel=channel_of(request),
-        idempotency_key=body.idempotency_key)
+        idempotency_key=body.idempotency_key, form_action=body.form_action, form_inputs=body.form_inputs)
     return await submit(request, decision)
 
 

@@ -164,7 +164,7 @@ async def show_run(run_id: str, request: Request) -> Response:
             return None
         cps, _ = checkpoint_store.listing(conn, run_id=run_id, limit=500)
         return {**public_run(run), "nodes": run_store.nodes_of(conn, run_id), "history": run_store.history_of(conn, run_id),
-                "checkpoints": [{k: c[k] for k in ("id", "node_id", "round", "status", "action", "decided_by")}
+                "checkpoints": [{k: c[k] for k in ("id", "kind", "node_id", "round", "status", "action", "decided_by", "delivery")}
                                 for c in cps]}
 
     found = await read_store(request, query)

@@ -69,6 +69,8 @@ class DecisionBody(BaseModel):
     reason: str | None = Field(default=None, max_length=10_000)
     actor: str | None = Field(default=None, max_length=128)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    form_action: str | None = Field(default=None, min_length=1, max_length=64)  # Dify form: a user action id
+    form_inputs: dict[str, Any] | None = None  # Dify form: input values
 
 
 class NodeConfirmation(BaseModel):

@@ -10,12 +10,12 @@ import random
 import time
 from typing import Any
 
-from shared.models import RunEnded, RunEvent, RunStatusEvent, RunTrack
+from shared.models import CheckpointRequested, FormReport, RunEnded, RunEvent, RunStatusEvent, RunTrack
 from shared.outbox import Outbound
 from shared.settings import Settings
 from shared.store import Database
 from shared.store import runs as store
-from shared.topology import RUN_ENDED
+from shared.topology import CHECKPOINT_REQUESTED, FORM_REPORT, RUN_ENDED
 
 TERMINAL = store.RUN_TERMINAL
 CANCELS_CHECKPOINTS = {"failed", "stopped"}
@@ -35,14 +35,33 @@ class Recorder:
         self.names = settings.names
 
     # ------------------------------------------------------------------ outbound helpers
-    def _status_changed(self, conn, run_id: str, status: str, out: list[Outbound]) -> None:
+    def _status_changed(self, conn, run_id: str, status: str, out: list[Outbound], previous: str | None = None) -> None:
         run = store.get(conn, run_id)
+        if previous == "paused":  # Dify resumed it (a form was submitted) — or it ended while paused
+            out.append(self._form_report(run_id, "run_resumed", run_status=status))
         store.append_history(conn, run_id, "status", status=status)
         out.append(Outbound(self.names.events, f"run.status.{status}",
                             RunStatusEvent(type=f"run.status.{status}", run=public_run(run)).to_bytes()))
         if status in CANCELS_CHECKPOINTS:
             out.append(Outbound(self.names.commands, RUN_ENDED,
                                 RunEnded(workflow_run_id=run_id, status=status).to_bytes()))
+
+    def _form_report(self, run_id: str, outcome: str, **fields: Any) -> Outbound:
+        return Outbound(self.names.commands, FORM_REPORT,
+                        FormReport(workflow_run_id=run_id, outcome=outcome, **fields).to_bytes())
+
+    def _capture_form(self, msg: RunEvent, data: dict[str, Any], out: list[Outbound]) -> None:
+        """A Human Input pause: open a `dify-form` checkpoint in the same inbox as HTTP checkpoints."""
+        if not data.get("form_token"):
+            return  # nothing to submit with; the run shows as paused without a form token
+        form = {k: data.get(k) for k in ("form_id", "form_content", "inputs", "actions", "node_title",
+                                         "resolved_default_values", "expiration_time", "display_in_ui")}
+        req = CheckpointRequested(
+            app=msg.app, workflow_run_id=msg.workflow_run_id, node_id=data.get("node_id") or "human_input",
+            node_output=data.get("resolved_default_values"), message=data.get("node_title"), user=msg.user,
+            timeout_s=self.settings.default_timeout_s, max_rounds=self.settings.default_max_rounds,
+            kind="dify-form", form=form, form_token=data["form_token"])
+        out.append(Outbound(self.names.commands, CHECKPOINT_REQUESTED, req.to_bytes()))
 
     # ------------------------------------------------------------------ tracking
     def track(self, msg: RunTrack) -> list[Outbound]:
@@ -68,20 +87,32 @@ class Recorder:
                 store.append_history(conn, run_id, "tracked", detail={"source": msg.source})
             if msg.source != "workflow":
                 store.update_run(conn, run_id, streamed=True, last_event_at=time.time())
+            previous = store.get(conn, run_id)["status"]
             if name in NODE_EVENTS:
                 self._node_event(conn, run_id, name, data, out)
             elif name == "workflow_started":
                 store.update_run(conn, run_id, inputs=data.get("inputs"), workflow_id=data.get("workflow_id"),
                                  created_at=data.get("created_at"))
                 if store.set_status(conn, run_id, "running"):  # e.g. paused → running on resumption
-                    self._status_changed(conn, run_id, "running", out)
+                    self._status_changed(conn, run_id, "running", out, previous)
                 store.append_history(conn, run_id, "stream", status="running", detail={"event": name,
                                                                                        "reason": data.get("reason")})
             elif name == "workflow_paused":
+                for reason in data.get("reasons") or []:  # a blocking answer carries the form here
+                    if reason.get("TYPE") == "human_input_required":
+                        self._capture_form(msg, reason, out)
                 if store.set_status(conn, run_id, "paused"):
                     self._status_changed(conn, run_id, "paused", out)
             elif name == "workflow_finished":
-                self._finished(conn, run_id, data, out)
+                self._finished(conn, run_id, data, out, previous)
+            elif name == "human_input_required":
+                self._capture_form(msg, data, out)
+                store.append_history(conn, run_id, "event", node_id=data.get("node_id"), detail={"event": name})
+            elif name in ("human_input_form_timeout", "human_input_form_filled"):
+                outcome = "form_timeout" if name == "human_input_form_timeout" else "run_resumed"
+                out.append(self._form_report(run_id, outcome, node_id=data.get("node_id"),
+                                             detail=data.get("action_id") or data.get("action")))
+                store.append_history(conn, run_id, "event", node_id=data.get("node_id"), detail={"event": name})
             else:  # loop_*, error, human_input_*, milestones reported by the workflow: kept in the history
                 detail = {k: v for k, v in (data or ev).items() if k in ("code", "message", "status", "node_id",
                                                                           "index", "reason", "error")}
@@ -110,7 +141,7 @@ class Recorder:
                                 RunStatusEvent(type=f"node.{status}", run=public_run(run),
                                                node={"id": execution_id, "status": status, **node}).to_bytes()))
 
-    def _finished(self, conn, run_id: str, data: dict[str, Any], out: list[Outbound]) -> None:
+    def _finished(self, conn, run_id: str, data: dict[str, Any], out: list[Outbound], previous: str | None) -> None:
         status = data.get("status") or "unknown"
         fields = dict(outputs=data.get("outputs"), error=data.get("error"), elapsed_time=data.get("elapsed_time"),
                       total_steps=data.get("total_steps"), exceptions_count=data.get("exceptions_count"),
@@ -120,7 +151,7 @@ class Recorder:
         if store.set_status(conn, run_id, status, **fields):
             store.update_run(conn, run_id, next_poll_at=time.time() + self.settings.poll_min_interval_s,
                              poll_interval=self.settings.poll_min_interval_s)
-            self._status_changed(conn, run_id, status, out)
+            self._status_changed(conn, run_id, status, out, previous)
 
     # ------------------------------------------------------------------ polls
     def on_poll(self, run: dict[str, Any], record, owner: str) -> list[Outbound]:
@@ -145,7 +176,7 @@ class Recorder:
                               total_steps=record.total_steps, finished_at=record.finished_at,
                               inputs=run["inputs"] or record.inputs, created_at=run["created_at"] or record.created_at)
                 if store.set_status(conn, run["id"], status, **fields):
-                    self._status_changed(conn, run["id"], status, out)
+                    self._status_changed(conn, run["id"], status, out, run["status"])
                 values.update(poll_interval=self.settings.poll_min_interval_s,
                               next_poll_at=None if status in TERMINAL else now + self.settings.poll_min_interval_s)
             else:
@@ -185,6 +216,17 @@ class Recorder:
                                  finished_at=wr.finished_at)
             self._status_changed(conn, wr.id, wr.status, out)
         return out
+
+    def poll_soon(self, run_id: str) -> None:
+        """After a form submit: look at the run again right away (is it leaving `paused`?)."""
+        with self.db.write() as conn:
+            store.update_run(conn, run_id, next_poll_at=time.time() + 0.5,
+                             poll_interval=self.settings.poll_min_interval_s)
+
+    def run_user(self, run_id: str) -> str | None:
+        with self.db.read() as conn:
+            run = store.get(conn, run_id)
+        return run["user"] if run else None
 
     def continuation_exists(self, checkpoint_id: str) -> bool:
         with self.db.read() as conn:

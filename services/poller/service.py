@@ -20,14 +20,15 @@ from sqlalchemy.exc import OperationalError
 
 from services.poller.recorder import Recorder
 from shared.broker import Broker, Delivery, Reject, RetryLater
-from shared.dify import DifyClient, DifyError, DifyNotFound
+from shared.dify import (DifyAuthError, DifyBadRequest, DifyClient, DifyError, DifyForbidden, DifyFormError,
+                         DifyNotFound)
 from shared.logs import get_logger
-from shared.models import CheckpointEvent, RunEvent, RunTrack
+from shared.models import CheckpointEvent, FormDelivery, FormReport, RunEvent, RunTrack
 from shared.outbox import publish_all
-from shared.runstarter import RunStarter
+from shared.runstarter import EventTee, RunStarter
 from shared.settings import Settings
 from shared.store import Database
-from shared.topology import RUN_EVENT, RUN_TRACK
+from shared.topology import FORM_DELIVER, FORM_REPORT, RUN_EVENT, RUN_TRACK
 
 log = get_logger(__name__)
 DISCOVERY_OVERLAP_S = 5  # Dify's created_at has 1 s resolution and rows appear as runs start
@@ -69,6 +70,8 @@ class PollerService:
                 structlog.contextvars.bind_contextvars(run_id=msg.workflow_run_id)
                 async with self._in_order(msg.workflow_run_id):
                     await publish_all(self.broker, await self._sync(self.recorder.on_event, msg))
+            elif delivery.routing_key == FORM_DELIVER:
+                await self.deliver_form(FormDelivery.model_validate_json(delivery.body))
             else:
                 await self.on_checkpoint_event(CheckpointEvent.model_validate_json(delivery.body))
         except ValidationError as exc:
@@ -95,6 +98,44 @@ class PollerService:
             await publish_all(self.broker, await self._sync(self.recorder.track, track))
         elif ev.type == "checkpoint.resolved" and cp.get("mode") == "detached":
             await self.start_continuation(cp)
+
+    async def deliver_form(self, msg: FormDelivery) -> None:
+        """Submit a decided Dify form, at least once; report what Dify said. The token is a secret:
+        it is never logged (only the checkpoint and run ids are)."""
+        structlog.contextvars.bind_contextvars(run_id=msg.workflow_run_id, checkpoint_id=msg.checkpoint_id)
+        client = self.clients.get(msg.app)
+        if client is None:
+            raise Reject(f"app {msg.app!r} has no Dify connection configured")
+        report = dict(workflow_run_id=msg.workflow_run_id, checkpoint_id=msg.checkpoint_id)
+        try:
+            await client.form_submit(msg.form_token, msg.inputs, msg.action, msg.user)
+            outcome, detail = "delivered", None
+        except DifyFormError as exc:
+            # 412 "submitted" counts as delivered only once the run is seen moving on (the resume check).
+            outcome = "already_submitted" if exc.code == "human_input_form_submitted" else "expired"
+            detail = exc.message
+        except (DifyNotFound, DifyBadRequest, DifyAuthError, DifyForbidden) as exc:
+            outcome, detail = "failed", f"{exc.status} {exc.code}: {exc.message}"
+        except DifyError as exc:  # unavailable, 5xx, 429: try again later; the decision is kept
+            raise RetryLater(f"form submit: {exc.code}", delay_s=5) from exc
+        log.info("form.delivered" if outcome in ("delivered", "already_submitted") else "form.not_delivered",
+                 outcome=outcome, action=msg.action)
+        await self.broker.publish(self.settings.names.commands, FORM_REPORT,
+                                  FormReport(outcome=outcome, detail=detail, **report).to_bytes())
+        if outcome in ("delivered", "already_submitted"):
+            await self._sync(self.recorder.poll_soon, msg.workflow_run_id)
+            self._follow_resumption(client, msg)
+
+    def _follow_resumption(self, client: DifyClient, msg: FormDelivery) -> None:
+        """Re-attach to the resumed run's stream so its nodes are recorded live; polling backs it up."""
+        async def follow():
+            user = await self._sync(self.recorder.run_user, msg.workflow_run_id) or msg.user
+            tee = EventTee(self.broker, self.settings, msg.app, "poller", user)
+            await self.starter.reattach(client, tee, msg.workflow_run_id, continue_on_pause=True)
+
+        task = asyncio.create_task(follow())
+        self.starter.readers.add(task)
+        task.add_done_callback(self.starter.readers.discard)
 
     async def start_continuation(self, cp: dict) -> None:
         app = self.settings.app(cp["app"])
