@@ -120,6 +120,11 @@ def _transition(cp: dict[str, Any], r: FormReport) -> tuple[str, dict[str, Any]]
         return "checkpoint.expired", dict(status=CheckpointStatus.expired, action=Action.abort, output=None,
                                           feedback=r.detail or "the form expired in Dify", decided_by="dify",
                                           reason="timeout", channel="dify", delivery_state="expired")
+    expires = (cp["form"] or {}).get("expiration_time")
+    if r.outcome == "run_resumed" and open_ and expires and float(expires) <= time.time():
+        r = r.model_copy(update={"outcome": "form_timeout", "detail": "the form expired in Dify; the run went on "
+                                                                       "down its timeout branch"})
+        return _transition(cp, r)
     if r.outcome == "run_resumed":
         if open_:  # somebody submitted the form in Dify itself
             return "checkpoint.resolved", dict(status=CheckpointStatus.resolved, action=Action.approve,
