@@ -37,6 +37,10 @@ dify-hitl is running (logs in var/run/*.log; Ctrl-C stops everything)
    .venv/bin/hitl show <ID>
    .venv/bin/hitl decide <ID> revise --feedback "mention the new API"    # round 2 appears
    .venv/bin/hitl decide <ID2> approve                                     # the run ends succeeded
+
+3. Watch runs:
+   .venv/bin/hitl runs
+   .venv/bin/hitl run-show <RUN_ID>          # node timeline in colors
 """, flush=True)
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
