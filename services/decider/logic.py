@@ -14,6 +14,7 @@ from typing import Any
 from shared.models import (Action, CheckpointEvent, CheckpointRequested, CheckpointStatus, DecisionSubmitted,
                            FormReport, OnTimeout, Reply, Resolution)
 from shared.outbox import Outbound
+from shared.views import public_view
 from shared.settings import Settings
 from shared.store import Database
 from shared.store import checkpoints as store
@@ -34,12 +35,6 @@ class Outcome:
 def resolution_of(cp: dict[str, Any]) -> Resolution:
     return Resolution(action=cp["action"], checkpoint_id=cp["id"], round=cp["round"], output=cp["output"],
                       feedback=cp["feedback"], decided_by=cp["decided_by"], reason=cp["reason"])
-
-
-def public_view(cp: dict[str, Any]) -> dict[str, Any]:
-    """The checkpoint as events and APIs show it: no reply routing, nothing secret."""
-    hidden = {"reply_to", "correlation_id", "published", "secret"}
-    return {k: v for k, v in cp.items() if k not in hidden}
 
 
 def reply_to_call(cp: dict[str, Any], reply_to: str | None = None, correlation_id: str | None = None) -> list[Outbound]:

@@ -11,7 +11,7 @@ import re
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from services.decider.logic import public_view
+from shared.views import public_view
 from services.ingest.http import ApiError, compact_json, read_json, reviewer_auth, validate
 from services.ingest.schemas import ID_PATTERN, DecisionBody, NodeConfirmation
 from shared.broker import BrokerError

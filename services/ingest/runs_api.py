@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.ingest.http import ApiError, app_auth, compact_json, read_json, reviewer_auth, validate
 from services.ingest.schemas import ID_PATTERN
-from services.poller.recorder import public_run
+from shared.views import public_run
 from shared.broker import BrokerError
 from shared.dify import DifyClient, DifyError, check_run_id
 from shared.models import RunEvent, RunTrack

@@ -12,6 +12,7 @@ from typing import Any
 
 from shared.models import CheckpointRequested, FormReport, RunEnded, RunEvent, RunStatusEvent, RunTrack
 from shared.outbox import Outbound
+from shared.views import public_run
 from shared.settings import Settings
 from shared.store import Database
 from shared.store import runs as store
@@ -21,11 +22,6 @@ TERMINAL = store.RUN_TERMINAL
 CANCELS_CHECKPOINTS = {"failed", "stopped"}
 # Event names whose data describes one node execution.
 NODE_EVENTS = {"node_started": "running", "node_finished": None, "node_retry": "retry"}
-
-
-def public_run(run: dict[str, Any]) -> dict[str, Any]:
-    hidden = {"lease_owner", "lease_until", "next_poll_at", "poll_interval", "poll_failures"}
-    return {k: v for k, v in run.items() if k not in hidden}
 
 
 class Recorder:
