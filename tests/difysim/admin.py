@@ -38,7 +38,8 @@ async def requests_log(request: Request) -> Response:
 
 
 async def faults(request: Request) -> Response:
-    """{"outage": bool, "status": 429|500|503|null, "latency_s": float}; omitted keys keep their value."""
+    """{"outage": bool, "status": 429|500|503|null, "latency_s": float, "resume_lost": bool,
+    "resume_ends_stopped": bool}; omitted keys keep their value."""
     state = sim(request)
     if request.method == "POST":
         body = await json_body(request)
@@ -48,15 +49,25 @@ async def faults(request: Request) -> Response:
             state.faults.status = int(body["status"]) if body["status"] is not None else None
         if "latency_s" in body:
             state.faults.latency_s = float(body["latency_s"] or 0)
+        for switch in ("resume_lost", "resume_ends_stopped"):  # Human Input form submits (state.Faults)
+            if switch in body:
+                setattr(state.faults, switch, bool(body[switch]))
     return JSONResponse(state.faults.as_dict())
 
 
 async def settings(request: Request) -> Response:
-    """{"max_execution_time_s", "ping_interval_s", "sse_idle_close_s"} (applies to runs started afterwards)."""
+    """{"max_execution_time_s", "ping_interval_s", "sse_idle_close_s", "human_input_check_interval_s",
+    "human_input_global_timeout_s"} (the first three apply to runs started afterwards)."""
     state = sim(request)
     if request.method == "POST":
         state.config.update(await json_body(request))
     return JSONResponse(state.config.as_dict())
+
+
+async def expire_human_input(request: Request) -> Response:
+    """Run Dify's periodic Human Input timeout check now -> {"timed_out": [run ids], "stopped": [run ids]}:
+    forms past their node timeout resume down `__timeout`, forms past the global cap stop their run."""
+    return JSONResponse(sim(request).check_human_input_timeouts())
 
 
 async def health(request: Request) -> Response:

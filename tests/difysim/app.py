@@ -12,7 +12,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import admin, logs_api, service_api
+from . import admin, forms_api, logs_api, service_api
 from .config import DIFY_VERSION, SimConfig
 from .errors import ApiError, internal_server_error, method_not_allowed_html, not_found_html
 from .state import SimState
@@ -91,6 +91,8 @@ def create_app(config: SimConfig | None = None) -> Starlette:
         Route("/v1/workflows/tasks/{task_id}/stop", service_api.stop_task, methods=["POST"]),
         Route("/v1/workflows/logs", logs_api.workflow_logs, methods=["GET"]),
         Route("/v1/workflow/{run_id}/events", service_api.reattach, methods=["GET"]),
+        Route("/v1/form/human_input/{form_token}", forms_api.get_form, methods=["GET"]),
+        Route("/v1/form/human_input/{form_token}", forms_api.submit_form, methods=["POST"]),
         Route("/v1/parameters", service_api.parameters, methods=["GET"]),
         Route("/v1/info", service_api.info, methods=["GET"]),
         Route("/_sim/apps", admin.register_app, methods=["POST"]),
@@ -98,6 +100,7 @@ def create_app(config: SimConfig | None = None) -> Starlette:
         Route("/_sim/requests", admin.requests_log, methods=["GET", "DELETE"]),
         Route("/_sim/faults", admin.faults, methods=["GET", "POST"]),
         Route("/_sim/config", admin.settings, methods=["GET", "POST"]),
+        Route("/_sim/human_input/expire", admin.expire_human_input, methods=["POST"]),
         Route("/_sim/health", admin.health, methods=["GET"]),
     ]
 

@@ -25,10 +25,17 @@ class SimConfig:
     ping_interval_s: float = field(default_factory=lambda: _env_float("DIFYSIM_PING_INTERVAL_S", 10.0))
     # Dify closes an SSE stream after 300 s without an event.
     sse_idle_close_s: float = field(default_factory=lambda: _env_float("DIFYSIM_SSE_IDLE_CLOSE_S", 300.0))
+    # Dify's periodic task (celery beat, every minute) that times out Human Input forms.
+    human_input_check_interval_s: float = field(
+        default_factory=lambda: _env_float("DIFYSIM_HUMAN_INPUT_CHECK_INTERVAL_S", 60.0))
+    # HUMAN_INPUT_GLOBAL_TIMEOUT_SECONDS: a form still waiting this long after it opened stops its run.
+    human_input_global_timeout_s: float = field(
+        default_factory=lambda: _env_float("DIFYSIM_HUMAN_INPUT_GLOBAL_TIMEOUT_S", 7 * 24 * 3600.0))
     request_log_limit: int = 100_000
 
     def update(self, values: dict) -> None:
-        for key in ("max_execution_time_s", "ping_interval_s", "sse_idle_close_s"):
+        for key in ("max_execution_time_s", "ping_interval_s", "sse_idle_close_s", "human_input_check_interval_s",
+                    "human_input_global_timeout_s"):
             if values.get(key) is not None:
                 setattr(self, key, float(values[key]))
 

@@ -15,6 +15,7 @@ import httpx
 
 from . import events
 from .config import SimConfig
+from .forms import FormRegistry
 from .graph import Graph, Scope
 from .nodes import EXECUTORS, NodeContext, NodeResult, failure
 from .nodes.simple import end_values
@@ -45,8 +46,9 @@ class WalkOutcome:
 
 
 class Engine:
-    def __init__(self, run: Run, http: httpx.AsyncClient, config: SimConfig) -> None:
-        self.run, self.http, self.config = run, http, config
+    def __init__(self, run: Run, http: httpx.AsyncClient, config: SimConfig,
+                 forms: FormRegistry | None = None) -> None:
+        self.run, self.http, self.config, self.forms = run, http, config, forms
         self.graph: Graph = run.workflow.graph
         self.pool = VariablePool(system=run.system_variables())
         self.end_outputs: dict = {}
@@ -138,9 +140,10 @@ class Engine:
         executor = EXECUTORS.get(node_type)
         data = node.get("data") or {}
         loop_id = frame.loop_id if frame else None
-        ctx = NodeContext(node, self.pool, self.run, self.http, self.config, loop_id)
-        self.count_step(frame)
         execution_id, created_at, started = new_id(), int(time.time()), time.monotonic()
+        ctx = NodeContext(node, self.pool, self.run, self.http, self.config, loop_id, execution_id=execution_id,
+                          forms=self.forms)
+        self.count_step(frame)
         self.run.publish("node_started", events.node_started(execution_id, node, created_at, loop_id))
         if node_type == "end" and node["id"] not in self.streamed_ends:
             self.stream_end(ctx)  # not streamed early: after the End's node_started (fixture 15)
@@ -159,6 +162,8 @@ class Engine:
             retry_event = self._finished(execution_id, node, created_at, attempt_started, loop_id, result, "retry",
                                          result.error, self._metadata(frame))
             self.run.publish("node_retry", {**retry_event, "retry_index": ctx.attempt})
+        if ctx.resumed is not None:
+            created_at, started = ctx.resumed  # a resumed node reports its resumption, not its pause (fixture 08)
         return self._conclude(scope, node, frame, ctx, result, execution_id, created_at, started)
 
     @staticmethod

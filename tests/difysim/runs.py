@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from .graph import Graph
+from .pausing import PausableRun
 
 TERMINAL_EVENTS = ("workflow_finished", "workflow_paused")
 CLOSE = None  # sentinel pushed to subscriber queues when their stream must end
@@ -63,13 +64,14 @@ class EndUser:
     session_id: str  # the `user` string of the service API
 
 
-class Run:
+class Run(PausableRun):
     def __init__(self, app: App, workflow: Workflow, end_user: EndUser, user_inputs: dict) -> None:
         self.id, self.task_id, self.log_id = new_id(), new_id(), new_id()
         self.app, self.workflow, self.end_user = app, workflow, end_user
         self.user_inputs = user_inputs
         self.started_monotonic = time.monotonic()
         self.created_at = int(time.time())
+        self.segment_created_at = self.created_at  # moves to the resumption time (pausing.py)
         # The record view (GET run / logs).
         self.status = "running"
         self.outputs: dict = {}
@@ -80,15 +82,17 @@ class Run:
         self.elapsed_time = 0.0
         # The stream view.
         self.events: list[dict] = []
-        self.subscribers: set[asyncio.Queue] = set()
+        # Each listening queue with the events after which its stream closes.
+        self.subscribers: dict[asyncio.Queue, frozenset[str]] = {}
         self.stream_ended = False  # workflow_finished sent (normally, or by stop / max execution time)
         self.detached = False  # after a stop: the engine goes on, but nobody hears about it any more
-        self.stop_requested = False
         self.final_payload: dict | None = None  # the record's workflow_finished data, for re-attach
         self.steps = 0  # counted live; the record only takes it at the end
         self.outcome: asyncio.Future = asyncio.get_running_loop().create_future()
         self.task: asyncio.Task | None = None
-        self.resume_waiter: asyncio.Future | None = None
+        self.max_execution_time_s: float | None = None
+        self.max_execution_timer: asyncio.TimerHandle | None = None
+        self._init_pausing()
 
     # ---------------------------------------------------------------- system variables
     def system_variables(self) -> dict[str, Any]:
@@ -119,33 +123,38 @@ class Run:
             return
         message = self.envelope(event, data)
         self.events.append(message)
-        for queue in list(self.subscribers):
+        for queue, close_on in list(self.subscribers.items()):
             queue.put_nowait(message)
-        if event in TERMINAL_EVENTS:
-            for queue in list(self.subscribers):
+            if event in close_on:
                 queue.put_nowait(CLOSE)
-            self.subscribers.clear()
+                del self.subscribers[queue]
 
-    def subscribe(self, replay: bool = False) -> asyncio.Queue:
+    def subscribe(self, replay: list[dict] = (), close_on: tuple[str, ...] = TERMINAL_EVENTS) -> asyncio.Queue:
+        """A queue of `replay` then the live events, closed after the first event named in `close_on`.
+
+        A run's own stream closes at workflow_finished and workflow_paused; a re-attach may go on
+        through a pause (continue_on_pause) or even past the finish (fixture 13)."""
         queue: asyncio.Queue = asyncio.Queue()
-        if replay:
-            for message in self.events:
-                queue.put_nowait(message)
+        for message in replay:
+            queue.put_nowait(message)
+            if message["event"] in close_on:
+                queue.put_nowait(CLOSE)
+                return queue
         if self.stream_ended:
             queue.put_nowait(CLOSE)
         else:
-            self.subscribers.add(queue)
+            self.subscribers[queue] = frozenset(close_on)
         return queue
 
     def unsubscribe(self, queue: asyncio.Queue) -> None:
-        self.subscribers.discard(queue)
+        self.subscribers.pop(queue, None)
 
     # ---------------------------------------------------------------- endings
     def finished_payload(self, status: str, outputs: dict, error: str | None) -> dict:
         return {"id": self.id, "workflow_id": self.workflow.id, "status": status, "outputs": outputs, "error": error,
                 "elapsed_time": self.elapsed(), "total_tokens": 0, "total_steps": self.steps,
                 "created_by": {"id": self.end_user.id, "user": self.end_user.session_id},
-                "created_at": self.created_at, "finished_at": int(time.time()),
+                "created_at": self.segment_created_at, "finished_at": int(time.time()),
                 "exceptions_count": self.exceptions_count, "files": []}
 
     def finish(self, status: str, outputs: dict, error: str | None) -> None:
@@ -155,7 +164,7 @@ class Run:
         payload = self.finished_payload(status, outputs, error)
         self.status, self.outputs, self.error = status, outputs, error
         self.total_steps, self.finished_at, self.elapsed_time = self.steps, payload["finished_at"], payload["elapsed_time"]
-        self.final_payload = payload
+        self.final_payload = {**payload, "created_at": self.created_at}  # the record's own created_at
         self._end_stream(payload)
 
     def stop(self) -> None:
@@ -163,12 +172,21 @@ class Run:
         if self.stream_ended:
             return
         if self.status == "paused":
-            # Stopping a paused run does nothing until the form is submitted (fixture 11); the
-            # human-input node checks this flag when it resumes.
-            self.stop_requested = True
+            self.request_stop_while_paused()  # nothing until the form is submitted (fixture 11)
             return
         self._end_stream(self.finished_payload("stopped", {}, "Stopped by user."))
         self.detached = True
+
+    def arm_max_execution_time(self, seconds: float) -> None:
+        """Stop the run `seconds` from now (WORKFLOW_MAX_EXECUTION_TIME, per worker: re-armed on resumption)."""
+        self.max_execution_time_s = seconds
+        self.disarm_max_execution_time()
+        self.max_execution_timer = asyncio.get_running_loop().call_later(seconds, self.expire)
+
+    def disarm_max_execution_time(self) -> None:
+        if self.max_execution_timer is not None:
+            self.max_execution_timer.cancel()
+            self.max_execution_timer = None
 
     def expire(self) -> None:
         """The maximum execution time passed. A paused run holds no worker in Dify, so it is spared."""
@@ -180,35 +198,6 @@ class Run:
         self.publish("workflow_finished", payload)
         if not self.outcome.done():
             self.outcome.set_result(payload)
-
-    # ---------------------------------------------------------------- pause / resume (for human-input)
-    async def pause_until_resumed(self, paused_payload: dict, extra_events: list[tuple[str, dict]] = ()) -> Any:
-        """Pause the run: publish `extra_events` + workflow_paused, close the streams, answer blocking
-        callers with `paused_payload`, and wait until `resume(value)`; then announce the resumption.
-
-        The human-input node (added later) calls this; the engine needs nothing else to pause.
-        """
-        for event, data in extra_events:
-            self.publish(event, data)
-        self.status = "paused"
-        self.total_steps = self.steps  # a paused record shows its steps so far (fixture 08)
-        self.publish("workflow_paused", paused_payload)
-        if not self.outcome.done():
-            self.outcome.set_result(paused_payload)
-        self.resume_waiter = asyncio.get_running_loop().create_future()
-        value = await self.resume_waiter
-        self.resume_waiter = None
-        self.status = "running"
-        self.outcome = asyncio.get_running_loop().create_future()
-        self.publish("workflow_started", {"id": self.id, "workflow_id": self.workflow.id, "inputs": self.stream_inputs(),
-                                          "created_at": self.created_at, "reason": "resumption"})
-        return value
-
-    def resume(self, value: Any = None) -> bool:
-        if self.resume_waiter is None or self.resume_waiter.done():
-            return False
-        self.resume_waiter.set_result(value)
-        return True
 
 
 class Store:

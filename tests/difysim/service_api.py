@@ -12,8 +12,10 @@ from starlette.responses import JSONResponse, Response
 
 from . import sse
 from .errors import ApiError, internal_server_error, invalid_param, pydantic_message, run_not_found, unauthorized
+from .forms import WAITING
 from .inputs import InputError, user_input_form, validate_inputs
 from .runs import App, Run, Workflow
+from .snapshot import state_snapshot
 from .state import SimState
 
 TERMINAL_STATUSES = ("succeeded", "failed", "stopped", "partial-succeeded")
@@ -68,7 +70,12 @@ def is_uuid(value: str) -> bool:
 
 def blocking_answer(run: Run, payload: dict) -> JSONResponse:
     if payload.get("status") == "paused":
-        data = payload  # the human-input node shapes its paused answer itself
+        # Built from the workflow_paused data; exactly the keys of fixture 08's response.json.
+        data = {"id": run.id, "workflow_id": run.workflow.id, "status": "paused", "outputs": {}, "error": None,
+                "elapsed_time": payload.get("elapsed_time", run.elapsed()), "total_tokens": 0,
+                "total_steps": payload.get("total_steps", run.steps), "created_at": run.created_at,
+                "finished_at": None, "paused_nodes": payload.get("paused_nodes", []),
+                "reasons": payload.get("reasons", [])}
     else:
         data = {key: payload.get(key) for key in BLOCKING_KEYS}
     return JSONResponse({"task_id": run.task_id, "workflow_run_id": run.id, "data": data},
@@ -167,12 +174,23 @@ async def reattach(request: Request) -> Response:
         message = {"event": "workflow_finished", "task_id": run.id, "workflow_run_id": run.id,
                    "data": run.final_payload}
         return sse.event_stream(sse.single(sse.encode(message, compact=False)))
-    replay = request.query_params.get("include_state_snapshot", "").lower() == "true"
+    snapshot = request.query_params.get("include_state_snapshot", "").lower() == "true"
+    continue_on_pause = request.query_params.get("continue_on_pause", "").lower() == "true"
     if run.stream_ended:
         # Stopped, but the record still says running: nothing will ever come; ping until idle close.
         queue: asyncio.Queue = asyncio.Queue()
         return sse.event_stream(sse.relay(queue, state.config))
-    queue = run.subscribe(replay=replay)
+    close_on = {"workflow_finished", "workflow_paused"}
+    if continue_on_pause:
+        close_on.discard("workflow_paused")
+        if not snapshot:
+            close_on.discard("workflow_finished")  # real Dify kept this stream open after the finish (fixture 13)
+    replay: list[dict] = []
+    if snapshot:
+        replay = state_snapshot(run, [f for f in state.forms.of_run(run) if f.status == WAITING]) \
+            if run.pause_count else list(run.events)
+    # Without a snapshot a paused run sends nothing until it resumes: pings only (fixture 09).
+    queue = run.subscribe(replay=replay, close_on=tuple(close_on))
     return sse.event_stream(sse.relay(queue, state.config, lambda: run.unsubscribe(queue)))
 
 

@@ -71,3 +71,30 @@ def http_graph(url: str, **http_data) -> dict:
                                                    "value_selector": ["checkpoint", "status_code"]}]})
     return {"nodes": [topic_start(), http, end], "edges": [edge("start", "checkpoint"), edge("checkpoint", "end")],
             "viewport": {"x": 0, "y": 0, "zoom": 1}}
+
+
+REVIEW_OUTPUTS = ("edited", "__action_id", "__action_value", "__rendered_content")
+
+
+def review_graph(timeout: float = 1, timeout_unit: str = "hour", webapp: bool = True,
+                 timeout_branch: bool = False) -> dict:
+    """Fixture 08's graph: Start(topic) -> human-input `review` (paragraph `edited` defaulting to the
+    topic; actions approve/revise/abort) -> end_<action>, plus end_timeout on `__timeout` if asked."""
+    review = node("review", {
+        "title": "Review", "type": "human-input",
+        "form_content": "## Review the draft\n\nTopic: **{{#start.topic#}}**\n\nEdit the text below if needed:"
+                        "\n\n{{#$output.edited#}}",
+        "inputs": [{"type": "paragraph", "output_variable_name": "edited",
+                    "default": {"type": "variable", "selector": ["start", "topic"], "value": ""}}],
+        "user_actions": [{"id": "approve", "title": "Approve", "button_style": "primary"},
+                         {"id": "revise", "title": "Request revision", "button_style": "default"},
+                         {"id": "abort", "title": "Abort", "button_style": "ghost"}],
+        "delivery_methods": [{"id": "d1", "enabled": True, "type": "webapp" if webapp else "email", "config": {}}],
+        "timeout": timeout, "timeout_unit": timeout_unit})
+    branches = ["approve", "revise", "abort"] + (["__timeout"] if timeout_branch else [])
+    ends = [node(f"end_{b.strip('_')}", {"type": "end", "outputs": [
+        {"variable": name.strip("_"), "value_selector": ["review", name]} for name in REVIEW_OUTPUTS]})
+        for b in branches]
+    return {"nodes": [topic_start(), review, *ends],
+            "edges": [edge("start", "review")] + [edge("review", f"end_{b.strip('_')}", handle=b) for b in branches],
+            "viewport": {"x": 0, "y": 0, "zoom": 1}}

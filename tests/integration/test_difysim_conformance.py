@@ -15,7 +15,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("HITL_SHARED_DIR") or Path(__file__).resolve().parents[3] / "shared")
 CONFORMANCE = SHARED / "tools" / "dify-conformance"
-SCENARIOS = "01,02,03,04,05,06,07,14,15"
+SCENARIOS = "01,02,03,04,05,06,07,08,09,14,15"
 
 
 def free_port() -> int:

@@ -1,6 +1,6 @@
 """Node executors by DSL type. Loop is driven by the engine itself (it runs a sub-graph).
 
-To add a node type (e.g. `human-input`), write `async def run_x(ctx: NodeContext) -> NodeResult`
+To add a node type, write `async def run_x(ctx: NodeContext) -> NodeResult`
 and register it here; a node that must wait for a person calls `ctx.run.pause_until_resumed(...)`.
 """
 from __future__ import annotations
@@ -9,6 +9,7 @@ from .assigner import run_assigner
 from .code import run_code
 from .base import NodeContext, NodeResult, failure
 from .http_request import run_http_request
+from .human_input import run_human_input
 from .simple import run_end, run_if_else, run_start, run_template_transform
 
 EXECUTORS = {
@@ -19,6 +20,7 @@ EXECUTORS = {
     "assigner": run_assigner,
     "template-transform": run_template_transform,
     "code": run_code,
+    "human-input": run_human_input,
 }
 
 __all__ = ["EXECUTORS", "NodeContext", "NodeResult", "failure"]
