@@ -1,6 +1,7 @@
 """Liveness, readiness and /metrics for processes that have no HTTP API of their own."""
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import uvicorn
@@ -15,12 +16,12 @@ def ops_routes(checks: Callable[[], dict[str, bool]]) -> list[Route]:
         return JSONResponse({"status": "ok"})
 
     async def readyz(_request):
-        results = checks()
+        results = await asyncio.to_thread(checks)  # a hung database must not stall the event loop
         ok = all(results.values())
         return JSONResponse({"status": "ready" if ok else "not_ready", "checks": results}, status_code=200 if ok else 503)
 
     async def metrics(_request):
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(await asyncio.to_thread(generate_latest), media_type=CONTENT_TYPE_LATEST)
 
     return [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics)]
 

@@ -2,7 +2,7 @@
 queue / outcome only — never by run, checkpoint or message id (unbounded label values)."""
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
 DECISION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600)
 FAST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
@@ -22,4 +22,109 @@ messages_handled = Counter("hitl_messages_handled_total", "Deliveries handled, b
 publish_confirm = Histogram("hitl_publish_confirm_seconds", "Publish until the broker's confirm",
                             buckets=FAST_BUCKETS)
 http_errors = Counter("hitl_http_errors_total", "Error answers of the HTTP API, by code", ["code"])
-resume_stuck = Counter("hitl_resume_stuck_total", "Submitted Dify forms whose run stayed paused")
+
+# ---------------------------------------------------------------------- broker deliveries (shared/broker/dispatch.py)
+# `queue` is a topology queue name; a process-private queue (ingest's reply queue) is labelled "private".
+messages_consumed = Counter("hitl_messages_consumed_total", "Deliveries handed to a handler, by queue", ["queue"])
+messages_settled = Counter("hitl_messages_settled_total",
+                           "How deliveries were settled: acked | retried | rejected | failed | gave_up | unsettled",
+                           ["queue", "outcome"])
+messages_dead_lettered = Counter("hitl_messages_dead_lettered_total", "Deliveries sent to their queue's DLQ", ["queue"])
+message_handling = Histogram("hitl_message_handling_seconds", "Handler run time of one delivery", ["queue"],
+                             buckets=FAST_BUCKETS + (10, 30))
+# Incremented by the Dify form (Human Input) work: a submitted form whose run did not leave `paused`.
+resume_stuck = Counter("hitl_resume_stuck_total", "Dify form submissions whose run did not resume", ["app"])
+store_query_errors = Counter("hitl_store_query_errors_total", "Scrape-time store queries that failed")
+
+
+# ---------------------------------------------------------------------- gauges read from the store at scrape time
+class StoreGauges:
+    """Gauges computed from the store when Prometheus scrapes (cached `ttl_s`), so that every replica
+    reports the same numbers: take `max by (app)` across replicas, never `sum`. Registered at import
+    (the names are known to the registry); they have samples once `observe_store(db)` bound a store."""
+
+    def __init__(self, specs: list[tuple[str, str, list[str]]], query, ttl_s: float = 5.0) -> None:
+        import threading
+
+        self.specs, self.query, self.ttl_s = specs, query, ttl_s
+        self.db = None
+        self._cache: tuple[float, dict] = (0.0, {})
+        self._lock = threading.Lock()
+
+    def describe(self):
+        from prometheus_client.core import GaugeMetricFamily
+
+        return [GaugeMetricFamily(name, doc, labels=labels) for name, doc, labels in self.specs]
+
+    def _values(self) -> dict:
+        import time
+
+        if self.db is None:
+            return {}
+        with self._lock:
+            at, values = self._cache
+            if time.monotonic() - at >= self.ttl_s:
+                try:
+                    with self.db.read() as conn:
+                        values = self.query(conn, time.time())
+                except Exception:  # the store is down: no samples (readiness says why), never a failed scrape
+                    store_query_errors.inc()
+                    values = {}
+                self._cache = (time.monotonic(), values)
+            return values
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily
+
+        values = self._values()
+        for name, doc, labels in self.specs:
+            family = GaugeMetricFamily(name, doc, labels=labels)
+            for key, value in values.get(name, {}).items():
+                family.add_metric(list(key), value)
+            yield family
+
+
+def _checkpoint_gauges(conn, now: float) -> dict:
+    from sqlalchemy import case, func, select
+
+    from shared.store.tables import checkpoints as t
+
+    rows = conn.execute(select(t.c.app, func.count(), func.min(t.c.created_at),
+                               func.sum(case((t.c.deadline < now, 1), else_=0)))
+                        .where(t.c.status == "open").group_by(t.c.app)).all()
+    return {"hitl_open_checkpoints": {(app,): n for app, n, _, _ in rows},
+            "hitl_open_checkpoint_oldest_age_seconds": {(app,): max(0.0, now - oldest) for app, _, oldest, _ in rows},
+            "hitl_checkpoints_overdue": {(app,): int(late or 0) for app, _, _, late in rows}}
+
+
+def _run_gauges(conn, now: float) -> dict:
+    from sqlalchemy import func, select
+
+    from shared.store.tables import runs as t
+
+    by_status = conn.execute(select(t.c.app, t.c.status, func.count()).group_by(t.c.app, t.c.status)).all()
+    lag = conn.execute(select(t.c.app, func.min(t.c.next_poll_at)).where(t.c.next_poll_at.is_not(None))
+                       .group_by(t.c.app)).all()
+    return {"hitl_tracked_runs": {(app, status): n for app, status, n in by_status},
+            "hitl_poll_lag_seconds": {(app,): max(0.0, now - due) for app, due in lag}}
+
+
+open_checkpoint_gauges = StoreGauges([
+    ("hitl_open_checkpoints", "Checkpoints open now (from the store)", ["app"]),
+    ("hitl_open_checkpoint_oldest_age_seconds", "Age of the oldest open checkpoint (from the store)", ["app"]),
+    ("hitl_checkpoints_overdue", "Open checkpoints past their deadline, not yet expired (from the store)", ["app"]),
+], _checkpoint_gauges)
+run_gauges = StoreGauges([
+    ("hitl_tracked_runs", "Runs the poller tracks, by our status (from the store)", ["app", "status"]),
+    ("hitl_poll_lag_seconds", "How late the most overdue scheduled run poll is (from the store)", ["app"]),
+], _run_gauges)
+REGISTRY.register(open_checkpoint_gauges)
+REGISTRY.register(run_gauges)
+
+
+def observe_store(db, *, checkpoints: bool = False, runs: bool = False) -> None:
+    """Give the store gauges their store (decider: checkpoints=True; poller: runs=True)."""
+    if checkpoints:
+        open_checkpoint_gauges.db = db
+    if runs:
+        run_gauges.db = db

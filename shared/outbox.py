@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 
-from shared import metrics
 from shared.broker import Broker
 
 
@@ -22,7 +20,5 @@ async def publish_all(broker: Broker, outbound: list[Outbound]) -> None:
     """Publish with confirms, pipelined (all at once); raises if any is not confirmed."""
     if not outbound:
         return
-    started = time.perf_counter()
     await asyncio.gather(*(broker.publish(o.exchange, o.routing_key, o.body, correlation_id=o.correlation_id,
                                           persistent=o.persistent) for o in outbound))
-    metrics.publish_confirm.observe(time.perf_counter() - started)

@@ -1,6 +1,7 @@
 """ingest: the HTTP edge. FastAPI app wiring; routes live in checkpoints.py and decisions.py."""
 from __future__ import annotations
 
+import asyncio
 import contextlib
 
 from fastapi import FastAPI, Request
@@ -71,13 +72,13 @@ def create_app(settings: Settings, db: Database, broker: Broker, *, start_broker
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
-        checks = {"broker": broker.ready, "store": db.ping()}
+        checks = {"broker": broker.ready, "store": await asyncio.to_thread(db.ping)}
         ok = all(checks.values())
         return JSONResponse({"status": "ready" if ok else "not_ready", "checks": checks}, status_code=200 if ok else 503)
 
     @app.get("/metrics")
     async def metrics_endpoint() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(await asyncio.to_thread(generate_latest), media_type=CONTENT_TYPE_LATEST)
 
     return app
 

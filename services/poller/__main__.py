@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 
 from services.poller.service import PollerService
+from shared import metrics
 from shared.health import ops_server
 from shared.logs import get_logger
 from shared.runner import boot, make_broker, stop_event_on_signals
@@ -15,6 +16,7 @@ async def main() -> None:
     settings, db = boot("poller")
     broker = make_broker(settings, "poller")
     service = PollerService(settings, db, broker)
+    metrics.observe_store(db, runs=True)
     stop = stop_event_on_signals()
     checks = lambda: {"broker": broker.ready, "store": db.ping()}  # noqa: E731
     ops = ops_server(settings.poller_host, settings.poller_port, checks)

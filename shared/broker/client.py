@@ -23,6 +23,7 @@ import pika.exceptions
 from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.spec import Basic
 
+from shared import metrics
 from shared.broker.errors import BrokerUnavailable, PublishNotConfirmed
 from shared.logs import get_logger
 from shared.topology import Queue, Topology
@@ -290,6 +291,7 @@ class Broker:
             message_id=message_id, correlation_id=correlation_id, reply_to=reply_to,
             timestamp=int(time.time()))
         deadline = time.monotonic() + timeout_s
+        started = time.perf_counter()
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -297,6 +299,7 @@ class Broker:
             try:
                 await self.wait_ready(remaining)
                 await asyncio.wait_for(self._publish_once(exchange, routing_key, body, props), remaining)
+                metrics.publish_confirm.observe(time.perf_counter() - started)
                 return
             except (PublishNotConfirmed, BrokerUnavailable, asyncio.TimeoutError) as exc:
                 if time.monotonic() >= deadline:

@@ -14,6 +14,7 @@ import traceback
 
 import structlog
 
+from shared import metrics
 from shared.broker.errors import PublishNotConfirmed, Reject, RetryLater
 from shared.logs import get_logger
 from shared.topology import delay_queue_name, delay_tier
@@ -25,19 +26,34 @@ ACK = object()
 async def handle_delivery(broker, consumer, delivery):
     """Run the handler and settle the delivery. Returns ACK to ack, None to leave it unacked."""
     structlog.contextvars.bind_contextvars(queue=delivery.queue, message_id=delivery.message_id)
+    queue = delivery.queue if getattr(consumer, "declare", None) is None else "private"
+    metrics.messages_consumed.labels(queue).inc()
+    started, outcome, settle = time.perf_counter(), "acked", None
     try:
-        await broker.run_handler(consumer.handler, delivery)
-        return ACK
+        try:
+            await broker.run_handler(consumer.handler, delivery)
+            settle = ACK
+        finally:
+            metrics.message_handling.labels(queue).observe(time.perf_counter() - started)
     except RetryLater as exc:
-        return await _retry_later(broker, delivery, exc)
+        outcome = "gave_up" if delivery.attempt + 1 > broker.max_attempts else "retried"
+        settle = await _retry_later(broker, delivery, exc)
     except Reject as exc:
-        return await _dead_letter(broker, delivery, exc.reason)
+        outcome = "rejected"
+        settle = await _dead_letter(broker, delivery, exc.reason)
     except Exception as exc:  # unexpected: dead-letter with the reason, never requeue forever
         log.error("delivery.handler_crashed", error=f"{type(exc).__name__}: {exc}",
                   trace=traceback.format_exc(limit=5))
-        return await _dead_letter(broker, delivery, f"unexpected {type(exc).__name__}: {exc}")
+        outcome = "failed"
+        settle = await _dead_letter(broker, delivery, f"unexpected {type(exc).__name__}: {exc}")
     finally:
         structlog.contextvars.unbind_contextvars("queue", "message_id", "checkpoint_id", "run_id")
+    if settle is None:  # the re-publish was not confirmed: left unacked, the broker redelivers it
+        outcome = "unsettled"
+    elif outcome in ("rejected", "failed", "gave_up"):
+        metrics.messages_dead_lettered.labels(queue).inc()
+    metrics.messages_settled.labels(queue, outcome).inc()
+    return settle
 
 
 def _forward_headers(delivery, **extra) -> dict:
