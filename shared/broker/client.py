@@ -244,6 +244,9 @@ class Broker:
             for exchange, routing_key in consumer.bindings:
                 await self._op(ch.queue_bind, queue=q.name, exchange=exchange, routing_key=routing_key)
         consumer.channel = ch
+        # The broker cancels a consumer when its queue goes away (deleted, a quorum leader lost): without
+        # a consumer the process would look ready while doing nothing, so reconnect and re-attach.
+        ch.add_on_cancel_callback(lambda _frame: self._closing or not self._conn.is_open or self._conn.close())
 
         def on_message(channel, method, properties, body):
             task = asyncio.ensure_future(self._deliver(consumer, channel, method, properties, body))
