@@ -12,9 +12,10 @@ from demo.stack import APP_TOKEN, DIFY_APP_KEY, ROOT, ProcessStack
 def main() -> None:
     stack = ProcessStack(ROOT / "var" / "run", database_url=os.environ.get("HITL_DATABASE_URL", f"sqlite:///{ROOT / 'var' / 'hitl.db'}"),
                          namespace=os.environ.get("HITL_NAMESPACE", "hitl"),
-                         ports={"sim": 5001, "ingest": 8080, "decider": 8081, "poller": 8082})
+                         ports={"sim": 5001, "ingest": 8080, "decider": 8081, "poller": 8082, "console": 8090})
     try:
         stack.start_all()
+        stack.start("console")
     except RuntimeError as exc:
         stack.stop_all()
         sys.exit(f"could not start: {exc}")
@@ -25,6 +26,7 @@ dify-hitl is running (logs in var/run/*.log; Ctrl-C stops everything)
   ingest           {stack.ingest_url}     checkpoint token: {APP_TOKEN}
   decider          {stack.decider_url}     (/metrics, /readyz)
   poller           {stack.poller_url}     (/metrics, /readyz)
+  console          {stack.console_url}     sign in as alice / rv-alice-token (or bob / rv-bob-token)
 
 1. Start a workflow run (it pauses at the human checkpoint):
    curl -s -X POST {stack.sim_url}/v1/workflows/run -H 'Authorization: Bearer {DIFY_APP_KEY}' \\

@@ -38,7 +38,7 @@ class ProcessStack:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         ports = ports or {}
-        self.ports = {name: ports.get(name) or free_port() for name in ("sim", "ingest", "decider", "poller")}
+        self.ports = {name: ports.get(name) or free_port() for name in ("sim", "ingest", "decider", "poller", "console")}
         self.sim_args = sim_args or []
         self.procs: dict[str, subprocess.Popen] = {}
         self.env = {
@@ -56,6 +56,7 @@ class ProcessStack:
             "HITL_DECIDER_PORT": str(self.ports["decider"]),
             "HITL_POLLER_PORT": str(self.ports["poller"]),
             "HITL_DISCOVERY_INTERVAL_S": "2",
+            "HITL_CONSOLE_SECRET": "demo-console-secret-change-me",
             "HITL_LOG_FORMAT": "json",
             "HITL_DEADLINE_SCAN_INTERVAL_S": "0.2",
             **(env or {}),
@@ -73,6 +74,10 @@ class ProcessStack:
     @property
     def decider_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['decider']}"
+
+    @property
+    def console_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['console']}"
 
     @property
     def poller_url(self) -> str:

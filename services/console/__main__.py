@@ -1,0 +1,41 @@
+"""python -m services.console — the review web console (HITL_CONSOLE_PORT, default 8090)."""
+from __future__ import annotations
+
+import asyncio
+
+import uvicorn
+
+from services.console.app import create_app
+from services.console.config import load_console_settings
+from shared.logs import get_logger
+from shared.runner import boot, make_broker, stop_event_on_signals
+
+log = get_logger("console")
+
+
+async def main() -> None:
+    settings, db = boot("console")
+    console = load_console_settings()
+    if console.ephemeral_secret:
+        log.warning("console.ephemeral_secret",
+                    hint="HITL_CONSOLE_SECRET is not set: sessions end when this process restarts")
+    if not any(r.password_hash for r in settings.reviewers):
+        log.info("console.token_sign_in", hint="no reviewer has a password_hash: reviewers sign in with their token")
+    broker = make_broker(settings, "console")
+    app = create_app(settings, console, db, broker)
+    config = uvicorn.Config(app, host=console.host, port=console.port, log_level="warning",
+                            timeout_keep_alive=75, timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None
+    stop = stop_event_on_signals()
+    serving = asyncio.create_task(server.serve())
+    log.info("console.started", port=console.port, reviewers=len(settings.reviewers))
+    await asyncio.wait([serving, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+    app.state.hub.close()  # end the event streams so the server can drain
+    server.should_exit = True
+    await serving
+    db.dispose()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

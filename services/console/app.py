@@ -1,0 +1,92 @@
+"""The console's Starlette app: templates, static files, security headers, routes, the event hub."""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from services.console import pages, review
+from services.console.auth import AuthMiddleware, Sessions
+from services.console.config import ConsoleSettings
+from services.console.live import EventHub
+from services.console.web import templates
+from services.ingest.holds import ReplyRouter
+from shared.broker import Broker
+from shared.health import ops_routes
+from shared.settings import Settings
+from shared.store import Database
+
+HERE = Path(__file__).resolve().parent
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+SECURITY_HEADERS = [(b"content-security-policy", CSP.encode()), (b"x-content-type-options", b"nosniff"),
+                    (b"referrer-policy", b"same-origin"), (b"x-frame-options", b"DENY")]
+
+
+class SecurityHeaders:
+    """CSP without inline script or style (the templates carry data in data-* attributes), and no caching
+    of pages that show checkpoints."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        static = scope["path"].startswith("/static/")
+
+        async def with_headers(message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", [])) + SECURITY_HEADERS
+                if not static:
+                    headers.append((b"cache-control", b"no-store"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+def create_app(settings: Settings, console: ConsoleSettings, db: Database, broker: Broker, *,
+               start_broker: bool = True) -> Starlette:
+    replies = ReplyRouter(broker, settings.names, instance=f"console-{console.port}")
+    hub = EventHub(broker, settings.names, keepalive_s=console.sse_keepalive_s)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette):
+        if start_broker:
+            await broker.start(wait_s=None)  # keeps retrying; /readyz says when it is up
+        yield
+        hub.close()
+        replies.fail_all()
+        if start_broker:
+            await broker.close()
+
+    routes = [
+        Route("/login", pages.login_form, methods=["GET"]),
+        Route("/login", pages.login, methods=["POST"]),
+        Route("/logout", pages.logout, methods=["POST"]),
+        Route("/", pages.inbox, methods=["GET"]),
+        Route("/checkpoints/{checkpoint_id}", review.checkpoint_page, methods=["GET"]),
+        Route("/checkpoints/{checkpoint_id}/decision", review.decide, methods=["POST"]),
+        Route("/runs", pages.runs, methods=["GET"]),
+        Route("/runs/{run_id}", pages.run, methods=["GET"]),
+        Route("/events", pages.events, methods=["GET"]),
+        Route("/api/session", pages.session_info, methods=["GET"]),
+        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+        *ops_routes(lambda: {"broker": broker.ready, "store": db.ping()}),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: pages.not_found})
+    app.state.settings = settings
+    app.state.console = console
+    app.state.db = db
+    app.state.broker = broker
+    app.state.replies = replies
+    app.state.hub = hub
+    app.state.sessions = Sessions(settings, console)
+    app.state.templates = templates()
+    app.add_middleware(AuthMiddleware, sessions=app.state.sessions)
+    app.add_middleware(SecurityHeaders)
+    return app

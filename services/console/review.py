@@ -1,0 +1,161 @@
+"""The checkpoint page and its decisions.
+
+A decision goes to the decider exactly like one from the HTTP API (DecisionSubmitted on
+`hitl.decisions`, channel "console", actor = the signed-in reviewer), and its answer maps to the
+same statuses: 200 applied, 202 queued, 404, 409 already_resolved (with the winning decision), 422
+refused (feedback_required, max_rounds_reached, output_required, not_assignee, …).
+How a checkpoint is shown and decided depends on its `kind`: templates `kinds/<kind>.html` and
+`decide/<kind>.html` (falling back to the generic ones), and DECISION_BUILDERS below.
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlparse
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+
+from services.console import render, views
+from services.console.auth import csrf_ok, wants_json
+from services.console.pages import not_found, read
+from services.console.web import BadRequest, json_error, read_form, render_page
+from services.ingest.decisions import REFUSAL_STATUS
+from services.ingest.schemas import ID_PATTERN
+from shared.broker import BrokerError
+from shared.logs import get_logger
+from shared.models import Action, DecisionSubmitted
+from shared.store import checkpoints as cp_store
+
+log = get_logger(__name__)
+OUTCOME_TEXT = {  # for browsers without JavaScript (a redirect carries only the code)
+    "applied": "Decision applied.", "accepted": "Decision queued; the decider will apply it shortly.",
+    "already_resolved": "Someone else decided first.", "not_assignee": "You are not among this checkpoint's assignees.",
+    "feedback_required": "Revise needs feedback.", "max_rounds_reached": "This is the last round; revise is not allowed.",
+    "output_required": "Edit needs the new output.", "invalid_json": "The edited output is not valid JSON.",
+    "reason_required": "Abort needs a reason.", "broker_unavailable": "The decision could not be queued; try again.",
+}
+
+
+def valid_id(value: str) -> bool:
+    return bool(re.fullmatch(ID_PATTERN, value)) and len(value) <= 64
+
+
+async def checkpoint_page(request: Request) -> Response:
+    checkpoint_id = request.path_params["checkpoint_id"]
+    if not valid_id(checkpoint_id):
+        return await not_found(request, None, "No such checkpoint.")
+
+    def query(conn):
+        found = views.checkpoint(conn, checkpoint_id)
+        return found and {**found, "open_count": views.open_count(conn)}
+
+    data = await read(request, query)
+    if data is None:
+        return await not_found(request, None, f"No checkpoint {checkpoint_id}.")
+    cp, reviewer = data["cp"], request.state.session.reviewer
+    outcome = request.query_params.get("outcome", "")
+    return render_page(request, "checkpoint.html", scope=f"checkpoint:{cp['id']}:{cp['workflow_run_id']}",
+                       may_decide=views.may_decide(cp, reviewer), color=views.checkpoint_color(cp),
+                       label=views.checkpoint_label(cp), outcome=OUTCOME_TEXT.get(outcome, ""), **data)
+
+
+# ---------------------------------------------------------------------- deciding
+def _text(form: dict[str, Any], key: str) -> str:
+    value = form.get(key)
+    return value if isinstance(value, str) else "" if value is None else json.dumps(value)
+
+
+def edited_output(cp: dict[str, Any], text: str) -> Any:
+    """The new output from the editor: parsed when the node's output is JSON, refused when the text is not
+    valid JSON; kept as text when the output was text (a JSON string stays a string)."""
+    kind = render.output_kind(cp["node_output"])
+    if kind == "text":
+        return text
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadRequest(422, "invalid_json", f"The output must be valid JSON: {exc.msg} "
+                                              f"(line {exc.lineno}, column {exc.colno}).") from None
+    except RecursionError:
+        raise BadRequest(422, "invalid_json", "The output is nested too deeply.") from None
+    return text if kind == "json-text" else value
+
+
+def standard_decision(cp: dict[str, Any], form: dict[str, Any], actor: str) -> DecisionSubmitted:
+    try:
+        action = Action(_text(form, "action"))
+    except ValueError:
+        raise BadRequest(400, "invalid_field", "action: one of approve, revise, edit, abort") from None
+    key = _text(form, "idempotency_key")[:200] or None
+    fields: dict[str, Any] = {}
+    if action == Action.revise:
+        fields["feedback"] = _text(form, "feedback")
+    elif action == Action.edit:
+        if "output" not in form:
+            raise BadRequest(422, "output_required", "Edit needs the new output.")
+        fields.update(output=edited_output(cp, _text(form, "output")), has_output=True)
+    elif action == Action.abort:
+        reason = _text(form, "reason").strip()
+        if not reason:
+            raise BadRequest(422, "reason_required", "Say why you abort: the reason goes back to the workflow.")
+        fields["reason"] = reason
+    return DecisionSubmitted(checkpoint_id=cp["id"], action=action, actor=actor, channel="console",
+                             idempotency_key=key, **fields)
+
+
+# kind → builder; Dify form checkpoints add theirs (form action id + inputs).
+DECISION_BUILDERS: dict[str, Callable[[dict[str, Any], dict[str, Any], str], DecisionSubmitted]] = {
+    "http": standard_decision,
+}
+
+
+def same_origin(request: Request) -> bool:
+    origin = request.headers.get("origin")
+    if not origin or origin == "null":
+        return origin is None
+    return urlparse(origin).netloc == request.headers.get("host", "")
+
+
+async def decide(request: Request) -> Response:
+    checkpoint_id = request.path_params["checkpoint_id"]
+    session, state = request.state.session, request.app.state
+    try:
+        form = await read_form(request, state.settings.body_limit_bytes)
+        if not same_origin(request) or not csrf_ok(session, request.headers.get("x-csrf-token") or _text(form, "csrf")):
+            raise BadRequest(403, "csrf_failed", "Missing or wrong CSRF token: reload the page and try again.")
+        row = await read(request, lambda conn: cp_store.get(conn, checkpoint_id)) if valid_id(checkpoint_id) else None
+        if row is None:
+            raise BadRequest(404, "not_found", f"No checkpoint {checkpoint_id}.")
+        cp = views.safe(row)
+        decision = DECISION_BUILDERS.get(cp.get("kind") or "http", standard_decision)(cp, form, session.name)
+    except BadRequest as exc:
+        return _answer(request, checkpoint_id, exc.status, {"error": {"code": exc.code, "message": exc.message}})
+    try:
+        reply = await state.replies.submit_decision(decision, state.settings.decision_reply_timeout_s)
+    except BrokerError:
+        return _answer(request, checkpoint_id, 503, {"error": {"code": "broker_unavailable",
+                                                               "message": "The decision could not be queued; try again."}})
+    log.info("console.decision", checkpoint_id=checkpoint_id, action=decision.action.value, reviewer=session.name,
+             outcome=reply.outcome if reply else "queued", code=reply.error_code if reply else None)
+    if reply is None:
+        return _answer(request, checkpoint_id, 202, {"status": "accepted", "decision_id": decision.id,
+                                                     "message": "Queued: the decider has not answered yet and will apply it in order."})
+    if reply.outcome == "applied":
+        return _answer(request, checkpoint_id, 200, {"status": "applied", "decision_id": decision.id,
+                                                     "resolution": reply.resolution.model_dump(mode="json")})
+    extra = {"winning_decision": reply.winning} if reply.winning else {}
+    return _answer(request, checkpoint_id, REFUSAL_STATUS.get(reply.error_code, 422),
+                   {"error": {"code": reply.error_code, "message": reply.error_message or "refused",
+                              "checkpoint_id": reply.checkpoint_id, **extra}})
+
+
+def _answer(request: Request, checkpoint_id: str, status: int, body: dict[str, Any]) -> Response:
+    if wants_json(request):
+        return JSONResponse(body, status_code=status)
+    code = body.get("status") or body["error"]["code"]
+    if status in (403, 404) or not valid_id(checkpoint_id):
+        return json_error(status, code, body.get("error", {}).get("message", ""))
+    return RedirectResponse(f"/checkpoints/{checkpoint_id}?outcome={code}", status_code=303)

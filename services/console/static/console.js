@@ -1,0 +1,235 @@
+// dify-hitl review console: live updates (SSE), countdowns, keyboard shortcuts, decisions.
+// No framework, no build step; the pages work without it (forms post, links navigate).
+(function () {
+  "use strict";
+  var $ = function (sel, root) { return (root || document).querySelector(sel); };
+  var $$ = function (sel, root) { return Array.prototype.slice.call((root || document).querySelectorAll(sel)); };
+  var serverNow = parseFloat(($('meta[name="server-now"]') || {}).content || "0");
+  var skew = serverNow ? serverNow - Date.now() / 1000 : 0;
+  var now = function () { return Date.now() / 1000 + skew; };
+  var csrf = ($('meta[name="csrf-token"]') || {}).content || "";
+  var scope = (document.body.dataset.scope || "").split(":");
+
+  // ------------------------------------------------------------------ time
+  function duration(s) {
+    s = Math.max(0, s);
+    if (s < 10) return s < 1 ? Math.round(s * 1000) + " ms" : s.toFixed(1) + "s";
+    var m = Math.floor(s / 60), h = Math.floor(m / 60), sec = Math.floor(s % 60);
+    if (h) return h + "h " + String(m % 60).padStart(2, "0") + "m";
+    return m ? m + "m " + String(sec).padStart(2, "0") + "s" : sec + "s";
+  }
+  function ago(s) {
+    if (s < 1) return "just now";
+    return (s < 10 ? Math.floor(s) + "s" : duration(s)) + " ago";
+  }
+  function tick() {
+    var t = now();
+    $$("[data-deadline]").forEach(function (el) {
+      var left = parseFloat(el.dataset.deadline) - t;
+      el.textContent = left > 0 ? duration(left) : "due";
+      el.classList.toggle("urgent", left < 60);
+    });
+    $$("[data-since]").forEach(function (el) { el.textContent = ago(t - parseFloat(el.dataset.since)); });
+    $$("[data-elapsed-since]").forEach(function (el) { el.textContent = duration(t - parseFloat(el.dataset.elapsedSince)); });
+  }
+  setInterval(tick, 1000);
+
+  // ------------------------------------------------------------------ live regions
+  var refreshTimer = null, refreshing = false, again = false;
+  function refreshSoon() { clearTimeout(refreshTimer); refreshTimer = setTimeout(refresh, 120); }
+  function refresh() {
+    if (refreshing) { again = true; return; }
+    refreshing = true;
+    fetch(location.href, { credentials: "same-origin", headers: { Accept: "text/html" } }).then(function (r) {
+      if (r.redirected && new URL(r.url).pathname === "/login") { location.reload(); return null; }
+      return r.ok ? r.text() : null;
+    }).then(function (html) {
+      if (html) swap(new DOMParser().parseFromString(html, "text/html"));
+    }).catch(function () {}).then(function () {
+      refreshing = false;
+      if (again) { again = false; refreshSoon(); }
+    });
+  }
+  function swap(doc) {
+    var before = {};
+    $$("[data-checkpoint]").forEach(function (el) { before[el.dataset.checkpoint] = true; });
+    $$("[data-live]").forEach(function (el) {
+      var fresh = doc.querySelector('[data-live="' + el.dataset.live + '"]');
+      if (!fresh) return;
+      if (fresh.dataset.v !== undefined && fresh.dataset.v === el.dataset.v) return;  // unchanged: keep what is typed
+      el.replaceWith(document.importNode(fresh, true));
+    });
+    if (doc.title) document.title = doc.title;
+    $$("[data-checkpoint]").forEach(function (el) { if (!before[el.dataset.checkpoint]) el.classList.add("fresh"); });
+    tick();
+  }
+  function concerns(ev) {
+    var kind = ev.type || "";
+    if (kind === "resync") return true;
+    var page = scope[0];
+    if (page === "inbox") return kind.indexOf("checkpoint.") === 0;
+    if (page === "checkpoint") return ev.checkpoint_id === scope[1] || ev.run_id === scope[2];
+    if (page === "runs") return kind.indexOf("run.") === 0 || kind.indexOf("checkpoint.") === 0;
+    if (page === "run") return ev.run_id === scope[1];
+    return kind.indexOf("checkpoint.") === 0;  // the inbox count in the top bar
+  }
+  var live = $("#live"), source = null, failed = false;
+  function setLive(state, text) { if (live) { live.dataset.state = state; $(".live-text", live).textContent = text; } }
+  function connect() {
+    if (!window.EventSource || !live) return;
+    source = new EventSource("/events");
+    window.hitlLive = source;
+    source.addEventListener("hello", function () {
+      setLive("live", "live");
+      if (failed) { failed = false; refreshSoon(); }  // events may have been missed while away
+    });
+    source.addEventListener("hitl", function (msg) {
+      var ev; try { ev = JSON.parse(msg.data); } catch (e) { return; }
+      if (concerns(ev)) refreshSoon();
+      else if ((ev.type || "").indexOf("checkpoint.") === 0) refreshSoon();  // keeps the inbox count right
+    });
+    source.onerror = function () {
+      failed = true;
+      setLive("offline", "reconnecting");
+      if (source.readyState === EventSource.CLOSED) {
+        fetch("/api/session", { credentials: "same-origin" }).then(function (r) {
+          if (r.status === 401) location.href = "/login?next=" + encodeURIComponent(location.pathname + location.search);
+          else setTimeout(connect, 2000);
+        }).catch(function () { setTimeout(connect, 2000); });
+      }
+    };
+  }
+
+  // ------------------------------------------------------------------ decisions
+  var DONE = { approve: "Approved — the workflow goes on with this output.",
+    revise: "Sent back for revision — the next round appears here when the node has run again.",
+    edit: "Edited output sent — the workflow goes on with it.",
+    abort: "Aborted — the workflow takes its abort branch." };
+  function showResult(color, text, detail) {
+    var box = $("#result");
+    if (!box) return;
+    box.hidden = false;
+    box.className = "result " + color;
+    box.textContent = text;
+    if (detail) { var d = document.createElement("span"); d.className = "small"; d.textContent = detail; box.appendChild(d); }
+    box.scrollIntoView({ block: "nearest" });
+  }
+  function fieldError(form, text, field) {
+    var p = $("[data-error]", form);
+    if (p) { p.textContent = text || ""; p.hidden = !text; }
+    $$(".invalid", form).forEach(function (el) { el.classList.remove("invalid"); });
+    if (field && text) { field.classList.add("invalid"); field.focus(); }
+    return !text;
+  }
+  function validate(form) {
+    var action = form.elements.action.value, f;
+    if (action === "revise") { f = form.elements.feedback; return fieldError(form, f.value.trim() ? "" : "Write the feedback for the next round.", f); }
+    if (action === "abort") { f = form.elements.reason; return fieldError(form, f.value.trim() ? "" : "Say why you abort.", f); }
+    if (action === "edit" && form.elements.output.dataset.json === "1") {
+      f = form.elements.output;
+      try { JSON.parse(f.value); } catch (e) { return fieldError(form, "Not valid JSON: " + e.message, f); }
+    }
+    return fieldError(form, "");
+  }
+  function describe(status, body, action) {
+    var err = (body && body.error) || {};
+    if (status === 200) { var r = body.resolution || {}; return ["green", DONE[action] || "Applied.", "Round " + r.round + ", decided by " + r.decided_by + "."]; }
+    if (status === 202) return ["yellow", "Queued.", body.message];
+    if (status === 409) {
+      var w = err.winning_decision || {};
+      return ["red", "Someone else decided first: " + (w.action || "?") + " by " + (w.decided_by || "?") + (w.channel ? " via " + w.channel : "") + ".",
+        "Your " + action + " was not applied (409 already_resolved)."];
+    }
+    if (status === 401) return ["red", "Your session has ended: sign in again.", ""];
+    if (status === 422 && err.code === "not_assignee") return ["red", "Refused: you are not an assignee of this checkpoint.", err.message + " (422 not_assignee)"];
+    return ["red", "Refused: " + (err.message || ("HTTP " + status)), err.code ? "(" + status + " " + err.code + ")" : ""];
+  }
+  document.addEventListener("submit", function (e) {
+    var form = e.target;
+    if (!form.matches("[data-decision]")) return;
+    e.preventDefault();
+    if (!validate(form)) return;
+    var data = { action: form.elements.action.value };
+    ["feedback", "output", "reason"].forEach(function (k) { if (form.elements[k]) data[k] = form.elements[k].value; });
+    form.dataset.key = form.dataset.key || ("console-" + (crypto.randomUUID ? crypto.randomUUID() : String(Math.random()).slice(2)));
+    data.idempotency_key = form.dataset.key;
+    var button = $("button[type=submit]", form);
+    button.disabled = true;
+    fetch(form.getAttribute("action"), { method: "POST", credentials: "same-origin", body: JSON.stringify(data),
+      headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRF-Token": csrf } })
+      .then(function (r) { delete form.dataset.key; return r.json().catch(function () { return {}; }).then(function (b) { return [r.status, b]; }); })
+      .then(function (res) {
+        var d = describe(res[0], res[1], data.action);
+        if (res[0] === 422 && res[1].error && res[1].error.code === "invalid_json") fieldError(form, res[1].error.message, form.elements.output);
+        showResult(d[0], d[1], d[2]);
+        refreshSoon();
+      })
+      .catch(function () { showResult("red", "No answer from the console; check the connection and send again.", ""); })
+      .then(function () { button.disabled = false; });
+  });
+
+  // ------------------------------------------------------------------ shortcuts and small things
+  function openAction(name) {
+    var d = $('details[data-action="' + name + '"]');
+    if (!d) return;
+    $$("details[data-action]").forEach(function (o) { if (o !== d) o.open = false; });
+    d.open = true;
+    var field = $("textarea, input:not([type=hidden])", d) || $("button[type=submit]", d);
+    if (field) field.focus();
+    d.scrollIntoView({ block: "nearest" });
+  }
+  var lastKey = "", lastAt = 0, rowIndex = -1;
+  function rows() { return $$("[data-rows] tbody tr[data-href]"); }
+  function select(i) {
+    var list = rows();
+    if (!list.length) return;
+    rowIndex = Math.max(0, Math.min(list.length - 1, i));
+    list.forEach(function (r, k) { r.classList.toggle("selected", k === rowIndex); });
+    list[rowIndex].scrollIntoView({ block: "nearest" });
+  }
+  document.addEventListener("keydown", function (e) {
+    var t = e.target, typing = t.closest && t.closest("input, textarea, select, [contenteditable]");
+    var help = $("#help");
+    if (e.key === "Escape") {
+      if (help && !help.hidden) help.hidden = true;
+      else { $$("details[data-action][open]").forEach(function (d) { d.open = false; }); if (typing) t.blur(); }
+      return;
+    }
+    if (typing && e.key === "Enter" && (e.ctrlKey || e.metaKey)) {
+      var form = t.closest("form[data-decision]");
+      if (form) { e.preventDefault(); form.requestSubmit(); }
+      return;
+    }
+    if (typing || e.ctrlKey || e.metaKey || e.altKey) return;
+    var key = e.key, prev = Date.now() - lastAt < 1000 ? lastKey : "";
+    lastKey = key;
+    lastAt = Date.now();
+    if (prev === "g" && key === "i") { location.href = "/"; return; }
+    if (prev === "g" && key === "r") { location.href = "/runs"; return; }
+    var actions = { a: "approve", r: "revise", e: "edit", x: "abort" };
+    if (actions[key] && $("[data-decide]")) { e.preventDefault(); openAction(actions[key]); return; }
+    if (key === "?") { if (help) help.hidden = !help.hidden; return; }
+    if (key === "j") select(rowIndex + 1);
+    else if (key === "k") select(rowIndex - 1);
+    else if (key === "Enter" && rowIndex >= 0 && rows()[rowIndex]) location.href = rows()[rowIndex].dataset.href;
+  });
+  document.addEventListener("click", function (e) {
+    var t = e.target;
+    if (t.closest("[data-close-help]")) { $("#help").hidden = true; return; }
+    var tree = t.closest("[data-tree]");
+    if (tree) { var open = tree.dataset.tree === "open"; $$(".jt details").forEach(function (d) { d.open = open; }); return; }
+    var summary = t.closest("details[data-action] > summary");
+    if (summary) {  // one decision panel at a time (also where <details name> is not supported)
+      var mine = summary.parentElement;
+      $$("details[data-action]").forEach(function (o) { if (o !== mine) o.open = false; });
+      return;
+    }
+    var row = t.closest("tr[data-href]");
+    if (row && !t.closest("a, button, input, select, label")) location.href = row.dataset.href;
+  });
+  document.addEventListener("change", function (e) {
+    var form = e.target.closest && e.target.closest("form[data-autosubmit]");
+    if (form) form.submit();
+  });
+  document.addEventListener("DOMContentLoaded", function () { tick(); connect(); });
+})();
