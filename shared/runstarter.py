@@ -104,9 +104,13 @@ class RunStarter:
         if last not in ENDING:
             await self.reattach(client, tee, run_id)
 
-    async def reattach(self, client: DifyClient, tee: EventTee, run_id: str, continue_on_pause: bool = False) -> None:
+    async def reattach(self, client: DifyClient, tee: EventTee, run_id: str, continue_on_pause: bool = False,
+                       snapshot: bool = False) -> None:
+        """Follow a run's stream again; `snapshot` replays the node states first (a resumed run may
+        be far along already when we attach), which the recorder applies idempotently."""
         try:
             async with client.events(run_id, tee.user or "hitl", continue_on_pause=continue_on_pause,
+                                     include_state_snapshot=snapshot,
                                      idle_limit_s=self.settings.stream_idle_limit_s) as s:
                 async for event in s:
                     await tee.event(run_id, event_dict(event))

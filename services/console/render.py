@@ -230,3 +230,81 @@ def _word_diff(a: str, b: str) -> tuple[Markup, Markup]:
         if new:
             right += Markup("<ins>{}</ins>").format(new)
     return left, right
+
+
+# ---------------------------------------------------------------------- Dify forms (Human Input node)
+# Dify marks where an input goes in the form's markdown with {{#$output.NAME#}}.
+FORM_MARKER = re.compile(r"\{\{#\$output\.([A-Za-z_][A-Za-z0-9_]{0,63})#\}\}")
+_SLOT = re.compile("\ue000(\\d+)\ue001")
+_BLOCK_SLOT = re.compile("<p>\ue000(\\d+)\ue001</p>")
+
+
+def form_inputs(form: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The form's inputs as the page shows them: name, type (paragraph | text_input), default value."""
+    form = form or {}
+    defaults = form.get("resolved_default_values") or {}
+    shown = []
+    for item in form.get("inputs") or []:
+        if not isinstance(item, dict) or not item.get("output_variable_name"):
+            continue
+        name = str(item["output_variable_name"])
+        default = defaults.get(name)
+        if default is None and isinstance(item.get("default"), dict) and item["default"].get("type") == "constant":
+            default = item["default"].get("value")
+        shown.append({"name": name, "type": "paragraph" if item.get("type") == "paragraph" else "text_input",
+                      "default": "" if default is None else default if isinstance(default, str) else json.dumps(default)})
+    return shown
+
+
+def _field(item: dict[str, Any] | None, name: str, value: Any, block: bool) -> Markup:
+    if item is None:  # a marker without an input: show where it was, escaped
+        return Markup('<code class="ff-unknown">{}</code>').format(name)
+    text = "" if value is None else value if isinstance(value, str) else json.dumps(value)
+    tag = "div" if block else "span"
+    return Markup('<{tag} class="ff ff-{type}" data-field="{name}"><span class="ff-label">{name}</span>'
+                  '<span class="ff-value{empty}" data-form-preview="{name}">{text}</span></{tag}>').format(
+        tag=Markup(tag), type=item["type"], name=name, text=text, empty=Markup("") if text else Markup(" ff-empty"))
+
+
+def form_html(form: dict[str, Any] | None, values: dict[str, Any] | None = None) -> Markup:
+    """The form's markdown rendered safely, each input marker replaced by that input's field (showing
+    `values`, else its default). Inputs without a marker are added at the end, as Dify's UI does."""
+    form = form or {}
+    inputs = {i["name"]: i for i in form_inputs(form)}
+    values = {**{n: i["default"] for n, i in inputs.items()}, **(values or {})}
+    source = str(form.get("form_content") or "").replace("\ue000", "").replace("\ue001", "")
+    slots: list[str] = []
+
+    def slot(m: re.Match) -> str:
+        slots.append(m.group(1))
+        return f"\ue000{len(slots) - 1}\ue001"
+
+    html = str(markdown(FORM_MARKER.sub(slot, source)))
+    html = _BLOCK_SLOT.sub(lambda m: str(_field(inputs.get(slots[int(m.group(1))]), slots[int(m.group(1))],
+                                                values.get(slots[int(m.group(1))]), True)), html)
+    html = _SLOT.sub(lambda m: str(_field(inputs.get(slots[int(m.group(1))]), slots[int(m.group(1))],
+                                          values.get(slots[int(m.group(1))]), False)), html)
+    rest = [n for n in inputs if n not in slots]
+    if rest:
+        html = html.removesuffix("</div>") + "".join(str(_field(inputs[n], n, values.get(n), True)) for n in rest) + "</div>"
+    return Markup(html)
+
+
+# user action id → the decision it is: approve-like ids approve, revise revises, abort/reject/… abort;
+# any other id approves with that action (the form's own branch).
+ABORT_WORDS = ("abort", "reject", "cancel", "deny", "stop")
+REVISE_WORDS = ("revise", "revision")
+APPROVE_WORDS = ("approve", "approved", "accept", "ok", "yes", "confirm", "publish", "submit", "continue", "proceed", "send")
+
+
+def form_action_kind(action_id: str) -> str:
+    words = [w for w in re.split(r"[^a-z0-9]+", action_id.lower()) if w]
+    first = words[0] if words else ""
+    if first in ABORT_WORDS or action_id.lower() in ABORT_WORDS:
+        return "abort"
+    if first in REVISE_WORDS or (first == "request" and any(w in REVISE_WORDS for w in words)):
+        return "revise"
+    return "approve"
+
+
+BUTTON_COLOR = {"primary": "blue", "accent": "blue", "default": "plain", "ghost": "ghost", "secondary": "plain"}

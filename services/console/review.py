@@ -36,6 +36,9 @@ OUTCOME_TEXT = {  # for browsers without JavaScript (a redirect carries only the
     "feedback_required": "Revise needs feedback.", "max_rounds_reached": "This is the last round; revise is not allowed.",
     "output_required": "Edit needs the new output.", "invalid_json": "The edited output is not valid JSON.",
     "reason_required": "Abort needs a reason.", "broker_unavailable": "The decision could not be queued; try again.",
+    "action_required": "Pick one of the form's actions.", "unknown_action": "The form has no such action.",
+    "missing_inputs": "Every input of the form needs a value.", "unknown_input": "The form has no such input.",
+    "no_editable_input": "The form has no input to put the edited text in.",
 }
 
 
@@ -106,9 +109,38 @@ def standard_decision(cp: dict[str, Any], form: dict[str, Any], actor: str) -> D
                              idempotency_key=key, **fields)
 
 
-# kind → builder; Dify form checkpoints add theirs (form action id + inputs).
+FORM_ACTION_OF = {"approve": Action.approve, "revise": Action.revise, "abort": Action.abort}
+
+
+def form_fields(form: dict[str, Any]) -> dict[str, str]:
+    """The form's input values: `form_inputs` as a JSON object, or `input:NAME` fields of a plain form post."""
+    given = form.get("form_inputs")
+    if given is None:
+        return {k.removeprefix("input:"): _text(form, k) for k in form if k.startswith("input:")}
+    if not isinstance(given, dict) or not all(isinstance(k, str) for k in given):
+        raise BadRequest(400, "invalid_field", "form_inputs: an object of input name → text")
+    return {k: v if isinstance(v, str) else "" if v is None else json.dumps(v) for k, v in given.items()}
+
+
+def form_decision(cp: dict[str, Any], form: dict[str, Any], actor: str) -> DecisionSubmitted:
+    """A Dify form's user action + inputs. The action id says what decision it is (approve-like ids
+    approve, revise revises, abort/reject/cancel/deny/stop abort, any other id approves with that action);
+    the decider checks the id and the inputs against the form (422 unknown_action, missing_inputs, …)."""
+    action_id = _text(form, "form_action").strip()
+    if not action_id:
+        raise BadRequest(422, "action_required", "Pick one of the form's actions.")
+    if len(action_id) > 64:
+        raise BadRequest(422, "unknown_action", "That is not an action of this form.")
+    key = _text(form, "idempotency_key")[:200] or None
+    action = FORM_ACTION_OF[render.form_action_kind(action_id)]
+    return DecisionSubmitted(checkpoint_id=cp["id"], action=action, actor=actor, channel="console",
+                             idempotency_key=key, form_action=action_id, form_inputs=form_fields(form))
+
+
+# kind → builder; Dify form checkpoints send the form's action id + inputs.
 DECISION_BUILDERS: dict[str, Callable[[dict[str, Any], dict[str, Any], str], DecisionSubmitted]] = {
     "http": standard_decision,
+    "dify-form": form_decision,
 }
 
 

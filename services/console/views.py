@@ -4,6 +4,7 @@ Every function takes an open (read) Connection; the handlers run them in a threa
 """
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -26,8 +27,32 @@ RUNS_PAGE = 50
 INBOX_LIMIT = 500
 
 
+# A Dify form token is a secret: never in a page or a JSON answer. Dify's own error messages can carry
+# it (a 404 names the URI it was asked for), so whatever the console shows is scrubbed of it too.
+TOKEN_HIDDEN = "[form token]"
+_TOKEN_URI = re.compile(r"(/form/human_input/)(?!<)[^\s\]\)\"'?#/]+")
+
+
+def scrub(value: Any, secrets: set[str] | frozenset[str] = frozenset()) -> Any:
+    """`value` with every form token in it (the known `secrets`, and any in a form URI) replaced."""
+    if isinstance(value, str):
+        for secret in secrets:
+            if secret and secret in value:
+                value = value.replace(secret, TOKEN_HIDDEN)
+        return _TOKEN_URI.sub(lambda m: m.group(1) + TOKEN_HIDDEN, value) if "human_input/" in value else value
+    if isinstance(value, dict):
+        return {k: scrub(v, secrets) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [scrub(v, secrets) for v in value]
+    return value
+
+
+def secrets_of(rows: list[dict[str, Any]]) -> set[str]:
+    return {r["secret"] for r in rows if r.get("secret")}
+
+
 def safe(cp: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in public_view(cp).items() if k not in SECRET_FIELDS}
+    return scrub({k: v for k, v in public_view(cp).items() if k not in SECRET_FIELDS}, secrets_of([cp]))
 
 
 def checkpoint_color(cp: dict[str, Any]) -> str:
@@ -91,12 +116,12 @@ def checkpoint(conn, checkpoint_id: str) -> dict[str, Any] | None:
         diffs.append({"from": before, "to": after, "feedback": before.get("feedback"),
                       "lines": render.diff_lines(render.as_text(before["node_output"]), render.as_text(after["node_output"]))})
     later = [r for r in rounds if r["round"] > cp["round"]]
-    history = cp_store.history_of(conn, checkpoint_id)
+    history = scrub(cp_store.history_of(conn, checkpoint_id), secrets_of([row]))
     for h in history:
         h["summary"] = history_summary(h)
     run = run_store.get(conn, cp["workflow_run_id"])
     return {"cp": cp, "rounds": rounds, "diffs": diffs, "next_round": later[0] if later else None,
-            "history": history, "run": public_run(run) if run else None,
+            "history": history, "run": public_run(run) if run else None, "form": form_view(cp),
             "kind": render.output_kind(cp["node_output"]), "output_html": render.render_output(cp["node_output"]),
             "edit_text": render.as_text(cp["node_output"]),
             "sent_html": render.render_output(cp["output"]) if cp["status"] != "open" and cp.get("action") == "edit" else None}
@@ -112,10 +137,74 @@ def history_summary(h: dict[str, Any]) -> str:
     if "output" in detail:
         text = render.as_text(detail["output"])
         parts.append(f"output: {text[:200]}{'…' if len(text) > 200 else ''}")
+    if detail.get("detail") and not parts:  # a Dify form's delivery: what Dify said
+        parts.append(str(detail["detail"]))
+    if detail.get("run_status") and h.get("kind") in ("resumed", "resume_stuck", "resumed_as_stopped", "expired"):
+        parts.append(f"run {detail['run_status']}")
     for key in ("round", "waited_s", "error", "status"):
         if detail.get(key) is not None and not parts:
             parts.append(f"{key}: {detail[key]}")
     return " · ".join(parts)
+
+
+# ---------------------------------------------------------------------- Dify forms
+KIND_LABEL = {"dify-form": "Dify form"}
+# delivery state → (color, label, what it means)
+DELIVERY = {
+    "pending": ("yellow", "delivery pending", "The decision is on its way to Dify."),
+    "delivered": ("yellow", "delivered", "Dify took the form; waiting to see the run leave its pause."),
+    "resumed": ("green", "resumed", "Dify resumed the run: it went on down the chosen branch."),
+    "resume_stuck": ("red", "resume stuck", "Dify took the form but the run is still paused."),
+    "resumed_as_stopped": ("red", "resumed as stopped", "The run ended stopped right after the form was submitted."),
+    "failed": ("red", "delivery failed", "Dify refused the form."),
+    "expired": ("grey", "expired", "Dify closed the form before it was submitted; the run took its timeout branch."),
+}
+UNSETTLED = ("pending", "delivered", "resume_stuck")
+
+
+def delivery_view(cp: dict[str, Any]) -> dict[str, Any]:
+    state = cp.get("delivery")
+    if not state:
+        if cp["status"] == "open":
+            return {"state": "waiting", "color": "blue", "label": "waiting for a decision",
+                    "text": "Nothing is sent to Dify until someone decides here."}
+        return {"state": "none", "color": "grey", "label": "not sent", "text": "This form was never sent to Dify."}
+    color, label, text = DELIVERY.get(state, ("grey", state.replace("_", " "), ""))
+    return {"state": state, "color": color, "label": label, "text": text, "detail": cp.get("delivery_detail"),
+            "at": cp.get("delivered_at") if state == "delivered" else cp.get("updated_at")}
+
+
+def form_view(cp: dict[str, Any]) -> dict[str, Any] | None:
+    """What the page shows of a Dify form checkpoint (never its token: `cp` is already safe)."""
+    if cp.get("kind") != "dify-form":
+        return None
+    form = cp.get("form") or {}
+    sent = cp.get("output") if isinstance(cp.get("output"), dict) and cp["status"] == "resolved" else None
+    actions = []
+    for i, a in enumerate(a for a in form.get("actions") or [] if isinstance(a, dict) and a.get("id")):
+        action_id = str(a["id"])
+        actions.append({"id": action_id, "title": a.get("title") or action_id, "style": a.get("button_style") or "default",
+                        "kind": render.form_action_kind(action_id), "key": str(i + 1) if i < 9 else "",
+                        "btn": render.BUTTON_COLOR.get(a.get("button_style") or "default", "plain")})
+    sent_action = next((a for a in actions if sent and a["id"] == sent.get("action")), None)
+    expires = form.get("expiration_time")
+    return {"html": render.form_html(form, (sent or {}).get("inputs")), "inputs": render.form_inputs(form),
+            "actions": actions, "node_title": form.get("node_title") or cp["node_id"],
+            "expires": float(expires) if isinstance(expires, (int, float)) else None,
+            "display_in_ui": form.get("display_in_ui"), "delivery": delivery_view(cp),
+            "sent": sent and {"action": sent.get("action"), "title": sent_action["title"] if sent_action else sent.get("action"),
+                              "inputs": sent.get("inputs") or {}}}
+
+
+def form_pending(cps: list[dict[str, Any]]) -> bool:
+    """A form checkpoint that explains a pause: open, or decided and not yet seen resumed."""
+    return any(c.get("kind") == "dify-form" and (c["status"] == "open" or c.get("delivery") in UNSETTLED) for c in cps)
+
+
+def paused_without_token(run: dict[str, Any], cps: list[dict[str, Any]]) -> bool:
+    """Paused in Dify (a Human Input node) with no form checkpoint to decide: started outside dify-hitl,
+    so no form token was ever seen."""
+    return run.get("status") == "paused" and not form_pending(cps)
 
 
 # ---------------------------------------------------------------------- runs
@@ -148,6 +237,8 @@ def runs(conn, *, status: str = "", app: str = "", page: int = 1) -> dict[str, A
         run["color"], run["label"] = run_color(run, r["id"] in waiting)
         run["open_checkpoints"] = waiting.get(r["id"], 0)
         run["elapsed"] = run_elapsed(run)
+        run["no_form_token"] = r["status"] == "paused" and paused_without_token(
+            r, cp_store.listing(conn, run_id=r["id"], limit=50)[0])
         shown.append(run)
     apps = sorted(conn.execute(select(runs_table.c.app).distinct()).scalars())
     return {"rows": shown, "total": total, "page": max(page, 1), "pages": max(1, -(-total // RUNS_PAGE)),
@@ -166,8 +257,9 @@ def run(conn, run_id: str) -> dict[str, Any] | None:
     row = run_store.get(conn, run_id)
     if row is None:
         return None
-    cps, _ = cp_store.listing(conn, run_id=run_id, limit=500)
-    cps = [safe(c) for c in reversed(cps)]  # oldest first
+    raw, _ = cp_store.listing(conn, run_id=run_id, limit=500)
+    secrets = secrets_of(raw)
+    cps = [safe(c) for c in reversed(raw)]  # oldest first
     waiting = any(c["status"] == "open" for c in cps)
     info = public_run(row)
     info["color"], info["label"] = run_color(info, waiting)
@@ -182,5 +274,8 @@ def run(conn, run_id: str) -> dict[str, Any] | None:
                       "label": "waiting for a person" if state == "waiting" else state})
     for c in cps:
         c["color"], c["label"] = checkpoint_color(c), checkpoint_label(c)
-    return {"run": info, "nodes": nodes, "checkpoints": cps, "history": run_store.history_of(conn, run_id)[-200:],
-            "waiting": waiting}
+        if c.get("kind") == "dify-form":
+            c["delivery_view"] = delivery_view(c)
+    return {"run": scrub(info, secrets), "nodes": scrub(nodes, secrets), "checkpoints": cps,
+            "history": scrub(run_store.history_of(conn, run_id)[-200:], secrets), "waiting": waiting,
+            "no_form_token": paused_without_token(row, raw)}

@@ -89,7 +89,8 @@ class Recorder:
             elif name == "workflow_started":
                 store.update_run(conn, run_id, inputs=data.get("inputs"), workflow_id=data.get("workflow_id"),
                                  created_at=data.get("created_at"))
-                if store.set_status(conn, run_id, "running"):  # e.g. paused → running on resumption
+                replayed = previous == "paused" and data.get("reason") == "initial"  # a re-attach snapshot
+                if not replayed and store.set_status(conn, run_id, "running"):  # paused → running on resumption
                     self._status_changed(conn, run_id, "running", out, previous)
                 store.append_history(conn, run_id, "stream", status="running", detail={"event": name,
                                                                                        "reason": data.get("reason")})

@@ -118,6 +118,8 @@ class PollerService:
             outcome, detail = "failed", f"{exc.status} {exc.code}: {exc.message}"
         except DifyError as exc:  # unavailable, 5xx, 429: try again later; the decision is kept
             raise RetryLater(f"form submit: {exc.code}", delay_s=5) from exc
+        if detail:  # Dify's 404 text quotes the request URI, which holds the token: a secret
+            detail = detail.replace(msg.form_token, "<form token>")
         log.info("form.delivered" if outcome in ("delivered", "already_submitted") else "form.not_delivered",
                  outcome=outcome, action=msg.action)
         await self.broker.publish(self.settings.names.commands, FORM_REPORT,
@@ -131,7 +133,7 @@ class PollerService:
         async def follow():
             user = await self._sync(self.recorder.run_user, msg.workflow_run_id) or msg.user
             tee = EventTee(self.broker, self.settings, msg.app, "poller", user)
-            await self.starter.reattach(client, tee, msg.workflow_run_id, continue_on_pause=True)
+            await self.starter.reattach(client, tee, msg.workflow_run_id, continue_on_pause=True, snapshot=True)
 
         task = asyncio.create_task(follow())
         self.starter.readers.add(task)

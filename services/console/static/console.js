@@ -105,6 +105,9 @@
     revise: "Sent back for revision — the next round appears here when the node has run again.",
     edit: "Edited output sent — the workflow goes on with it.",
     abort: "Aborted — the workflow takes its abort branch." };
+  var FORM_REFUSED = { missing_inputs: "every input of the form needs a value.",
+    unknown_action: "the form has no such action.", unknown_input: "the form has no such input.",
+    action_required: "pick one of the form's actions.", no_editable_input: "the form has no input for the edited text." };
   function showResult(color, text, detail) {
     var box = $("#result");
     if (!box) return;
@@ -142,12 +145,14 @@
     }
     if (status === 401) return ["red", "Your session has ended: sign in again.", ""];
     if (status === 422 && err.code === "not_assignee") return ["red", "Refused: you are not an assignee of this checkpoint.", err.message + " (422 not_assignee)"];
+    if (status === 422 && FORM_REFUSED[err.code]) return ["red", "Refused: " + FORM_REFUSED[err.code], (err.message || "") + " (422 " + err.code + ")"];
     return ["red", "Refused: " + (err.message || ("HTTP " + status)), err.code ? "(" + status + " " + err.code + ")" : ""];
   }
   document.addEventListener("submit", function (e) {
     var form = e.target;
     if (!form.matches("[data-decision]")) return;
     e.preventDefault();
+    if (form.dataset.kind === "dify-form") { submitForm(form, e.submitter); return; }
     if (!validate(form)) return;
     var data = { action: form.elements.action.value };
     ["feedback", "output", "reason"].forEach(function (k) { if (form.elements[k]) data[k] = form.elements[k].value; });
@@ -167,6 +172,70 @@
       .catch(function () { showResult("red", "No answer from the console; check the connection and send again.", ""); })
       .then(function () { button.disabled = false; });
   });
+
+  // ------------------------------------------------------------------ Dify forms
+  function formButtons() { return $$('form[data-kind="dify-form"] [data-form-action]'); }
+  function pickAction(button) {
+    formButtons().forEach(function (b) { b.classList.toggle("picked", b === button); });
+    if (button) { button.focus(); button.scrollIntoView({ block: "nearest" }); }
+  }
+  function submitForm(form, submitter) {
+    var button = submitter && submitter.dataset.formAction !== undefined ? submitter : $("[data-form-action].picked", form);
+    if (!button) { fieldError(form, "Pick one of the form's actions: a button below, or its number key."); return; }
+    fieldError(form, "");
+    var inputs = {};
+    $$("[data-form-input]", form).forEach(function (f) { inputs[f.dataset.formInput] = f.value; });
+    var data = { form_action: button.value, form_inputs: inputs };
+    form.dataset.key = form.dataset.key || ("console-" + (crypto.randomUUID ? crypto.randomUUID() : String(Math.random()).slice(2)));
+    data.idempotency_key = form.dataset.key;
+    var buttons = $$("button[type=submit]", form);
+    buttons.forEach(function (b) { b.disabled = true; });
+    var title = button.textContent.replace(/^\s*\d\s*/, "").trim();
+    fetch(form.getAttribute("action"), { method: "POST", credentials: "same-origin", body: JSON.stringify(data),
+      headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRF-Token": csrf } })
+      .then(function (r) { delete form.dataset.key; return r.json().catch(function () { return {}; }).then(function (b) { return [r.status, b]; }); })
+      .then(function (res) {
+        var status = res[0], body = res[1], err = body.error || {};
+        var d = status === 200 ? ["green", "Sent “" + title + "” — the form goes to Dify; the delivery state above shows when the run resumes.",
+          "Form action " + button.value + " (" + ((body.resolution || {}).action || button.dataset.kind) + "), decided by " + (body.resolution || {}).decided_by + "."]
+          : describe(status, body, button.dataset.kind);
+        if (status === 422 && err.code === "missing_inputs") {
+          var empty = $$("[data-form-input]", form).filter(function (f) { return !f.value.trim(); });
+          fieldError(form, "Fill in " + empty.map(function (f) { return f.dataset.formInput; }).join(", ") + ".", empty[0]);
+        }
+        showResult(d[0], d[1], d[2]);
+        refreshSoon();
+      })
+      .catch(function () { showResult("red", "No answer from the console; check the connection and send again.", ""); })
+      .then(function () { buttons.forEach(function (b) { b.disabled = false; }); });
+  }
+  document.addEventListener("input", function (e) {  // the rendered form mirrors what is typed
+    var name = e.target.dataset && e.target.dataset.formInput;
+    if (name === undefined) return;
+    $$("[data-form-preview]").forEach(function (el) {
+      if (el.dataset.formPreview !== name) return;
+      el.textContent = e.target.value;
+      el.classList.toggle("ff-empty", !e.target.value);
+    });
+  });
+  function formKey(key) {
+    if (!formButtons().length && !$("[data-form-input]")) return false;
+    var buttons = formButtons();
+    if (/^[1-9]$/.test(key)) { var b = buttons[parseInt(key, 10) - 1]; if (b) pickAction(b); return !!b; }
+    var kinds = { a: "approve", r: "revise", x: "abort" };
+    if (kinds[key]) {
+      var match = buttons.filter(function (b) { return b.dataset.formAction === kinds[key]; })[0]
+        || buttons.filter(function (b) { return b.dataset.kind === kinds[key]; })[0];
+      if (match) pickAction(match);
+      return !!match;
+    }
+    if (key === "e") {
+      var field = $('form[data-kind="dify-form"] textarea[data-form-input]') || $("[data-form-input]");
+      if (field) { field.focus(); field.scrollIntoView({ block: "nearest" }); }
+      return !!field;
+    }
+    return false;
+  }
 
   // ------------------------------------------------------------------ shortcuts and small things
   function openAction(name) {
@@ -195,9 +264,13 @@
       else { $$("details[data-action][open]").forEach(function (d) { d.open = false; }); if (typing) t.blur(); }
       return;
     }
+    if (typing && e.key === "Enter" && !e.ctrlKey && !e.metaKey && t.matches("input[data-form-input]")) {
+      e.preventDefault();  // no implicit submit with the first action: an action is always picked
+      return;
+    }
     if (typing && e.key === "Enter" && (e.ctrlKey || e.metaKey)) {
       var form = t.closest("form[data-decision]");
-      if (form) { e.preventDefault(); form.requestSubmit(); }
+      if (form) { e.preventDefault(); form.requestSubmit($("[data-form-action].picked", form) || undefined); }
       return;
     }
     if (typing || e.ctrlKey || e.metaKey || e.altKey) return;
@@ -206,6 +279,7 @@
     lastAt = Date.now();
     if (prev === "g" && key === "i") { location.href = "/"; return; }
     if (prev === "g" && key === "r") { location.href = "/runs"; return; }
+    if (formKey(key)) { e.preventDefault(); return; }
     var actions = { a: "approve", r: "revise", e: "edit", x: "abort" };
     if (actions[key] && $("[data-decide]")) { e.preventDefault(); openAction(actions[key]); return; }
     if (key === "?") { if (help) help.hidden = !help.hidden; return; }
@@ -218,6 +292,14 @@
     if (t.closest("[data-close-help]")) { $("#help").hidden = true; return; }
     var tree = t.closest("[data-tree]");
     if (tree) { var open = tree.dataset.tree === "open"; $$(".jt details").forEach(function (d) { d.open = open; }); return; }
+    var slot = t.closest(".ff[data-field]");
+    if (slot) {  // a field in the rendered form: edit it in the decision form
+      var input = $('[data-form-input="' + slot.dataset.field + '"]');
+      if (input) { input.focus(); input.scrollIntoView({ block: "center" }); }
+      return;
+    }
+    var picked = t.closest("[data-form-action]");
+    if (picked) pickAction(picked);
     var summary = t.closest("details[data-action] > summary");
     if (summary) {  // one decision panel at a time (also where <details name> is not supported)
       var mine = summary.parentElement;
