@@ -34,3 +34,32 @@ def stop_event_on_signals() -> asyncio.Event:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     return stop
+
+
+async def run_worker(process: str, make_service, address) -> None:
+    """The life of a broker worker process (decider, poller): ops endpoints, broker, the service's
+    background loops; on SIGTERM stop taking work, let loops and in-flight messages finish, close.
+
+    `make_service(settings, db, broker)` returns an object with `background()` (coroutines to run),
+    `stop()` and `async close()`; `address(settings)` is the (host, port) of the ops endpoints."""
+    from shared.health import ops_server
+
+    settings, db = boot(process)
+    broker = make_broker(settings, process)
+    service = make_service(settings, db, broker)
+    stop = stop_event_on_signals()
+    host, port = address(settings)
+    ops = ops_server(host, port, lambda: {"broker": broker.ready, "store": db.ping()})
+    ops_task = asyncio.create_task(ops.serve())
+    await broker.start(wait_s=None)  # keeps retrying in the background until RabbitMQ answers
+    loops = [asyncio.create_task(c) for c in service.background()]
+    log.info(f"{process}.started", ops_port=port, database=db.url.split("@")[-1])
+    await stop.wait()
+    log.info(f"{process}.stopping")
+    service.stop()
+    await asyncio.gather(*loops)
+    await service.close()
+    await broker.close(drain_s=10)
+    ops.should_exit = True
+    await ops_task
+    db.dispose()

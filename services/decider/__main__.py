@@ -5,34 +5,13 @@ import asyncio
 
 from services.decider.service import DeciderService
 from shared import metrics
-from shared.health import ops_server
-from shared.logs import get_logger
-from shared.runner import boot, make_broker, stop_event_on_signals
-
-log = get_logger("decider")
+from shared.runner import run_worker
 
 
-async def main() -> None:
-    settings, db = boot("decider")
-    broker = make_broker(settings, "decider")
-    service = DeciderService(settings, db, broker)
+def make_service(settings, db, broker) -> DeciderService:
     metrics.observe_store(db, checkpoints=True)
-    stop = stop_event_on_signals()
-    checks = lambda: {"broker": broker.ready, "store": db.ping()}  # noqa: E731
-    ops = ops_server(settings.decider_host, settings.decider_port, checks)
-    ops_task = asyncio.create_task(ops.serve())
-    await broker.start(wait_s=None)  # keeps retrying in the background until RabbitMQ answers
-    deadlines = asyncio.create_task(service.run_deadlines())
-    log.info("decider.started", ops_port=settings.decider_port, database=db.url.split("@")[-1])
-    await stop.wait()
-    log.info("decider.stopping")
-    service.stop()
-    await deadlines
-    await broker.close(drain_s=10)
-    ops.should_exit = True
-    await ops_task
-    db.dispose()
+    return DeciderService(settings, db, broker)
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(run_worker("decider", make_service, lambda s: (s.decider_host, s.decider_port)))

@@ -158,5 +158,11 @@ class DeciderService:
         if cp["status"] != CheckpointStatus.open:
             await self._run_logic(self.logic.mark_published, cp["id"])
 
+    def background(self) -> list:
+        return [self.run_deadlines()]
+
     def stop(self) -> None:
         self._stop.set()
+
+    async def close(self) -> None:
+        pass

@@ -215,6 +215,9 @@ class PollerService:
         except asyncio.TimeoutError:
             pass
 
+    def background(self) -> list:
+        return [self.run_polling(), self.run_discovery()]
+
     def stop(self) -> None:
         self._stop.set()
 
