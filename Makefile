@@ -6,7 +6,7 @@ export RABBITMQ_URL ?= amqp://guest:guest@127.0.0.1:5672/%2F
 export DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/test
 CONFORMANCE := $(firstword $(wildcard ../shared/tools/dify-conformance) $(HITL_SHARED_DIR)/tools/dify-conformance)
 
-.PHONY: setup services run demo test test-fast conformance clean
+.PHONY: setup services run demo test test-fast conformance bench faults clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,12 @@ test-fast: setup  ## unit tests only (no services needed)
 
 conformance: setup  ## the Dify conformance kit against a fresh simulator
 	$(PY) -m pytest -q tests/integration/test_difysim_conformance.py
+
+bench: setup services  ## benchmarks against baselines, see bench/README.md; BENCH_ARGS="--smoke" for a quick check
+	$(PY) -m bench $(BENCH_ARGS)
+
+faults: setup services  ## the fault and security suite (FAULTS_SCALE=0.1 for a short run), prints its table
+	$(PY) -m pytest -m faults tests/faults -q -s -p no:cacheprovider
 
 clean:
 	rm -rf var .pytest_cache

@@ -124,3 +124,14 @@ def ratio(value: float | None, base: float | None, digits: int = 3) -> float | N
     if value is None or not base:
         return None
     return round(value / base, digits)
+
+
+def machine_busy_seconds() -> float | None:
+    """CPU seconds the whole machine has been busy (all cores), from /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            vals = [int(x) for x in f.readline().split()[1:]]
+        idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
+        return (sum(vals[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None

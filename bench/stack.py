@@ -36,6 +36,19 @@ def fresh_postgres_db(base_url: str = PG_BASE_URL) -> tuple[str, callable]:
     return url.set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False), drop
 
 
+async def delete_namespace(namespace: str) -> None:
+    """Remove a stack's exchanges and queues (ProcessStack.delete_broker_objects, on this event loop)."""
+    from shared.broker import Broker
+    from shared.topology import Names, build_topology
+
+    broker = Broker(RABBITMQ_URL, name="bench-cleanup", topology=build_topology(Names(namespace)))
+    await broker.start(wait_s=10)
+    try:
+        await broker.delete_topology()
+    finally:
+        await broker.close()
+
+
 def database_for(kind: str, workdir: Path) -> tuple[str, callable]:
     if kind == "sqlite":
         return f"sqlite:///{workdir / 'hitl.db'}", lambda: None
@@ -60,7 +73,9 @@ class BenchStack:
         self.keep_dir = keep_dir
         self.database_url, self._drop = database_for(db_kind, self.workdir)
         self.namespace = f"b{uuid.uuid4().hex[:10]}"
-        extra = dict(env or {})
+        from bench.scenarios import SERVICE_ENV
+
+        extra = {**SERVICE_ENV, **(env or {})}
         if not watched:
             extra.setdefault("HITL_APPS", json.dumps([{"name": "demo", "checkpoint_token": APP_TOKEN}]))
         extra.setdefault("HITL_LOG_LEVEL", "INFO")
@@ -93,27 +108,27 @@ class BenchStack:
     def pids(self) -> dict[str, int]:
         return {k: p.pid for k, p in self.ps.procs.items() if p.poll() is None}
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
         try:
             self.ps.stop_all()
         finally:
             try:
-                self.ps.delete_broker_objects()
+                await delete_namespace(self.namespace)
             except Exception:
                 pass
             self._drop()
             if not self.keep_dir:
                 self.tmp.cleanup()
 
-    def __enter__(self) -> "BenchStack":
+    async def __aenter__(self) -> "BenchStack":
         try:
             return self.start()
         except BaseException:
-            self.stop()
+            await self.stop()
             raise
 
-    def __exit__(self, *exc) -> None:
-        self.stop()
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()
 
     # ------------------------------------------------------------------ the books
     def store_audit(self, run_prefix: str) -> dict[str, int]:

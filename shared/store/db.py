@@ -8,7 +8,6 @@ change is a conditional UPDATE, so concurrent deciders cannot both win.
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,11 +25,6 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
-        # SQLite has one writer at a time, and a connection that finds the file locked sleeps in
-        # busy_timeout's growing steps (1, 2, 5, … 100 ms) rather than queueing: with several handler
-        # threads that turned most of the decider's time into sleep. Writers of this process queue on
-        # a lock instead; other processes still meet busy_timeout. (bench: 66 → see bench/README.md)
-        self._write_lock = threading.Lock() if self.is_sqlite else None
         if self.is_sqlite:
             self._ensure_sqlite_dir(url)
             self.engine = self._sqlite_engine(url, immediate=False)
@@ -72,11 +66,7 @@ class Database:
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:
-        if self._write_lock is None:
-            with self.write_engine.begin() as conn:
-                yield conn
-            return
-        with self._write_lock, self.write_engine.begin() as conn:
+        with self.write_engine.begin() as conn:
             yield conn
 
     def ping(self) -> bool:

@@ -1,0 +1,1 @@
+"""Benchmark suite of dify-hitl: `python -m bench` (see bench/README.md)."""

@@ -1,0 +1,179 @@
+"""The terminal table, the summary in the JSON, the machine description, and the README table."""
+from __future__ import annotations
+
+import os
+import platform
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from bench.common import ratio
+
+TARGETS = {"cycles_per_s": 1000, "p99_ms": 50, "held": 10_000, "held_rss_mb": 300, "poller_runs": 5000}
+
+
+def machine() -> dict[str, Any]:
+    mem_mb = None
+    try:
+        with open("/proc/meminfo") as f:
+            mem_mb = int(next(line for line in f if line.startswith("MemTotal")).split()[1]) // 1024
+    except (OSError, StopIteration):
+        pass
+    cpu = None
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
+    except OSError:
+        pass
+    rabbit = None
+    try:
+        rabbit = subprocess.run(["rabbitmqctl", "version"], capture_output=True, text=True, timeout=20).stdout.strip() or None
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    pg = None
+    try:
+        pg = subprocess.run(["psql", "--version"], capture_output=True, text=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return {"nproc": os.cpu_count(), "cpu": cpu, "memory_mb": mem_mb, "python": platform.python_version(),
+            "platform": platform.platform(), "rabbitmq": rabbit, "postgresql_client": pg}
+
+
+def _get(d: Any, *path, default=None):
+    for p in path:
+        if not isinstance(d, dict) or p not in d:
+            return default
+        d = d[p]
+    return d
+
+
+def summarize(results: dict[str, Any]) -> dict[str, Any]:
+    ceiling = _get(results, "baselines", "broker_ceiling", "cycles_per_s")
+    out: dict[str, Any] = {"broker_ceiling_cycles_per_s": ceiling, "per_db": {}}
+    lost = dup = 0
+    for db, sc in results.get("scenarios", {}).items():
+        naive = _get(results, "baselines", f"naive_{db}", default={}) or {}
+        s: dict[str, Any] = {}
+        for r in _get(sc, "throughput", "runs", default=[]) + ([sc["latency"]] if "latency" in sc else []):
+            lost += r["counts"]["lost"]
+            dup += r["counts"]["duplicated"]
+        for step in _get(sc, "held", "steps", default=[]):
+            dup += step["counts"]["duplicated"]
+        if "throughput" in sc:
+            best = sc["throughput"]["best"]
+            nv = _get(naive, "throughput", "cycles_per_s")
+            s["throughput"] = {"cycles_per_s": best["cycles_per_s"], "config": f"ingest×{best['ingest']} decider×{best['decider']}",
+                               "vs_broker_ceiling": ratio(best["cycles_per_s"], ceiling),
+                               "naive_cycles_per_s": nv, "vs_naive": ratio(best["cycles_per_s"], nv),
+                               "target_met": best["cycles_per_s"] >= TARGETS["cycles_per_s"]}
+        if "latency" in sc:
+            lat = sc["latency"]["decision_to_release"]
+            nl = _get(naive, "latency", "decision_to_release", default={}) or {}
+            s["latency"] = {**{k: lat[k] for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms")},
+                            "offered_rate": sc["latency"]["offered_rate"],
+                            "achieved_rate": sc["latency"]["cycles_per_s"],
+                            "naive_p50_ms": nl.get("p50_ms"), "naive_p99_ms": nl.get("p99_ms"),
+                            "p50_vs_naive": ratio(lat["p50_ms"], nl.get("p50_ms")),
+                            "p99_vs_naive": ratio(lat["p99_ms"], nl.get("p99_ms")),
+                            "target_met": lat["p99_ms"] is not None and lat["p99_ms"] <= TARGETS["p99_ms"]
+                            and sc["latency"]["counts"]["lost"] == 0}
+        if "held" in sc:
+            h = sc["held"]
+            nh = _get(naive, "held", "max_n_answered")
+            s["held"] = {"max_n": h["max_n_answered"], "rss_mb": h["rss_at_max_mb"], "naive_max_n": nh,
+                         "naive_rss_mb": _get(naive, "held", "rss_at_max_mb"), "vs_naive": ratio(h["max_n_answered"], nh),
+                         "target_met": h["max_n_answered"] >= TARGETS["held"] and (h["rss_at_max_mb"] or 1e9) <= TARGETS["held_rss_mb"]}
+        if "poller" in sc:
+            p = sc["poller"]
+            s["poller"] = {k: p.get(k) for k in ("runs", "tracked", "polls_per_s", "rate_limit_per_s", "worst_1s_window",
+                                                 "worst_5s_window_overall", "recorded_succeeded", "within_rate_limit")}
+            s["poller"]["staleness_p50_ms"] = _get(p, "staleness_after_finish", "p50_ms")
+            s["poller"]["staleness_max_ms"] = _get(p, "staleness_after_finish", "max_ms")
+            s["poller"]["polls_vs_limit"] = ratio(p.get("polls_per_s"), p.get("rate_limit_per_s"))
+            s["poller"]["target_met"] = bool(p.get("within_rate_limit")) and p.get("tracked", 0) >= p.get("runs", 0) \
+                and p.get("recorded_succeeded", 0) >= p.get("runs", 0)
+        out["per_db"][db] = s
+    out["totals"] = {"lost": lost, "duplicated": dup}
+    return out
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "NO"
+    if isinstance(v, float):
+        return f"{v:,.3f}".rstrip("0").rstrip(".") if abs(v) < 10 else f"{v:,.0f}" if abs(v) >= 1000 else f"{v:,.1f}"
+    return str(v)
+
+
+def rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    summ = results["summary"]
+    dbs = list(summ["per_db"])
+    head = ["figure", "target"] + [c for db in dbs for c in (db, f"{db} ratio")]
+    table: list[list[str]] = []
+
+    def add(label: str, target: str, getter, ratio_getter=None, ratio_label: str = "") -> None:
+        row = [label, target]
+        for db in dbs:
+            s = summ["per_db"][db]
+            row.append(_fmt(getter(s)))
+            r = ratio_getter(s) if ratio_getter else None
+            row.append(f"{_fmt(r)} {ratio_label}".strip() if r is not None else "")
+        table.append(row)
+
+    add("cycles/s (best config)", "≥ 1000", lambda s: _get(s, "throughput", "cycles_per_s"),
+        lambda s: _get(s, "throughput", "vs_broker_ceiling"), "× broker ceiling")
+    add("  config", "", lambda s: _get(s, "throughput", "config"))
+    add("  vs naive peer", "", lambda s: _get(s, "throughput", "naive_cycles_per_s"),
+        lambda s: _get(s, "throughput", "vs_naive"), "× naive")
+    add("decision→release p50 ms @200/s", "", lambda s: _get(s, "latency", "p50_ms"),
+        lambda s: _get(s, "latency", "p50_vs_naive"), "× naive")
+    add("decision→release p95 ms", "", lambda s: _get(s, "latency", "p95_ms"))
+    add("decision→release p99 ms", "≤ 50", lambda s: _get(s, "latency", "p99_ms"),
+        lambda s: _get(s, "latency", "p99_vs_naive"), "× naive")
+    add("  naive p50 / p99 ms", "", lambda s: f"{_fmt(_get(s, 'latency', 'naive_p50_ms'))} / {_fmt(_get(s, 'latency', 'naive_p99_ms'))}"
+        if _get(s, "latency") else None)
+    add("held calls answered (max N)", "10000", lambda s: _get(s, "held", "max_n"),
+        lambda s: _get(s, "held", "vs_naive"), "× naive")
+    add("  ingest RSS at max N, MB", "≤ 300", lambda s: _get(s, "held", "rss_mb"))
+    add("  naive max N / RSS MB", "", lambda s: f"{_fmt(_get(s, 'held', 'naive_max_n'))} / {_fmt(_get(s, 'held', 'naive_rss_mb'))}"
+        if _get(s, "held") else None)
+    add("poller: runs tracked", "5000", lambda s: _get(s, "poller", "tracked"))
+    add("  polls/s (limit)", "≤ limit", lambda s: f"{_fmt(_get(s, 'poller', 'polls_per_s'))} ({_fmt(_get(s, 'poller', 'rate_limit_per_s'))})"
+        if _get(s, "poller") else None, lambda s: _get(s, "poller", "polls_vs_limit"), "× limit")
+    add("  worst 1 s window (requests)", "", lambda s: _get(s, "poller", "worst_1s_window"))
+    add("  staleness after finish p50/max s", "",
+        lambda s: f"{_fmt((_get(s, 'poller', 'staleness_p50_ms') or 0) / 1000)} / {_fmt((_get(s, 'poller', 'staleness_max_ms') or 0) / 1000)}"
+        if _get(s, "poller") else None)
+    add("  finished runs recorded", "all", lambda s: _get(s, "poller", "recorded_succeeded"))
+    table.append(["broker ceiling, cycles/s", "", _fmt(summ["broker_ceiling_cycles_per_s"])] + [""] * (len(head) - 3))
+    table.append(["lost / duplicated (all runs)", "0 / 0", f"{summ['totals']['lost']} / {summ['totals']['duplicated']}"]
+                 + [""] * (len(head) - 3))
+    return head, table
+
+
+def table(results: dict[str, Any]) -> str:
+    head, body = rows(results)
+    widths = [max(len(str(r[i])) for r in [head] + body) for i in range(len(head))]
+    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths))  # noqa: E731
+    return "\n".join([line(head), line(["-" * w for w in widths])] + [line(r) for r in body])
+
+
+def markdown(results: dict[str, Any]) -> str:
+    head, body = rows(results)
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out += ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in body]
+    m = results["machine"]
+    out += ["", f"Machine: {m['nproc']} cores ({m.get('cpu') or '?'}), {m['memory_mb']} MB, Python {m['python']}, "
+                f"RabbitMQ {m.get('rabbitmq')}, {m.get('postgresql_client') or 'PostgreSQL ?'}; "
+                f"run {results['started_at']}, {results['elapsed_s']} s{' (smoke)' if results['smoke'] else ''}."]
+    return "\n".join(out)
+
+
+def update_readme(path: Path, results: dict[str, Any]) -> None:
+    text = path.read_text()
+    block = "<!-- results:start -->\n" + markdown(results) + "\n<!-- results:end -->"
+    new = re.sub(r"<!-- results:start -->.*?<!-- results:end -->", lambda _m: block, text, flags=re.S)
+    path.write_text(new)

@@ -1,0 +1,379 @@
+"""The four scenarios against the real processes: (1) throughput of full cycles, (2) decision →
+release latency at a fixed offered rate, (3) held calls and ingest memory, (4) one poller tracking
+many live runs. Each returns a plain dict for the JSON file and the table."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import uuid
+from typing import Any
+
+import httpx
+
+from bench.common import (completions_in_window, machine_busy_seconds, count_calls, cpu_seconds, raise_nofile, rss_mb, summary_ms)
+from bench.load import Reviewer, WorkerPlan, Workers
+from bench.stack import APP_TOKEN, DIFY_APP_KEY, RABBITMQ_URL, BenchStack
+
+
+SERVICE_ENV: dict[str, str] = {}  # --service-env: applied to every stack the scenarios start
+
+
+class Sampler:
+    """CPU (cores used) and peak RSS of the stack's processes while a scenario runs."""
+
+    def __init__(self, pids: dict[str, int], every_s: float = 0.5) -> None:
+        self.pids, self.every_s = pids, every_s
+        self.peak_rss: dict[str, float] = {}
+        self._cpu0: dict[str, float] = {}
+        self._cpu_last: dict[str, float] = {}
+        self._t0 = 0.0
+        self._task: asyncio.Task | None = None
+        self.result: dict[str, Any] = {}
+
+    async def _loop(self) -> None:
+        while True:
+            for key, pid in self.pids.items():
+                mb = rss_mb(pid)
+                if mb is not None:
+                    self.peak_rss[key] = max(self.peak_rss.get(key, 0.0), mb)
+                cpu = cpu_seconds(pid)
+                if cpu is not None:
+                    self._cpu_last[key] = cpu
+            await asyncio.sleep(self.every_s)
+
+    def start(self) -> "Sampler":
+        self._t0 = time.monotonic()
+        self._busy0 = machine_busy_seconds()
+        self._cpu0 = {k: cpu_seconds(p) or 0.0 for k, p in self.pids.items()}
+        self._task = asyncio.create_task(self._loop())
+        return self
+
+    def stop(self) -> dict[str, Any]:
+        if self._task:
+            self._task.cancel()
+        wall = max(1e-6, time.monotonic() - self._t0)
+        for k, p in self.pids.items():
+            cpu = cpu_seconds(p)
+            if cpu is not None:
+                self._cpu_last[k] = cpu
+        cores = {k: round((self._cpu_last.get(k, 0.0) - self._cpu0.get(k, 0.0)) / wall, 2) for k in self.pids}
+        busy = machine_busy_seconds()
+        machine = round((busy - self._busy0) / wall, 2) if busy is not None and self._busy0 is not None else None
+        ours = round(sum(cores.values()), 2)
+        # The machine is shared: whatever else ran (RabbitMQ included) is in machine - ours.
+        self.result = {"cores_used": cores, "peak_rss_mb": dict(self.peak_rss), "machine_cores_busy": machine,
+                       "ours_cores": ours, "others_cores": round(machine - ours, 2) if machine is not None else None,
+                       "loadavg_1m": os.getloadavg()[0]}
+        return self.result
+
+
+async def run_cycles(stack: BenchStack, *, mode: str, clients: int, concurrency: int = 32, duration_s: float = 10,
+                     rate: float = 200, warmup_s: float = 2.0, max_calls: int = 1_000_000,
+                     profile: Any = None) -> dict[str, Any]:
+    """Closed-loop (throughput) or open-loop (fixed rate) full checkpoint cycles."""
+    reviewer = Reviewer(RABBITMQ_URL, stack.namespace)
+    await reviewer.start()
+    prefix = f"{mode[0]}{uuid.uuid4().hex[:8]}-"
+    plans = [WorkerPlan(worker=w, urls=stack.ingest_urls, token=APP_TOKEN, run_prefix=prefix, mode=mode,
+                        concurrency=max(1, concurrency // clients), duration_s=duration_s,
+                        max_calls=max(1, max_calls // clients), rate=rate / clients, read_timeout_s=120,
+                        drain_s=30) for w in range(clients)]
+    workers = Workers(plans)
+    workers.start()
+    pids = stack.pids()
+    pids.update({f"client-{i}": p.pid for i, p in enumerate(workers.procs)})
+    sampler = Sampler(pids).start()
+    t_go = workers.go_now()
+    if profile is not None:
+        profile.start(stack, duration_s=max(1.0, duration_s - warmup_s - 1), delay_s=warmup_s)
+    records = await workers.results(timeout_s=duration_s + 90)
+    usage = sampler.stop()
+    await asyncio.sleep(0.5)  # late duplicate events, if any
+    await reviewer.close()
+    counts = count_calls(records, reviewer.opened)
+    audit = stack.store_audit(prefix)
+    counts.duplicated += audit["runs_with_two_checkpoints"] + audit["checkpoints_with_two_applied_decisions"]
+    steady = max(0.1, duration_s - warmup_s)
+    latencies = [r[2] - reviewer.decided_at[r[0]] for r in records
+                 if r[3] == 200 and r[0] in reviewer.decided_at and r[2] is not None]
+    cycle_times = [r[2] - r[1] for r in records if r[3] == 200 and r[2] is not None]
+    out: dict[str, Any] = {
+        "mode": mode, "db": stack.db_kind, "ingest": len(stack.ingest_keys), "decider": len(stack.decider_keys),
+        "clients": clients, "concurrency": concurrency if mode == "closed" else None,
+        "offered_rate": rate if mode == "open" else None, "duration_s": duration_s, "warmup_s": warmup_s,
+        "cycles_per_s": round(completions_in_window(records, t_go + warmup_s, t_go + duration_s) / steady, 1),
+        "counts": counts.as_dict(), "store": audit,
+        "reviewer": {"opened_seen": len(reviewer.opened), "duplicate_events": reviewer.duplicate_events,
+                     "publish_failures": reviewer.publish_failures},
+        "decision_to_release": summary_ms(latencies), "cycle": summary_ms(cycle_times),
+        "usage": usage, "client_failures": workers.failures,
+    }
+    if profile is not None:
+        out["profile"] = profile.collect()
+    return out
+
+
+async def throughput(db_kind: str, *, configs: list[tuple[int, int]], clients: int, concurrency: int,
+                     duration_s: float, warmup_s: float, profile_factory=None, log=print) -> dict[str, Any]:
+    runs = []
+    for ingest_n, decider_n in configs:
+        async with BenchStack(db_kind, ingest=ingest_n, decider=decider_n) as stack:
+            log(f"  throughput {db_kind}: ingest×{ingest_n} decider×{decider_n}, {concurrency} calls in flight, {duration_s:.0f}s")
+            profile = profile_factory(f"{db_kind}-i{ingest_n}-d{decider_n}") if profile_factory else None
+            r = await run_cycles(stack, mode="closed", clients=clients, concurrency=concurrency, duration_s=duration_s,
+                                 warmup_s=warmup_s, profile=profile)
+            log(f"    → {r['cycles_per_s']} cycles/s, lost {r['counts']['lost']}, dup {r['counts']['duplicated']}, "
+                f"non-200 {r['counts']['non200']}")
+            runs.append(r)
+    best = max(runs, key=lambda r: r["cycles_per_s"])
+    return {"runs": runs, "best": {"cycles_per_s": best["cycles_per_s"], "ingest": best["ingest"],
+                                   "decider": best["decider"]}}
+
+
+async def latency(db_kind: str, *, rate: float, duration_s: float, clients: int, log=print) -> dict[str, Any]:
+    async with BenchStack(db_kind) as stack:
+        log(f"  latency {db_kind}: {rate:.0f} cycles/s offered for {duration_s:.0f}s")
+        r = await run_cycles(stack, mode="open", clients=clients, rate=rate, duration_s=duration_s, warmup_s=min(2.0, duration_s / 4))
+        log(f"    → decision→release p50 {r['decision_to_release']['p50_ms']} ms, p99 {r['decision_to_release']['p99_ms']} ms, "
+            f"lost {r['counts']['lost']}")
+        return r
+
+
+# ---------------------------------------------------------------------- (3) held calls
+async def held_step(stack_or_url: Any, n: int, *, pid: int | None, namespace: str | None, hold_s: float,
+                    clients: int, decide: Any, opened_count: Any, settle_timeout_s: float,
+                    token: str = APP_TOKEN, log=print) -> dict[str, Any]:
+    """Open n calls, wait until all are held, read the server's RSS, decide them all, count answers.
+    `decide()` / `opened_count()` come from the reviewer of whichever server is measured."""
+    urls = stack_or_url if isinstance(stack_or_url, list) else stack_or_url.ingest_urls
+    prefix = f"h{uuid.uuid4().hex[:8]}-"
+    per = [n // clients + (1 if i < n % clients else 0) for i in range(clients)]
+    plans = [WorkerPlan(worker=w, urls=urls, token=token, run_prefix=prefix, mode="held", n=per[w],
+                        read_timeout_s=hold_s + 5, timeout_s=900, drain_s=15, ramp_per_s=1500 / clients)
+             for w in range(clients) if per[w] > 0]
+    rss_before = rss_mb(pid) if pid else None
+    workers = Workers(plans)
+    workers.start()
+    t_go = workers.go_now()
+    # every call held: the reviewer has seen all of them opened (bounded by the hold window)
+    deadline = t_go + hold_s * 0.6
+    while opened_count(prefix) < n and time.monotonic() < deadline:
+        await asyncio.sleep(0.25)
+    all_held_s = time.monotonic() - t_go
+    held = opened_count(prefix)
+    await asyncio.sleep(1.0)
+    rss_held = rss_mb(pid) if pid else None
+    t_decide = time.monotonic()
+    await decide(prefix)
+    records = await workers.results(timeout_s=hold_s + 60)
+    counts = count_calls(records)
+    released = [r[2] - t_decide for r in records if r[3] == 200 and r[2] is not None]
+    within = sum(1 for r in records if r[3] == 200 and r[2] is not None and r[2] - r[1] <= hold_s)
+    ok = counts.ok == n and counts.lost == 0 and counts.non200 == 0 and counts.duplicated == 0
+    result = {"n": n, "held": held, "all_held_after_s": round(all_held_s, 1), "rss_before_mb": rss_before,
+              "rss_held_mb": rss_held,
+              "rss_per_held_call_kb": round((rss_held - rss_before) * 1024 / n, 1) if rss_held and rss_before else None,
+              "answered_within_window": within, "all_answered_200": ok, "counts": counts.as_dict(),
+              "release_all_s": round(max(released), 2) if released else None, "client_failures": workers.failures}
+    log(f"    N={n}: held {held}, RSS {rss_held} MB, answered 200 within window {within}/{n}, lost {counts.lost}")
+    return result
+
+
+async def held_calls(db_kind: str, *, steps: list[int], hold_s: float, clients: int, log=print) -> dict[str, Any]:
+    raise_nofile(65536)
+    env = {"HITL_HOLD_MAX_S": str(hold_s + 1), "HITL_HOLD_DEFAULT_S": str(min(55.0, hold_s)), "HITL_HOLD_MARGIN_S": "5"}
+    results = []
+    async with BenchStack(db_kind, env=env) as stack:
+        reviewer = Reviewer(RABBITMQ_URL, stack.namespace, auto=False, prefetch=5000)
+        await reviewer.start()
+        pid = stack.pid(stack.ingest_keys[0])
+        log(f"  held calls {db_kind}: steps {steps}, hold window {hold_s:.0f}s")
+
+        def opened_count(prefix: str) -> int:
+            return sum(1 for r in reviewer.opened if r.startswith(prefix))
+
+        async def decide(prefix: str) -> None:
+            await reviewer.decide_all([r for r in reviewer.opened if r.startswith(prefix)])
+
+        try:
+            for n in steps:
+                r = await held_step(stack, n, pid=pid, namespace=stack.namespace, hold_s=hold_s, clients=clients,
+                                    decide=decide, opened_count=opened_count, settle_timeout_s=hold_s, log=log)
+                results.append(r)
+                if not r["all_answered_200"]:
+                    break
+                await asyncio.sleep(2)  # let the closed connections go
+        finally:
+            await reviewer.close()
+    good = [r["n"] for r in results if r["all_answered_200"]]
+    top = max(results, key=lambda r: r["n"]) if results else {}
+    return {"db": db_kind, "steps": results, "max_n_answered": max(good) if good else 0,
+            "rss_at_max_mb": next((r["rss_held_mb"] for r in results if good and r["n"] == max(good)), None),
+            "largest_step": top.get("n"), "hold_window_s": hold_s}
+
+
+# ---------------------------------------------------------------------- (4) poller
+class SlowEndpoint:
+    """An HTTP endpoint on loopback that holds every GET until released: the live runs' HTTP nodes
+    wait on it, so the runs stay `running` in the simulator until we let them finish."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.waiting = 0
+        self.server: asyncio.AbstractServer | None = None
+        self.port = 0
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                if length:
+                    await reader.readexactly(length)
+                self.waiting += 1
+                try:
+                    await asyncio.wait_for(self.release.wait(), 900)
+                finally:
+                    self.waiting -= 1
+                body = b'{"ok":true}'
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                             + str(len(body)).encode() + b"\r\n\r\n" + body)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.TimeoutError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
+
+    async def start(self) -> "SlowEndpoint":
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0, backlog=4096)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def close(self) -> None:
+        self.release.set()
+        if self.server:
+            self.server.close()
+
+
+async def poller(db_kind: str, *, runs: int, rate_per_s: float, observe_s: float, settle_timeout_s: float,
+                 log=print) -> dict[str, Any]:
+    """N live runs in the simulator (their HTTP node waits on SlowEndpoint), tracked by one poller
+    (`run.track`, the `hitl track` path); then all finish, and we watch how soon the poller records it."""
+    from sqlalchemy import text
+
+    from shared.models import RunTrack
+    from shared.store import Database
+    from shared.topology import RUN_TRACK
+    from tests.e2e.graphs import slow_graph
+
+    raise_nofile(65536)
+    slow = await SlowEndpoint().start()
+    env = {"HITL_DIFY_RATE_PER_S": str(rate_per_s), "HITL_DISCOVERY_INTERVAL_S": "3600",
+           "HITL_POLL_MAX_INTERVAL_S": "30"}
+    result: dict[str, Any] = {"db": db_kind, "runs": runs, "rate_limit_per_s": rate_per_s}
+    try:
+        async with BenchStack(db_kind, sim=True, watched=True, env=env, ingest=1, decider=1) as stack:
+            sim = stack.ps.sim_url
+            graph = slow_graph(f"http://127.0.0.1:{slow.port}/slow")
+            httpx.post(f"{sim}/_sim/apps", json={"name": "slow", "graph": graph, "api_key": DIFY_APP_KEY},
+                       timeout=10).raise_for_status()
+            log(f"  poller {db_kind}: starting {runs} live runs in the simulator")
+            run_ids = await _start_sim_runs(sim, runs, log=log)
+            result["started"] = len(run_ids)
+            # track them all through the broker, as `hitl track` does
+            reviewer = Reviewer(RABBITMQ_URL, stack.namespace, auto=False)
+            await reviewer.start()
+            await asyncio.gather(*(reviewer.broker.publish(
+                f"{stack.namespace}.commands", RUN_TRACK,
+                RunTrack(app="demo", workflow_run_id=r, source="track").to_bytes()) for r in run_ids))
+            await reviewer.close()
+            db = Database(stack.database_url)
+            httpx.delete(f"{sim}/_sim/requests", timeout=10)
+            t_obs = time.time()
+            await asyncio.sleep(observe_s)
+            log_rows = httpx.get(f"{sim}/_sim/requests", params={"since": t_obs}, timeout=30).json()["requests"]
+            polls = [r for r in log_rows if r["method"] == "GET" and "/v1/workflows/run/" in r["path"]]
+            with db.read() as conn:
+                tracked = conn.execute(text("SELECT count(*) FROM runs")).scalar_one()
+                polled = conn.execute(text("SELECT count(*) FROM runs WHERE dify_status IS NOT NULL")).scalar_one()
+            result.update(tracked=tracked, polled_at_least_once=polled, live_in_sim=slow.waiting,
+                          observe_s=observe_s, polls_per_s=round(len(polls) / observe_s, 1),
+                          sim_requests_per_s=round(len(log_rows) / observe_s, 1),
+                          worst_1s_window=_worst_window(sorted(r["time"] for r in log_rows), 1.0),
+                          worst_5s_window=_worst_window(sorted(r["time"] for r in log_rows), 5.0))
+            log(f"    tracking {tracked} runs: {result['polls_per_s']} polls/s (limit {rate_per_s}/s), "
+                f"worst 1 s window {result['worst_1s_window']}")
+            # let them all finish; how long until the store says succeeded?
+            t_release = time.time()
+            slow.release.set()
+            deadline = time.monotonic() + settle_timeout_s
+            done = 0
+            while time.monotonic() < deadline:
+                with db.read() as conn:
+                    done = conn.execute(text("SELECT count(*) FROM runs WHERE status = 'succeeded'")).scalar_one()
+                if done >= len(run_ids):
+                    break
+                await asyncio.sleep(1.0)
+            with db.read() as conn:
+                rows = conn.execute(text("SELECT run_id, min(at) FROM run_history WHERE kind = 'status' AND "
+                                         "status = 'succeeded' GROUP BY run_id")).all()
+            stale = [max(0.0, at - t_release) for _, at in rows]
+            all_rows = httpx.get(f"{sim}/_sim/requests", params={"since": t_obs}, timeout=30).json()["requests"]
+            times = sorted(r["time"] for r in all_rows)
+            poll_times = sorted(r["time"] for r in all_rows if r["method"] == "GET" and "/v1/workflows/run/" in r["path"])
+            by_kind: dict[str, int] = {}
+            for r in all_rows:
+                kind = r["method"] + " " + "/".join(r["path"].split("/")[:4])
+                by_kind[kind] = by_kind.get(kind, 0) + 1
+            result.update(requests_by_kind=by_kind, worst_1s_window_polls=_worst_window(poll_times, 1.0),
+                          worst_5s_window_polls=_worst_window(poll_times, 5.0))
+            result.update(recorded_succeeded=done, not_recorded=len(run_ids) - done,
+                          staleness_after_finish=summary_ms(stale),
+                          worst_1s_window_overall=_worst_window(times, 1.0),
+                          worst_5s_window_overall=_worst_window(times, 5.0),
+                          within_rate_limit=_worst_window(times, 1.0) <= rate_per_s * 2
+                          and _worst_window(times, 5.0) <= rate_per_s * 6)
+            log(f"    finished: {done}/{len(run_ids)} recorded succeeded; staleness p50 "
+                f"{result['staleness_after_finish']['p50_ms']} ms, max {result['staleness_after_finish']['max_ms']} ms")
+            db.dispose()
+    finally:
+        await slow.close()
+    return result
+
+
+def _worst_window(times: list[float], window: float) -> int:
+    """Most requests in any `window` seconds (times sorted)."""
+    worst, j = 0, 0
+    for i, t in enumerate(times):
+        while times[j] < t - window:
+            j += 1
+        worst = max(worst, i - j + 1)
+    return worst
+
+
+async def _start_sim_runs(sim: str, n: int, *, log=print, concurrency: int = 50) -> list[str]:
+    """Start n streaming runs straight at the simulator and leave once each has started."""
+    ids: list[str] = []
+    sem = asyncio.Semaphore(concurrency)
+    headers = {"Authorization": f"Bearer {DIFY_APP_KEY}"}
+
+    async with httpx.AsyncClient(base_url=sim, headers=headers, timeout=30,
+                                 limits=httpx.Limits(max_connections=concurrency)) as client:
+        async def one(i: int) -> None:
+            async with sem:
+                body = {"inputs": {"topic": f"t{i}"}, "response_mode": "streaming", "user": "bench"}
+                async with client.stream("POST", "/v1/workflows/run", json=body) as r:
+                    async for line in r.aiter_lines():
+                        if line.startswith("data:"):
+                            ev = json.loads(line[5:])
+                            if ev.get("workflow_run_id"):
+                                ids.append(ev["workflow_run_id"])
+                            break
+
+        await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(n)), return_exceptions=True), 600)
+    return ids
