@@ -25,8 +25,9 @@ run: setup services  ## simulator + decider + ingest with the demo workflow; pri
 demo: setup services  ## plays a whole round trip by itself (revise, round 2, approve)
 	$(PY) -m demo.play
 
-test: setup services  ## the whole suite (unit, integration on SQLite and PostgreSQL, end-to-end, conformance)
+test: setup services  ## the whole suite (unit, integration on SQLite and PostgreSQL, end-to-end, conformance) + a short fault run
 	$(PY) -m pytest -q -m "not faults" -p no:cacheprovider
+	FAULTS_SCALE=0.1 $(PY) -m pytest -q -m faults tests/faults -p no:cacheprovider
 
 test-fast: setup  ## unit tests only (no services needed)
 	$(PY) -m pytest -q tests/unit

@@ -81,6 +81,7 @@ class Settings(BaseSettings):
     hold_max_s: float = Field(default=590.0, gt=0)
     hold_margin_s: float = Field(default=5.0, ge=0)
     retry_after_s: int = Field(default=1, ge=0)
+    max_held_per_app: int = Field(default=5000, ge=1)  # held calls of one app token in one ingest process
     decision_reply_timeout_s: float = Field(default=10.0, gt=0)
 
     body_limit_bytes: int = Field(default=1024 * 1024, gt=0)

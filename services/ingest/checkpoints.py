@@ -64,6 +64,12 @@ async def checkpoint_call(request: Request) -> Response:
         default_output=call.default_output, assignees=call.assignees,
         max_rounds=call.max_rounds or settings.default_max_rounds, mode=call.mode)
     structlog.contextvars.bind_contextvars(run_id=call.workflow_run_id, node_id=call.node_id)
+    if call.mode == "hold" and state.replies.held_per_app.get(app.name, 0) >= settings.max_held_per_app:
+        # A runaway workflow must not hold every socket of this process; Dify's node retry sends it again.
+        metrics.http_errors.labels("too_many_held").inc()
+        return compact_json({"error": {"code": "too_many_held", "message": f"app {app.name} already holds "
+                                       f"{settings.max_held_per_app} calls here; retry"}},
+                            status=429, headers={"Retry-After": str(settings.retry_after_s)})
     window = hold_window(call, settings)
     try:
         reply = await state.replies.hold_checkpoint(req, window)

@@ -77,8 +77,11 @@ async def forward(request: Request) -> Response:
     headers = {k: v for k, v in request.headers.items() if k.lower() in FORWARDED_REQUEST_HEADERS}
     url = normalize_base_url(app.dify_base_url) + request.url.path
     client = upstream_client(request)
-    upstream_request = client.build_request(request.method, url, params=request.query_params, content=body,
-                                            headers=headers)
+    try:
+        upstream_request = client.build_request(request.method, url, params=request.query_params, content=body,
+                                                headers=headers)
+    except httpx.InvalidURL:  # e.g. a control character in a path parameter: Dify would 404 it too
+        return dify_error(404, "not_found", "Not found.")
     try:
         upstream = await client.send(upstream_request, stream=True)
     except httpx.HTTPError as exc:

@@ -41,6 +41,7 @@ class ReplyRouter:
         self.names = names
         self.queue = f"{names.namespace}.ingest.{instance or socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}.replies"
         self.waiters: dict[str, Waiter] = {}
+        self.held_per_app: dict[str, int] = {}
         broker.consume(self.queue, self._on_reply, declare=Queue(self.queue, durable=False), exclusive=True,
                        auto_ack=True, prefetch=1000)
         broker.on_reconnect(self.resend_held)
@@ -59,6 +60,7 @@ class ReplyRouter:
         correlation_id = uuid.uuid4().hex
         waiter = Waiter(asyncio.get_running_loop().create_future(), request)
         self.waiters[correlation_id] = waiter
+        self.held_per_app[request.app] = self.held_per_app.get(request.app, 0) + 1
         metrics.held_calls.inc()
         try:
             await self.broker.publish(self.names.commands, CHECKPOINT_REQUESTED, request.to_bytes(),
@@ -69,6 +71,7 @@ class ReplyRouter:
             return None
         finally:
             metrics.held_calls.dec()
+            self.held_per_app[request.app] -= 1
             self.waiters.pop(correlation_id, None)
 
     async def submit_decision(self, decision: DecisionSubmitted, wait_s: float) -> Reply | None:

@@ -182,7 +182,7 @@ class Recorder:
             store.release(conn, run["id"], owner, **values)
         return out
 
-    def on_poll_error(self, run: dict[str, Any], error: Exception, owner: str, *, gone: bool = False) -> None:
+    def on_poll_error(self, run: dict[str, Any], error: Exception, owner: str, gone: bool = False) -> None:
         """Dify did not answer usefully: back off (capped, jittered) and keep the run; nothing is lost."""
         failures = (run["poll_failures"] or 0) + 1
         delay = min(self.settings.poll_max_interval_s * 2, 2 ** min(failures, 6)) * (0.5 + random.random() / 2)
