@@ -19,21 +19,9 @@ PG_BASE_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:54
 
 
 def fresh_postgres_db(base_url: str = PG_BASE_URL) -> tuple[str, callable]:
-    """A new database on the PostgreSQL server (the same recipe as tests/conftest.py)."""
-    import psycopg
-    from sqlalchemy.engine import make_url
+    from demo.stack import fresh_postgres_db as fresh
 
-    url = make_url(base_url.replace("postgresql+psycopg://", "postgresql://").replace("postgres://", "postgresql://"))
-    name = f"hitl_bench_{uuid.uuid4().hex[:10]}"
-    admin = url.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-    def drop() -> None:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    return url.set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False), drop
+    return fresh(base_url, "hitl_bench")
 
 
 async def delete_namespace(namespace: str) -> None:

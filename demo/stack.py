@@ -178,3 +178,21 @@ class ProcessStack:
     def __exit__(self, *exc) -> None:
         self.stop_all()
         self.delete_broker_objects()
+
+
+def fresh_postgres_db(base_url: str, prefix: str = "hitl_test") -> tuple[str, callable]:
+    """A new, empty database on a PostgreSQL server, and a function that drops it (tests, bench)."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(base_url.replace("postgresql+psycopg://", "postgresql://").replace("postgres://", "postgresql://"))
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+    def drop() -> None:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    return url.set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False), drop

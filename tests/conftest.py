@@ -57,20 +57,9 @@ def postgres_base_url() -> Iterator[str]:
 
 
 def _fresh_postgres_db(base_url: str) -> tuple[str, callable]:
-    import psycopg
-    from sqlalchemy.engine import make_url
+    from demo.stack import fresh_postgres_db
 
-    url = make_url(base_url.replace("postgresql+psycopg://", "postgresql://").replace("postgres://", "postgresql://"))
-    name = f"hitl_test_{uuid.uuid4().hex[:10]}"
-    admin = url.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-    def drop() -> None:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    return url.set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False), drop
+    return fresh_postgres_db(base_url, "hitl_test")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
