@@ -48,6 +48,7 @@ class StoreGauges:
 
         self.specs, self.query, self.ttl_s = specs, query, ttl_s
         self.db = None
+        self.apps: list[str] = []  # configured apps: a gauge of an app with nothing open reads 0, not "no data"
         self._cache: tuple[float, dict] = (0.0, {})
         self._lock = threading.Lock()
 
@@ -79,7 +80,11 @@ class StoreGauges:
         values = self._values()
         for name, doc, labels in self.specs:
             family = GaugeMetricFamily(name, doc, labels=labels)
-            for key, value in values.get(name, {}).items():
+            series = dict(values.get(name, {}))
+            if labels == ["app"] and self.db is not None:
+                for app in self.apps:
+                    series.setdefault((app,), 0)
+            for key, value in series.items():
                 family.add_metric(list(key), value)
             yield family
 
@@ -122,9 +127,11 @@ REGISTRY.register(open_checkpoint_gauges)
 REGISTRY.register(run_gauges)
 
 
-def observe_store(db, *, checkpoints: bool = False, runs: bool = False) -> None:
+def observe_store(db, *, checkpoints: bool = False, runs: bool = False, apps: list[str] | None = None) -> None:
     """Give the store gauges their store (decider: checkpoints=True; poller: runs=True)."""
     if checkpoints:
         open_checkpoint_gauges.db = db
+        open_checkpoint_gauges.apps = list(apps or [])
     if runs:
         run_gauges.db = db
+        run_gauges.apps = list(apps or [])

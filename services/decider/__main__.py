@@ -9,7 +9,7 @@ from shared.runner import run_worker
 
 
 def make_service(settings, db, broker) -> DeciderService:
-    metrics.observe_store(db, checkpoints=True)
+    metrics.observe_store(db, checkpoints=True, apps=[a.name for a in settings.apps])
     return DeciderService(settings, db, broker)
 
 

@@ -10,7 +10,7 @@ from shared.runner import run_worker
 
 
 def make_service(settings, db, broker) -> PollerService:
-    metrics.observe_store(db, runs=True)
+    metrics.observe_store(db, runs=True, apps=[a.name for a in settings.apps if a.watched])
     return PollerService(settings, db, broker)
 
 
