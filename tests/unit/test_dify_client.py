@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-from pathlib import Path
 
 import httpx
 import pytest
@@ -15,54 +13,10 @@ from shared.dify import (BlockingRunResponse, LogPage, DifyAuthError, DifyBadReq
                          StreamEvent, error_from_response, is_terminal, parse_sse_lines, parse_sse_text)
 from shared.dify.sse import SseSplitter
 from shared.settings import AppConfig
-
-SHARED = Path(os.environ.get("HITL_SHARED_DIR") or Path(__file__).resolve().parents[3] / "shared")
-FIXTURES = SHARED / "dify-fixtures"
-RUN_ID_01 = "b39f029a-8a16-4ffa-b350-573e3971a8cc"
-SKIPPED_HEADERS = {"content-length", "transfer-encoding"}
+from tests.unit.dify_support import (FIXTURES, RUN_ID_01, SHARED, SKIPPED_HEADERS, load, make_client,
+                                     recorded_response, replay, run, sse_bytes)
 
 pytestmark = pytest.mark.skipif(not FIXTURES.exists(), reason=f"no Dify fixtures at {FIXTURES}")
-
-
-def load(name: str) -> dict:
-    return json.loads((FIXTURES / name).read_text())
-
-
-def recorded_response(name: str) -> httpx.Response:
-    """The recorded answer of a fixture file (either {status, headers, body} or {request, response})."""
-    doc = load(name)
-    answer = doc.get("response", doc)
-    headers = [(k, v) for k, v in answer.get("headers") or [] if k.lower() not in SKIPPED_HEADERS]
-    body = answer["body"]
-    content = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-    if not any(k.lower() == "content-type" for k, _ in headers):
-        headers.append(("Content-Type", "application/json"))
-    return httpx.Response(answer["status"], headers=headers, content=content)
-
-
-def sse_bytes(name: str) -> bytes:
-    """A recorded stream back as bytes: the `[t]` prefixes and comments removed, blank separators restored."""
-    lines = [re.sub(r"^\[[0-9.]+\] ", "", line) for line in (FIXTURES / name).read_text().splitlines()]
-    return "".join(f"{line}\n\n" for line in lines if line and not line.startswith("#")).encode()
-
-
-def make_client(handler, name: str = "t", base_url: str = "http://dify.test", key: str = "app-test-key",
-                **options) -> DifyClient:
-    app = AppConfig(name=name, checkpoint_token="cp-token-0001", dify_base_url=base_url, dify_api_key=key)
-    options.setdefault("backoff_base_s", 0.001)
-    return DifyClient(app, transport=httpx.MockTransport(handler), **options)
-
-
-def replay(name: str, seen: list | None = None):
-    def handler(request: httpx.Request) -> httpx.Response:
-        if seen is not None:
-            seen.append(request)
-        return recorded_response(name)
-    return handler
-
-
-def run(coroutine):
-    return asyncio.run(coroutine)
 
 
 # ---------------------------------------------------------------- models from the recordings
@@ -241,152 +195,6 @@ def test_stop_answers_the_recorded_success_and_posts_the_user():
     assert run(scenario()) == {"result": "success"}
     assert seen[0].url.path == "/v1/workflows/tasks/24cd06d8-37a8-402e-a842-756ce74acbff/stop"
     assert json.loads(seen[0].content) == {"user": "fx-user-1"}
-
-
-# ---------------------------------------------------------------- streams from the recordings
-def stream_handler(sse_name: str, seen: list | None = None):
-    form = {"user_input_form": [{"text-input": {"variable": "topic", "label": "topic", "required": True,
-                                                "max_length": 256, "default": ""}}]}
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        if seen is not None:
-            seen.append(request)
-        if request.url.path == "/v1/parameters":
-            return httpx.Response(200, json=form)
-        return httpx.Response(200, headers={"content-type": "text/event-stream; charset=utf-8"},
-                              content=sse_bytes(sse_name))
-    return handler
-
-
-def test_streaming_run_of_fixture_02_yields_events_in_order_ending_with_workflow_finished():
-    seen: list[httpx.Request] = []
-
-    async def scenario():
-        async with make_client(stream_handler("02-http-ok-streaming/stream.sse", seen)) as dify:
-            async with dify.stream_run({"topic": "stream test"}, user="fx-user-1") as stream:
-                events = [event async for event in stream]
-            return stream, events
-
-    stream, events = run(scenario())
-    names = [e.event for e in events]
-    assert names[0] == "workflow_started" and names[-1] == "workflow_finished"
-    assert names.index("text_chunk") < max(i for i, n in enumerate(names) if n == "node_finished")
-    assert "ping" not in names
-    assert events[0].data["reason"] == "initial" and events[0].data["inputs"]["topic"] == "stream test"
-    assert events[-1].run_status == "succeeded" and stream.terminal_event is events[-1]
-    assert stream.task_id == "2199fed7-ee52-4205-ba83-47afb27327e0"
-    assert stream.workflow_run_id == "1af9d8fe-3d81-41aa-b6d4-69e27eaecf1a"
-    assert [r.url.path for r in seen] == ["/v1/parameters", "/v1/workflows/run"]
-    assert json.loads(seen[1].content)["response_mode"] == "streaming"
-
-
-def test_iter_raw_forwards_the_stream_byte_for_byte_pings_included():
-    async def scenario():
-        async with make_client(stream_handler("02-http-ok-streaming/stream.sse")) as dify:
-            async with dify.stream_run({"topic": "x"}, user="u", validate=False) as stream:
-                return [chunk async for chunk in stream.iter_raw()]
-
-    chunks = run(scenario())
-    assert b"".join(chunks) == sse_bytes("02-http-ok-streaming/stream.sse")
-    assert chunks[0] == b"event: ping\n\n" and len(chunks) == sse_bytes("02-http-ok-streaming/stream.sse").count(b"\n\n")
-
-
-@pytest.mark.parametrize("sse_name", sorted(str(p.relative_to(FIXTURES)) for p in FIXTURES.glob("*/*.sse"))
-                         if FIXTURES.exists() else [])
-def test_every_recorded_sse_line_parses(sse_name):
-    raw_lines = [line for line in sse_bytes(sse_name).decode().split("\n\n") if line]
-    events = parse_sse_text(sse_bytes(sse_name).decode())
-    assert len(events) == len(raw_lines)
-    for event in events:
-        assert event.event == "ping" or (event.workflow_run_id and isinstance(event.data, dict))
-
-
-def test_loop_and_retry_streams_carry_their_event_kinds():
-    loop = [e.event for e in parse_sse_text(sse_bytes("07-loop-revise/stream.sse").decode())]
-    assert {"loop_started", "loop_next", "loop_completed"} <= set(loop) and loop[-1] == "workflow_finished"
-    retry = parse_sse_text(sse_bytes("03-http-503-retry/stream.sse").decode())
-    retries = [e for e in retry if e.event == "node_retry"]
-    assert [e.data["retry_index"] for e in retries] == [1, 2]
-    assert retry[-1].run_status == "partial-succeeded" and retry[-1].data["exceptions_count"] == 2
-
-
-def test_reattach_to_a_finished_run_parses_the_synthesized_event_with_spaced_json():
-    seen: list[httpx.Request] = []
-
-    async def scenario():
-        async with make_client(stream_handler("08-human-input-blocking/events-reattach-after-finish.sse", seen)) as dify:
-            stream = dify.events("a44746c1-2414-4dca-8e15-7c2ab733dbdc", "fx-user-hi", include_state_snapshot=True)
-            return [event async for event in stream]
-
-    events = run(scenario())
-    assert len(events) == 1 and events[0].event == "workflow_finished"
-    assert events[0].task_id == events[0].workflow_run_id == "a44746c1-2414-4dca-8e15-7c2ab733dbdc"
-    assert seen[0].url.path == "/v1/workflow/a44746c1-2414-4dca-8e15-7c2ab733dbdc/events"
-    assert dict(seen[0].url.params) == {"user": "fx-user-hi", "include_state_snapshot": "true"}
-
-
-def test_streaming_pause_of_fixture_09_ends_the_stream_at_workflow_paused():
-    async def scenario():
-        async with make_client(stream_handler("09-human-input-streaming/stream.sse")) as dify:
-            async with dify.stream_run({"topic": "Press release"}, user="fx-user-hi") as stream:
-                return stream, [e async for e in stream]
-
-    stream, events = run(scenario())
-    assert [e.event for e in events][-2:] == ["human_input_required", "workflow_paused"]
-    assert stream.terminal_event.run_status == "paused"
-    assert events[-2].data["form_token"] and events[-1].data["paused_nodes"] == ["review"]
-
-
-def test_continue_on_pause_reattach_reads_through_the_pause_to_the_resumed_finish():
-    async def scenario():
-        async with make_client(stream_handler("08-human-input-blocking/events-reattach-continue_on_pause.sse")) as dify:
-            stream = dify.events("a44746c1-2414-4dca-8e15-7c2ab733dbdc", "fx-user-hi", True, True)
-            return [e async for e in stream]
-
-    names = [e.event for e in run(scenario())]
-    assert "workflow_paused" in names and "human_input_form_filled" in names and names[-1] == "workflow_finished"
-
-
-def test_stop_fixture_stream_ends_with_workflow_finished_stopped():
-    events = parse_sse_text(sse_bytes("11-stop/stream.sse").decode())
-    assert (events[-1].run_status, events[-1].data["error"]) == ("stopped", "Stopped by user.")
-
-
-def test_sse_parser_handles_pings_error_events_comments_and_garbage():
-    assert parse_sse_lines(["event: ping"]).is_ping
-    error = parse_sse_lines(['data: {"event":"error","workflow_run_id":"r","code":"invalid_param",'
-                             '"message":"bad","status":400}'])
-    assert (error.event, error.code, error.message, error.status, error.data) == ("error", "invalid_param", "bad",
-                                                                                 400, {})
-    assert parse_sse_lines([": keep-alive comment"]) is None
-    assert parse_sse_lines(["data: <html>oops"]) is None
-    assert parse_sse_lines(["data: [1, 2]"]) is None
-    assert parse_sse_lines(["data:{\"event\":\"x\",\"data\":\"not an object\"}"]).data == {}
-
-
-def test_sse_splitter_cuts_events_across_chunk_boundaries_and_keeps_the_bytes():
-    original = sse_bytes("02-http-ok-streaming/stream.sse")
-    stream = original.replace(b"\n\n", b"\r\n\r\n", 2)
-    splitter, blocks = SseSplitter(), []
-    for i in range(0, len(stream), 7):
-        blocks.extend(splitter.feed(stream[i:i + 7]))
-    assert b"".join(blocks) == stream and len(blocks) == original.count(b"\n\n")
-
-
-def test_an_error_event_ends_the_stream_and_is_yielded():
-    body = (b"event: ping\n\n" b'data: {"event":"error","workflow_run_id":"r1","code":"internal_server_error",'
-            b'"message":"boom","status":500}\n\n' b'data: {"event":"never_read"}\n\n')
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body)
-
-    async def scenario():
-        async with make_client(handler) as dify:
-            async with dify.stream_run({}, user="u", validate=False) as stream:
-                return stream, [e async for e in stream]
-
-    stream, events = run(scenario())
-    assert [e.event for e in events] == ["error"] and stream.terminal_event.code == "internal_server_error"
 
 
 # ---------------------------------------------------------------- errors from the recordings
