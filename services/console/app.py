@@ -51,7 +51,7 @@ class SecurityHeaders:
 
 def create_app(settings: Settings, console: ConsoleSettings, db: Database, broker: Broker, *,
                start_broker: bool = True) -> Starlette:
-    replies = ReplyRouter(broker, settings.names, instance=f"console-{console.port}")
+    replies = ReplyRouter(broker, settings.names, instance=str(console.port), role="console")
     hub = EventHub(broker, settings.names, keepalive_s=console.sse_keepalive_s)
 
     @contextlib.asynccontextmanager

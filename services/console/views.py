@@ -12,8 +12,7 @@ from sqlalchemy import select
 
 from services.cli.render import ACTION_COLOR, RUN_COLOR, STATUS_COLOR, node_state
 from services.console import render
-from services.decider.logic import public_view
-from services.poller.recorder import public_run
+from shared.views import public_run, public_view
 from shared.settings import ReviewerConfig
 from shared.store import checkpoints as cp_store
 from shared.store import runs as run_store

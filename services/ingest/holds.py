@@ -36,10 +36,10 @@ class Waiter:
 
 
 class ReplyRouter:
-    def __init__(self, broker: Broker, names: Names, instance: str | None = None) -> None:
+    def __init__(self, broker: Broker, names: Names, instance: str | None = None, role: str = "ingest") -> None:
         self.broker = broker
         self.names = names
-        self.queue = f"{names.namespace}.ingest.{instance or socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}.replies"
+        self.queue = f"{names.namespace}.{role}.{instance or socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}.replies"
         self.waiters: dict[str, Waiter] = {}
         self.held_per_app: dict[str, int] = {}
         broker.consume(self.queue, self._on_reply, declare=Queue(self.queue, durable=False), exclusive=True,
