@@ -6,7 +6,6 @@ asked with --readme)."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 from bench import baselines, report, scenarios
 from bench.common import raise_nofile
 from bench.profile import Profiler
+from shared.runner import run as run_loop
 from shared.logs import setup_logging
 
 HERE = Path(__file__).resolve().parent
@@ -127,7 +127,7 @@ def merge(old: dict, new: dict) -> dict:
 
 def run(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
-    results = asyncio.run(main(args))
+    results = run_loop(main(args))
     out = Path(args.out)
     if args.merge and out.exists():
         results = merge(json.loads(out.read_text()), results)

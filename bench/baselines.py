@@ -26,6 +26,7 @@ from bench.load import NODE_OUTPUT, WorkerPlan, Workers
 from bench.naive import NaiveReviewer
 from bench.stack import APP_TOKEN, RABBITMQ_URL, database_for
 from demo.stack import ROOT, free_port
+from shared.runner import run
 from shared.broker import Broker
 from shared.models import CheckpointEvent, CheckpointRequested, DecisionSubmitted, Reply, Resolution
 from shared.topology import Binding, Exchange, Queue, Topology
@@ -96,12 +97,7 @@ def _responder_main(ns: str, ready: Any, stop: Any) -> None:
     from shared.logs import setup_logging
 
     setup_logging("WARNING", "console", "bench-ceiling")
-    try:
-        import uvloop
-        uvloop.install()
-    except ImportError:
-        pass
-    asyncio.run(_responder(ns, ready, stop))
+    run(_responder(ns, ready, stop))  # the services' event loop (shared.runner.run)
 
 
 async def broker_ceiling(*, concurrency: int, duration_s: float, warmup_s: float, log=print) -> dict[str, Any]:

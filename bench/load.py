@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.common import CallRecord, raise_nofile
+from shared.runner import run
 from shared.broker import Broker
 from shared.models import DecisionSubmitted
 from shared.topology import Names, Queue, build_topology
@@ -197,14 +198,9 @@ def worker_main(plan: WorkerPlan, out: Any, go: Any) -> None:
 
     setup_logging("WARNING", "console", "bench-client")
     raise_nofile(65536)
-    try:
-        import uvloop  # the same loop uvicorn serves ingest with; cheaper per call than asyncio's
-        uvloop.install()
-    except ImportError:
-        pass
     out.put(("ready", plan.worker, None))
     try:
-        records = asyncio.run(_run_plan(plan, go))
+        records = run(_run_plan(plan, go))  # the services' event loop
         out.put(("done", plan.worker, records))
     except BaseException as exc:  # report, never hang the parent
         out.put(("failed", plan.worker, f"{type(exc).__name__}: {exc}"))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 
 from shared.broker import Broker
@@ -11,6 +12,19 @@ from shared.store import Database
 from shared.topology import build_topology
 
 log = get_logger(__name__)
+
+
+def run(main) -> None:
+    """Run a process's main coroutine on uvloop (less CPU and memory per socket and per callback
+    than the stock loop); HITL_EVENT_LOOP=asyncio picks the stock loop."""
+    if os.environ.get("HITL_EVENT_LOOP", "uvloop") == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.run(main)
+    return asyncio.run(main)
 
 
 def boot(process: str) -> tuple[Settings, Database]:
@@ -24,7 +38,7 @@ def boot(process: str) -> tuple[Settings, Database]:
 
 def make_broker(settings: Settings, name: str) -> Broker:
     return Broker(settings.rabbitmq_url, name=name, topology=build_topology(settings.names), prefetch=settings.prefetch,
-                  handler_threads=settings.handler_threads, max_attempts=settings.max_delivery_attempts)
+                  handler_threads=settings.store_threads, max_attempts=settings.max_delivery_attempts)
 
 
 def stop_event_on_signals() -> asyncio.Event:

@@ -92,8 +92,14 @@ class Settings(BaseSettings):
     resume_timeout_s: float = Field(default=60.0, gt=0)  # a submitted Dify form whose run stays paused
 
     prefetch: int = Field(default=64, ge=1, le=10000)
-    handler_threads: int = Field(default=8, ge=1, le=256)
+    # Threads running store work. Unset: 1 on SQLite (one writer: concurrent write transactions would
+    # only wait in SQLite's sleeping busy handler), 8 on PostgreSQL.
+    handler_threads: int | None = Field(default=None, ge=1, le=256)
     max_delivery_attempts: int = Field(default=5, ge=1)
+
+    @property
+    def store_threads(self) -> int:
+        return self.handler_threads or (1 if self.database_url.startswith("sqlite") else 8)
 
     log_format: str = Field(default="auto", pattern="^(auto|json|console)$")
     log_level: str = "INFO"

@@ -8,7 +8,7 @@ import uvicorn
 from services.console.app import create_app
 from services.console.config import load_console_settings
 from shared.logs import get_logger
-from shared.runner import boot, make_broker, stop_event_on_signals
+from shared.runner import boot, make_broker, run, stop_event_on_signals
 
 log = get_logger("console")
 
@@ -38,4 +38,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run(main())

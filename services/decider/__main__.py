@@ -1,11 +1,10 @@
 """python -m services.decider — the checkpoint state machine (the only writer of checkpoints)."""
 from __future__ import annotations
 
-import asyncio
 
 from services.decider.service import DeciderService
 from shared import metrics
-from shared.runner import run_worker
+from shared.runner import run, run_worker
 
 
 def make_service(settings, db, broker) -> DeciderService:
@@ -14,4 +13,4 @@ def make_service(settings, db, broker) -> DeciderService:
 
 
 if __name__ == "__main__":
-    asyncio.run(run_worker("decider", make_service, lambda s: (s.decider_host, s.decider_port)))
+    run(run_worker("decider", make_service, lambda s: (s.decider_host, s.decider_port)))

@@ -69,29 +69,35 @@ class Decider:
         if req.kind == "dify-form":
             return self.on_form_captured(req, redelivered)
         with self.db.write() as conn:
-            round_, existing = self._locate_round(conn, req)
-            created = False
+            # With the round in the call (the recipe sends it) the insert comes first: a new
+            # checkpoint, the common case, then costs two statements.
+            round_, existing = (req.round, None) if req.round is not None else self._locate_round(conn, req)
+            cp = None
             if existing is None:
-                now = time.time()
-                values = dict(
-                    id=str(uuid.uuid4()), app=req.app, kind=req.kind, workflow_run_id=req.workflow_run_id,
-                    node_id=req.node_id, round=round_, status=CheckpointStatus.open, mode=req.mode,
-                    message=req.message, node_output=req.node_output, app_id=req.app_id, workflow_id=req.workflow_id,
-                    user=req.user, timeout_s=req.timeout_s, deadline=now + req.timeout_s, on_timeout=req.on_timeout,
-                    default_output=req.default_output, assignees=req.assignees, max_rounds=req.max_rounds,
-                    created_at=now, updated_at=now, reply_to=reply_to, correlation_id=correlation_id,
-                    attach_count=1, published=True)
-                created = store.insert_if_absent(conn, values)
-                existing = store.by_key(conn, req.workflow_run_id, req.node_id, round_)
-                if created:
-                    store.append_history(conn, existing["id"], "opened", actor=req.user, channel="dify",
-                                         message_id=req.id, detail={"round": round_, "mode": req.mode})
-            cp = existing
+                cp = store.insert_if_absent(conn, self._new_row(req, round_, reply_to, correlation_id))
+            created = cp is not None
+            if created:
+                store.append_history(conn, cp["id"], "opened", actor=req.user, channel="dify", message_id=req.id,
+                                     detail={"round": round_, "mode": req.mode})
+            else:
+                cp = existing or store.by_key(conn, req.workflow_run_id, req.node_id, round_)
             if not created and cp["status"] == CheckpointStatus.open:
                 store.attach(conn, cp["id"], reply_to, correlation_id)
                 store.append_history(conn, cp["id"], "reattached", channel="dify", message_id=req.id,
                                      detail={"attempt": cp["attach_count"] + 1})
         return self._request_outcome(cp, created, reply_to, correlation_id, redelivered)
+
+    @staticmethod
+    def _new_row(req: CheckpointRequested, round_: int, reply_to: str | None, correlation_id: str | None) -> dict:
+        now = time.time()
+        return dict(
+            id=str(uuid.uuid4()), app=req.app, kind=req.kind, workflow_run_id=req.workflow_run_id,
+            node_id=req.node_id, round=round_, status=CheckpointStatus.open, mode=req.mode,
+            message=req.message, node_output=req.node_output, app_id=req.app_id, workflow_id=req.workflow_id,
+            user=req.user, timeout_s=req.timeout_s, deadline=now + req.timeout_s, on_timeout=req.on_timeout,
+            default_output=req.default_output, assignees=req.assignees, max_rounds=req.max_rounds,
+            created_at=now, updated_at=now, reply_to=reply_to, correlation_id=correlation_id,
+            attach_count=1, published=True)
 
     def _locate_round(self, conn, req: CheckpointRequested) -> tuple[int, dict[str, Any] | None]:
         if req.round is not None:
@@ -218,8 +224,9 @@ class Decider:
             created = False
             if cp is None:
                 values = forms.capture_values(req, round_, time.time())
-                created = store.insert_if_absent(conn, values)
-                cp = store.by_key(conn, req.workflow_run_id, req.node_id, round_)
+                cp = store.insert_if_absent(conn, values)
+                created = cp is not None
+                cp = cp or store.by_key(conn, req.workflow_run_id, req.node_id, round_)
                 if created:
                     store.append_history(conn, cp["id"], "captured", actor=req.user, channel="dify",
                                          message_id=req.id, detail={"round": round_, "node_title": (req.form or {}).get("node_title")})

@@ -7,7 +7,7 @@ import uvicorn
 
 from services.ingest.app import create_app
 from shared.logs import get_logger
-from shared.runner import boot, make_broker, stop_event_on_signals
+from shared.runner import boot, make_broker, run, stop_event_on_signals
 
 log = get_logger("ingest")
 
@@ -33,4 +33,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run(main())

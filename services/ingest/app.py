@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.ingest import checkpoints, decisions, gateway, runs_api
+from services.ingest.fastpath import CheckpointFastPath
 from services.ingest.holds import ReplyRouter
 from services.ingest.http import ApiError, error_response
 from shared.broker import Broker
@@ -41,10 +42,12 @@ def create_app(settings: Settings, db: Database, broker: Broker, *, start_broker
     app.state.broker = broker
     app.state.replies = replies
     app.state.dify_clients = {}
-    app.include_router(checkpoints.router)
+    app.include_router(checkpoints.router)  # documents the endpoint; CheckpointFastPath serves it
     app.include_router(decisions.router)
     app.include_router(runs_api.router)
     app.include_router(gateway.router)  # Dify's own paths, forwarded
+
+    app.add_middleware(CheckpointFastPath)
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:

@@ -5,12 +5,15 @@ and Dify's node retry sends the same call, which re-attaches to the same checkpo
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from services.ingest.holds import ShuttingDown
-from services.ingest.http import ApiError, app_auth, compact_json, read_json, validate
+from services.ingest.http import (ApiError, app_for_header, body_too_large, check_declared_length, compact_json,
+                                  parse_json_object, validate)
 from services.ingest.schemas import CheckpointCall
 from shared import metrics
 from shared.broker import BrokerError
@@ -38,7 +41,7 @@ def answer(reply) -> Response:
                          "feedback": r.feedback, "decided_by": r.decided_by, "reason": r.reason})
 
 
-def still_waiting(call: CheckpointCall, settings: Settings, why: str) -> Response:
+def still_waiting(call: "Held", settings: Settings, why: str) -> Response:
     metrics.hold_windows_ended.inc()
     return compact_json(
         {"error": {"code": "decision_pending", "message": why, "workflow_run_id": call.workflow_run_id,
@@ -46,13 +49,25 @@ def still_waiting(call: CheckpointCall, settings: Settings, why: str) -> Respons
         status=503, headers={"Retry-After": str(settings.retry_after_s)})
 
 
-@router.post("/v1/checkpoints")
-@router.post("/api/user-confirmation")
-async def checkpoint_call(request: Request) -> Response:
-    state = request.app.state
+@dataclass(frozen=True)
+class Held:
+    """What a held call keeps while it waits: the request already serialized, nothing else (the
+    parsed body and the validated models are gone by then; 10,000 held calls make that count)."""
+
+    app: str
+    message_id: str
+    body: bytes
+    window_s: float
+    workflow_run_id: str
+    node_id: str
+    mode: str
+
+
+def prepare(state, authorization: str, raw: bytes) -> Held:
+    """Authenticate, parse and validate one checkpoint call; raises ApiError for a broken one."""
     settings: Settings = state.settings
-    app = app_auth(request, settings)
-    data = await read_json(request, settings.body_limit_bytes)
+    app = app_for_header(authorization, settings)
+    data = parse_json_object(raw)
     call = validate(CheckpointCall, data)
     if call.on_timeout == "default" and "default_output" not in data:
         raise ApiError(400, "invalid_field", "default_output: required when on_timeout is 'default'",
@@ -63,22 +78,42 @@ async def checkpoint_call(request: Request) -> Response:
         user=call.user, timeout_s=call.timeout_s or settings.default_timeout_s, on_timeout=call.on_timeout,
         default_output=call.default_output, assignees=call.assignees,
         max_rounds=call.max_rounds or settings.default_max_rounds, mode=call.mode)
-    structlog.contextvars.bind_contextvars(run_id=call.workflow_run_id, node_id=call.node_id)
-    if call.mode == "hold" and state.replies.held_per_app.get(app.name, 0) >= settings.max_held_per_app:
+    return Held(app.name, req.id, req.to_bytes(), hold_window(call, settings), call.workflow_run_id, call.node_id,
+                call.mode)
+
+
+async def serve_checkpoint_call(state, authorization: str, raw: bytes) -> Response:
+    """The whole checkpoint call after the body is read: served by the fast path (fastpath.py)
+    and, for the same answers through FastAPI, by the route below."""
+    settings: Settings = state.settings
+    held = prepare(state, authorization, raw)
+    structlog.contextvars.bind_contextvars(run_id=held.workflow_run_id, node_id=held.node_id)
+    if held.mode == "hold" and state.replies.held_per_app.get(held.app, 0) >= settings.max_held_per_app:
         # A runaway workflow must not hold every socket of this process; Dify's node retry sends it again.
         metrics.http_errors.labels("too_many_held").inc()
-        return compact_json({"error": {"code": "too_many_held", "message": f"app {app.name} already holds "
+        return compact_json({"error": {"code": "too_many_held", "message": f"app {held.app} already holds "
                                        f"{settings.max_held_per_app} calls here; retry"}},
                             status=429, headers={"Retry-After": str(settings.retry_after_s)})
-    window = hold_window(call, settings)
     try:
-        reply = await state.replies.hold_checkpoint(req, window)
+        reply = await state.replies.hold_checkpoint(held.app, held.message_id, held.body, held.window_s)
     except BrokerError as exc:
         log.warning("checkpoint.broker_unavailable", error=str(exc))
-        return still_waiting(call, settings, "the message broker is unavailable; retry")
+        return still_waiting(held, settings, "the message broker is unavailable; retry")
     except ShuttingDown:
-        return still_waiting(call, settings, "this ingest process is shutting down; retry")
+        return still_waiting(held, settings, "this ingest process is shutting down; retry")
     if reply is None:
-        log.info("checkpoint.hold_window_ended", window_s=window)
-        return still_waiting(call, settings, f"no decision within this call's {window:.0f}s window; retry re-attaches")
+        log.info("checkpoint.hold_window_ended", window_s=held.window_s)
+        return still_waiting(held, settings,
+                             f"no decision within this call's {held.window_s:.0f}s window; retry re-attaches")
     return answer(reply)
+
+
+@router.post("/v1/checkpoints")
+@router.post("/api/user-confirmation")
+async def checkpoint_call(request: Request) -> Response:
+    limit = request.app.state.settings.body_limit_bytes
+    check_declared_length(request.headers.get("content-length"), limit)
+    raw = await request.body()
+    if len(raw) > limit:
+        raise body_too_large(limit)
+    return await serve_checkpoint_call(request.app.state, request.headers.get("authorization", ""), raw)

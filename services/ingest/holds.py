@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from shared import metrics
 from shared.broker import Broker, Delivery
 from shared.logs import get_logger
-from shared.models import CheckpointRequested, DecisionSubmitted, Reply
+from shared.models import DecisionSubmitted, Reply
 from shared.topology import CHECKPOINT_REQUESTED, Names, Queue
 
 log = get_logger(__name__)
@@ -29,10 +29,10 @@ class ShuttingDown(Exception):
     """The process is stopping: held calls are answered 503 so Dify retries (on another replica)."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Waiter:
     future: asyncio.Future
-    request: CheckpointRequested | None = None  # set for held checkpoint calls (re-sent on reconnect)
+    request: tuple[str, bytes] | None = None  # (message id, body) of a held checkpoint call: re-sent on reconnect
 
 
 class ReplyRouter:
@@ -55,23 +55,27 @@ class ReplyRouter:
         except ValueError as exc:
             log.warning("reply.invalid", error=str(exc)[:200])
 
-    async def hold_checkpoint(self, request: CheckpointRequested, window_s: float) -> Reply | None:
-        """Publish the request and wait up to `window_s` for its resolution; None when the window ends."""
+    async def hold_checkpoint(self, app: str, message_id: str, body: bytes, window_s: float) -> Reply | None:
+        """Publish a serialized checkpoint.requested and wait up to `window_s` for its resolution;
+        None when the window ends."""
         correlation_id = uuid.uuid4().hex
-        waiter = Waiter(asyncio.get_running_loop().create_future(), request)
+        loop = asyncio.get_running_loop()
+        waiter = Waiter(loop.create_future(), (message_id, body))
         self.waiters[correlation_id] = waiter
-        self.held_per_app[request.app] = self.held_per_app.get(request.app, 0) + 1
+        self.held_per_app[app] = self.held_per_app.get(app, 0) + 1
         metrics.held_calls.inc()
+        # One timer handle per held call rather than wait_for + shield (two more futures and a task
+        # callback each): with thousands held, that is most of what a held call costs.
+        timer = loop.call_later(window_s, _settle, waiter.future, None)
         try:
-            await self.broker.publish(self.names.commands, CHECKPOINT_REQUESTED, request.to_bytes(),
-                                      message_id=request.id, correlation_id=correlation_id, reply_to=self.queue,
+            await self.broker.publish(self.names.commands, CHECKPOINT_REQUESTED, body, message_id=message_id,
+                                      correlation_id=correlation_id, reply_to=self.queue,
                                       timeout_s=min(window_s, 30.0))
-            return await asyncio.wait_for(asyncio.shield(waiter.future), window_s)
-        except asyncio.TimeoutError:
-            return None
+            return await waiter.future
         finally:
+            timer.cancel()
             metrics.held_calls.dec()
-            self.held_per_app[request.app] -= 1
+            self.held_per_app[app] -= 1
             self.waiters.pop(correlation_id, None)
 
     async def submit_decision(self, decision: DecisionSubmitted, wait_s: float) -> Reply | None:
@@ -93,12 +97,17 @@ class ReplyRouter:
         held = [(cid, w.request) for cid, w in self.waiters.items() if w.request is not None and not w.future.done()]
         if held:
             log.info("holds.resend_after_reconnect", held=len(held))
-        await asyncio.gather(*(self.broker.publish(self.names.commands, CHECKPOINT_REQUESTED,
-                                                   req.to_bytes(), message_id=req.id, correlation_id=cid,
-                                                   reply_to=self.queue) for cid, req in held),
+        await asyncio.gather(*(self.broker.publish(self.names.commands, CHECKPOINT_REQUESTED, body,
+                                                   message_id=message_id, correlation_id=cid, reply_to=self.queue)
+                               for cid, (message_id, body) in held),
                              return_exceptions=True)
 
     def fail_all(self) -> None:
         for waiter in self.waiters.values():
             if not waiter.future.done():
                 waiter.future.set_exception(ShuttingDown())
+
+
+def _settle(future: asyncio.Future, result) -> None:
+    if not future.done():
+        future.set_result(result)

@@ -38,16 +38,27 @@ def compact_json(data: Any, status: int = 200, headers: dict[str, str] | None = 
 
 
 async def read_json(request: Request, limit: int) -> Any:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, "body_too_large", f"body of {declared} bytes is over the limit of {limit} bytes")
+    check_declared_length(request.headers.get("content-length"), limit)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise ApiError(413, "body_too_large", f"body is over the limit of {limit} bytes")
+            raise body_too_large(limit)
         chunks.append(chunk)
-    raw = b"".join(chunks)
+    return parse_json_object(b"".join(chunks))
+
+
+def check_declared_length(declared: str | None, limit: int) -> None:
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "body_too_large", f"body of {declared} bytes is over the limit of {limit} bytes")
+
+
+def body_too_large(limit: int) -> ApiError:
+    return ApiError(413, "body_too_large", f"body is over the limit of {limit} bytes")
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    """The body as a JSON object, or the ApiError that says what is wrong with it."""
     if not raw.strip():
         raise ApiError(400, "invalid_json", "the body is empty; send a JSON object")
     try:
@@ -79,7 +90,10 @@ def validate(model: type[BaseModel], data: dict[str, Any]):
 
 
 def bearer(request: Request) -> str:
-    header = request.headers.get("authorization", "")
+    return bearer_token(request.headers.get("authorization", ""))
+
+
+def bearer_token(header: str) -> str:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>",
@@ -88,7 +102,11 @@ def bearer(request: Request) -> str:
 
 
 def app_auth(request: Request, settings: Settings) -> AppConfig:
-    app = settings.app_for_token(bearer(request))
+    return app_for_header(request.headers.get("authorization", ""), settings)
+
+
+def app_for_header(authorization: str, settings: Settings) -> AppConfig:
+    app = settings.app_for_token(bearer_token(authorization))
     if app is None:
         raise ApiError(401, "unauthorized", "unknown checkpoint token", headers={"WWW-Authenticate": 'Bearer realm="hitl"'})
     return app

@@ -2,11 +2,10 @@
 starts continuations."""
 from __future__ import annotations
 
-import asyncio
 
 from services.poller.service import PollerService
 from shared import metrics
-from shared.runner import run_worker
+from shared.runner import run, run_worker
 
 
 def make_service(settings, db, broker) -> PollerService:
@@ -15,4 +14,4 @@ def make_service(settings, db, broker) -> PollerService:
 
 
 if __name__ == "__main__":
-    asyncio.run(run_worker("poller", make_service, lambda s: (s.poller_host, s.poller_port)))
+    run(run_worker("poller", make_service, lambda s: (s.poller_host, s.poller_port)))

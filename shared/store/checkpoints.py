@@ -8,12 +8,37 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, select, update
+from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from shared.store.tables import checkpoints, history
 
 OPEN = "open"
+c = checkpoints.c
+
+# The hot path (one request, one decision) runs prebuilt statements with bound parameters: building a
+# statement per call cost more CPU (SQLAlchemy construction + cache keys) than the database itself.
+# Parameter names of WHERE clauses start with "b_": SET/VALUES names are the columns themselves.
+_GET = select(checkpoints).where(c.id == bindparam("b_id"))
+_BY_KEY = select(checkpoints).where(c.workflow_run_id == bindparam("b_run"), c.node_id == bindparam("b_node"),
+                                   c.round == bindparam("b_round"))
+_LATEST = (select(checkpoints).where(c.workflow_run_id == bindparam("b_run"), c.node_id == bindparam("b_node"))
+           .order_by(c.round.desc()).limit(1))
+_INSERT_IF_ABSENT = {
+    name: dialect.insert(checkpoints).on_conflict_do_nothing(index_elements=["workflow_run_id", "node_id", "round"])
+    .returning(*checkpoints.c)
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))}
+_ATTACH = (update(checkpoints).where(c.id == bindparam("b_id"), c.status == OPEN)
+           .values(attach_count=c.attach_count + 1).returning(c.id))
+_RESOLVE = update(checkpoints).where(c.id == bindparam("b_id"), c.status == OPEN).returning(*checkpoints.c)
+_APPEND_HISTORY = history.insert()
+_FIRST_DECISION_BY_MESSAGE = (select(history).where(history.c.checkpoint_id == bindparam("b_id"),
+                                                    history.c.kind == "decision",
+                                                    or_(history.c.message_id == bindparam("b_message"),
+                                                        history.c.idempotency_key == bindparam("b_key")))
+                              .order_by(history.c.id).limit(1))
+_WINNING = (select(history).where(history.c.checkpoint_id == bindparam("b_id"), history.c.outcome == "applied")
+            .order_by(history.c.id).limit(1))
 
 
 def _row(r) -> dict[str, Any] | None:
@@ -21,19 +46,15 @@ def _row(r) -> dict[str, Any] | None:
 
 
 def get(conn: Connection, checkpoint_id: str) -> dict[str, Any] | None:
-    return _row(conn.execute(select(checkpoints).where(checkpoints.c.id == checkpoint_id)).first())
+    return _row(conn.execute(_GET, {"b_id": checkpoint_id}).first())
 
 
 def by_key(conn: Connection, run_id: str, node_id: str, round_: int) -> dict[str, Any] | None:
-    q = select(checkpoints).where(checkpoints.c.workflow_run_id == run_id, checkpoints.c.node_id == node_id,
-                                  checkpoints.c.round == round_)
-    return _row(conn.execute(q).first())
+    return _row(conn.execute(_BY_KEY, {"b_run": run_id, "b_node": node_id, "b_round": round_}).first())
 
 
 def latest(conn: Connection, run_id: str, node_id: str) -> dict[str, Any] | None:
-    q = (select(checkpoints).where(checkpoints.c.workflow_run_id == run_id, checkpoints.c.node_id == node_id)
-         .order_by(checkpoints.c.round.desc()).limit(1))
-    return _row(conn.execute(q).first())
+    return _row(conn.execute(_LATEST, {"b_run": run_id, "b_node": node_id}).first())
 
 
 def open_of_run(conn: Connection, run_id: str) -> list[dict[str, Any]]:
@@ -66,23 +87,16 @@ def rounds(conn: Connection, run_id: str, node_id: str) -> list[dict[str, Any]]:
     return [_row(r) for r in conn.execute(q)]
 
 
-def insert_if_absent(conn: Connection, values: dict[str, Any]) -> bool:
-    """Insert a new checkpoint unless its key exists; True when this call created it."""
-    dialect = conn.dialect.name
-    ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(checkpoints).values(**values)
+def insert_if_absent(conn: Connection, values: dict[str, Any]) -> dict[str, Any] | None:
+    """Insert a new checkpoint unless its key exists; the new row when this call created it."""
     # RETURNING rather than rowcount: psycopg 3 reports -1 for a plain INSERT ... ON CONFLICT here.
-    stmt = ins.on_conflict_do_nothing(index_elements=["workflow_run_id", "node_id", "round"]).returning(checkpoints.c.id)
-    return conn.execute(stmt).first() is not None
+    return _row(conn.execute(_INSERT_IF_ABSENT[conn.dialect.name], values).first())
 
 
 def attach(conn: Connection, checkpoint_id: str, reply_to: str | None, correlation_id: str | None) -> bool:
     """Point an open checkpoint at the Dify call now held for it; False if no longer open."""
-    result = conn.execute(
-        update(checkpoints)
-        .where(checkpoints.c.id == checkpoint_id, checkpoints.c.status == OPEN)
-        .values(reply_to=reply_to, correlation_id=correlation_id, attach_count=checkpoints.c.attach_count + 1,
-                updated_at=time.time())
-        .returning(checkpoints.c.id))
+    result = conn.execute(_ATTACH, {"b_id": checkpoint_id, "reply_to": reply_to, "correlation_id": correlation_id,
+                                    "updated_at": time.time()})
     return result.first() is not None
 
 
@@ -93,12 +107,9 @@ def resolve(conn: Connection, checkpoint_id: str, *, status: str, action: str, o
     `published=False` marks a resolution nobody will re-send on redelivery (a deadline expiry): the
     sweeper publishes it again until mark_published() records the broker's confirm."""
     now = time.time()
-    result = conn.execute(
-        update(checkpoints)
-        .where(checkpoints.c.id == checkpoint_id, checkpoints.c.status == OPEN)
-        .values(status=status, action=action, output=output, feedback=feedback, decided_by=decided_by,
-                reason=reason, decision_channel=channel, resolved_at=now, updated_at=now, published=published)
-        .returning(*checkpoints.c))
+    result = conn.execute(_RESOLVE, dict(
+        b_id=checkpoint_id, status=status, action=action, output=output, feedback=feedback, decided_by=decided_by,
+        reason=reason, decision_channel=channel, resolved_at=now, updated_at=now, published=published))
     return _row(result.first())
 
 
@@ -143,7 +154,7 @@ def append_history(conn: Connection, checkpoint_id: str, kind: str, *, actor: st
                    channel: str | None = None, action: str | None = None, outcome: str | None = None,
                    code: str | None = None, message_id: str | None = None, idempotency_key: str | None = None,
                    detail: dict[str, Any] | None = None) -> None:
-    conn.execute(history.insert().values(
+    conn.execute(_APPEND_HISTORY, dict(
         checkpoint_id=checkpoint_id, at=time.time(), kind=kind, actor=actor, channel=channel, action=action,
         outcome=outcome, code=code, message_id=message_id, idempotency_key=idempotency_key, detail=detail))
 
@@ -156,21 +167,12 @@ def history_of(conn: Connection, checkpoint_id: str) -> list[dict[str, Any]]:
 def earlier_attempt(conn: Connection, checkpoint_id: str, message_id: str | None,
                     idempotency_key: str | None) -> dict[str, Any] | None:
     """The recorded outcome of this same decision (same message id or idempotency key), if any."""
-    conds = []
-    if message_id:
-        conds.append(history.c.message_id == message_id)
-    if idempotency_key:
-        conds.append(history.c.idempotency_key == idempotency_key)
-    if not conds:
+    if not message_id and not idempotency_key:
         return None
-    from sqlalchemy import or_
-
-    q = (select(history).where(history.c.checkpoint_id == checkpoint_id, history.c.kind == "decision", or_(*conds))
-         .order_by(history.c.id).limit(1))
-    return _row(conn.execute(q).first())
+    # A NULL parameter never equals anything, so a missing id or key simply does not match.
+    params = {"b_id": checkpoint_id, "b_message": message_id, "b_key": idempotency_key}
+    return _row(conn.execute(_FIRST_DECISION_BY_MESSAGE, params).first())
 
 
 def winning_decision(conn: Connection, checkpoint_id: str) -> dict[str, Any] | None:
-    q = (select(history).where(history.c.checkpoint_id == checkpoint_id, history.c.outcome == "applied")
-         .order_by(history.c.id).limit(1))
-    return _row(conn.execute(q).first())
+    return _row(conn.execute(_WINNING, {"b_id": checkpoint_id}).first())
