@@ -34,7 +34,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=200.0, help="offered cycles/s in the latency scenario")
     p.add_argument("--latency-duration", type=float, default=20.0)
     p.add_argument("--held-steps", default="1000,2500,5000,10000")
-    p.add_argument("--hold", type=float, default=60.0, help="hold window (s) in the held-calls scenario")
+    p.add_argument("--hold", type=float, default=120.0, help="hold window (s) in the held-calls scenario")
     p.add_argument("--held-clients", type=int, default=4)
     p.add_argument("--naive-held-steps", default="500,1000,2500,5000,10000")
     p.add_argument("--poller-runs", type=int, default=5000)

@@ -22,7 +22,9 @@ from shared.store import Database
 log = get_logger(__name__)
 
 
-def create_app(settings: Settings, db: Database, broker: Broker, *, start_broker: bool = True) -> FastAPI:
+def create_app(settings: Settings, db: Database, broker: Broker, *, start_broker: bool = True,
+               fast_path: bool = True) -> FastAPI:
+    """`fast_path=False` serves checkpoint calls through FastAPI's route (tests compare the two)."""
     replies = ReplyRouter(broker, settings.names)
 
     @contextlib.asynccontextmanager
@@ -47,7 +49,8 @@ def create_app(settings: Settings, db: Database, broker: Broker, *, start_broker
     app.include_router(runs_api.router)
     app.include_router(gateway.router)  # Dify's own paths, forwarded
 
-    app.add_middleware(CheckpointFastPath)
+    if fast_path:
+        app.add_middleware(CheckpointFastPath)
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:

@@ -18,8 +18,9 @@ from tests.conftest import APP_TOKEN, REVIEWERS
 
 
 class Stack:
-    def __init__(self, settings: Settings, *, decider: bool = True) -> None:
+    def __init__(self, settings: Settings, *, decider: bool = True, fast_path: bool = True) -> None:
         self.settings = settings
+        self.fast_path = fast_path
         self.with_decider = decider
         self.db = Database(settings.database_url)
         self.topology = build_topology(settings.names)
@@ -40,7 +41,8 @@ class Stack:
         if self.with_decider:
             await self.start_decider()
         self.ingest_broker = self.broker("test-ingest")
-        self.app = create_app(self.settings, self.db, self.ingest_broker, start_broker=False)
+        self.app = create_app(self.settings, self.db, self.ingest_broker, start_broker=False,
+                              fast_path=self.fast_path)
         await self.ingest_broker.start()
         self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://ingest",
                                       timeout=120)

@@ -21,9 +21,12 @@ def error_of(response) -> tuple[int, str]:
     return response.status_code, response.json()["error"]["code"]
 
 
-def test_checkpoint_call_errors_have_their_status_and_code(sqlite_url, rabbitmq_url):
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "fastapi-route"])
+def test_checkpoint_call_errors_have_their_status_and_code(sqlite_url, rabbitmq_url, fast_path):
+    # The checkpoint call is served as plain ASGI (services/ingest/fastpath.py) in front of FastAPI's
+    # route; both give the same answers.
     async def scenario():
-        async with Stack(make_settings(sqlite_url, rabbitmq_url, body_limit_bytes=2048)) as s:
+        async with Stack(make_settings(sqlite_url, rabbitmq_url, body_limit_bytes=2048), fast_path=fast_path) as s:
             post = s.http.post
             auth = {"Authorization": "Bearer cp-test-token-0001"}
             assert error_of(await post("/v1/checkpoints", json=call())) == (401, "unauthorized")
@@ -43,6 +46,9 @@ def test_checkpoint_call_errors_have_their_status_and_code(sqlite_url, rabbitmq_
             big = call(node_output="x" * 5000)
             assert error_of(await s.checkpoint_call(big)) == (413, "body_too_large")
             assert error_of(await post("/v1/nowhere", json={}, headers=auth)) == (404, "not_found")
+            assert error_of(await s.http.put("/v1/checkpoints", json=call(), headers=auth)) == (405, "method_not_allowed")
+            r = await s.checkpoint_call(call(timeout_s=0.2, on_timeout="approve"))
+            assert r.status_code == 200 and r.json()["action"] == "approve" and r.json()["reason"] == "timeout"
 
     run(scenario())
 
