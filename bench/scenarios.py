@@ -183,7 +183,9 @@ async def held_step(stack_or_url: Any, n: int, *, pid: int | None, namespace: st
 
 async def held_calls(db_kind: str, *, steps: list[int], hold_s: float, clients: int, log=print) -> dict[str, Any]:
     raise_nofile(65536)
-    env = {"HITL_HOLD_MAX_S": str(hold_s + 1), "HITL_HOLD_DEFAULT_S": str(min(55.0, hold_s)), "HITL_HOLD_MARGIN_S": "5"}
+    # One app holds every call here: lift its per-process cap (HITL_MAX_HELD_PER_APP) above the largest step.
+    env = {"HITL_HOLD_MAX_S": str(hold_s + 1), "HITL_HOLD_DEFAULT_S": str(min(55.0, hold_s)), "HITL_HOLD_MARGIN_S": "5",
+           "HITL_MAX_HELD_PER_APP": str(max(steps))}
     results = []
     async with BenchStack(db_kind, env=env) as stack:
         reviewer = Reviewer(RABBITMQ_URL, stack.namespace, auto=False, prefetch=5000)

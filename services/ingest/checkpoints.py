@@ -25,6 +25,20 @@ log = get_logger(__name__)
 router = APIRouter()
 
 
+@dataclass(frozen=True, slots=True)
+class Held:
+    """What a held call keeps while it waits: the request already serialized, nothing else (the
+    parsed body and the validated models are gone by then; 10,000 held calls make that count)."""
+
+    app: str
+    message_id: str
+    body: bytes
+    window_s: float
+    workflow_run_id: str
+    node_id: str
+    mode: str
+
+
 def hold_window(call: CheckpointCall, settings: Settings) -> float:
     """How long to hold this call: just under the node's read timeout when the body tells it,
     never beyond the configured maximum (proxies with short idle timeouts)."""
@@ -41,26 +55,12 @@ def answer(reply) -> Response:
                          "feedback": r.feedback, "decided_by": r.decided_by, "reason": r.reason})
 
 
-def still_waiting(call: "Held", settings: Settings, why: str) -> Response:
+def still_waiting(held: Held, settings: Settings, why: str) -> Response:
     metrics.hold_windows_ended.inc()
     return compact_json(
-        {"error": {"code": "decision_pending", "message": why, "workflow_run_id": call.workflow_run_id,
-                   "node_id": call.node_id}},
+        {"error": {"code": "decision_pending", "message": why, "workflow_run_id": held.workflow_run_id,
+                   "node_id": held.node_id}},
         status=503, headers={"Retry-After": str(settings.retry_after_s)})
-
-
-@dataclass(frozen=True)
-class Held:
-    """What a held call keeps while it waits: the request already serialized, nothing else (the
-    parsed body and the validated models are gone by then; 10,000 held calls make that count)."""
-
-    app: str
-    message_id: str
-    body: bytes
-    window_s: float
-    workflow_run_id: str
-    node_id: str
-    mode: str
 
 
 def prepare(state, authorization: str, raw: bytes) -> Held:

@@ -30,9 +30,14 @@ class Database:
             self.engine = self._sqlite_engine(url, immediate=False)
             self.write_engine = self._sqlite_engine(url, immediate=True)
         else:
+            # Reads (HTTP answers) ping a pooled connection before use, so the first read after a
+            # PostgreSQL restart does not fail. Writes skip that extra round trip per transaction: every
+            # writer (decider, poller) retries a message whose transaction failed, and the failure
+            # invalidates the pool, so the retry finds fresh connections.
             self.engine = create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True,
                                         connect_args={"connect_timeout": 5})
-            self.write_engine = self.engine
+            self.write_engine = create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=False,
+                                              connect_args={"connect_timeout": 5})
 
     @staticmethod
     def _ensure_sqlite_dir(url: str) -> None:

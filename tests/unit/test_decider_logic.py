@@ -10,6 +10,7 @@ import pytest
 from services.decider.logic import Decider
 from shared.models import CheckpointRequested, DecisionSubmitted
 from shared.store import Database
+from shared.store import checkpoints as store
 from tests.conftest import make_settings
 
 
@@ -63,6 +64,22 @@ def test_an_explicit_round_is_the_key(decider):
     a = decider.on_request(request(round=1), "q", "c").checkpoint
     b = decider.on_request(request(round=2), "q", "c").checkpoint
     assert a["id"] != b["id"] and (a["round"], b["round"]) == (1, 2)
+
+
+def test_with_an_explicit_round_the_same_call_reattaches_then_replays_and_history_has_one_opening(decider):
+    # The round-given path inserts first (ON CONFLICT DO NOTHING): a conflict must still find the row.
+    first = decider.on_request(request(round=1), "q1", "c1")
+    again = decider.on_request(request(round=1), "q2", "c2")
+    assert (first.kind, again.kind) == ("opened", "reattached") and again.checkpoint["id"] == first.checkpoint["id"]
+    assert again.checkpoint["attach_count"] == 1 and again.outbound == []
+    decider.on_decision(decision(first.checkpoint["id"], "edit", output="v1-edited", has_output=True))
+    replay = decider.on_request(request(round=1), "q3", "c3")
+    assert replay.kind == "replayed" and replies(replay)[0]["resolution"]["output"] == "v1-edited"
+    with decider.db.read() as conn:
+        kinds = [h["kind"] for h in store.history_of(conn, first.checkpoint["id"])]
+        row = store.get(conn, first.checkpoint["id"])
+    assert kinds == ["opened", "reattached", "decision"]
+    assert (row["reply_to"], row["correlation_id"], row["attach_count"]) == ("q2", "c2", 2)
 
 
 def test_decisions_after_the_first_are_refused_with_the_winner(decider):
