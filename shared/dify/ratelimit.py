@@ -67,9 +67,15 @@ class AppLimiter:
         return self.bucket.waits
 
     async def __aenter__(self) -> "AppLimiter":
-        if await self.bucket.acquire():
-            metrics.ratelimit_waits.labels(app=self.app).inc()
+        # A slot first, then the token: a token taken while waiting for a slot would be spent later,
+        # all at once when a slow Dify catches up, and the rate on the wire would exceed the limit.
         await self.semaphore.acquire()
+        try:
+            if await self.bucket.acquire():
+                metrics.ratelimit_waits.labels(app=self.app).inc()
+        except BaseException:
+            self.semaphore.release()
+            raise
         return self
 
     async def __aexit__(self, *exc_info) -> None:
