@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import count_calls, completions_in_window, cpu_seconds, raise_nofile, rss_mb, summary_ms
+from bench.common import count_calls, completions_in_window, cpu_seconds, raise_nofile, summary_ms
 from bench.load import NODE_OUTPUT, WorkerPlan, Workers
 from bench.naive import NaiveReviewer
 from bench.stack import APP_TOKEN, RABBITMQ_URL, database_for

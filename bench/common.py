@@ -135,3 +135,13 @@ def machine_busy_seconds() -> float | None:
         return (sum(vals[:8]) - idle) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return None
+
+
+def worst_window(times: list[float], window: float) -> int:
+    """Most requests in any `window` seconds (times sorted)."""
+    worst, j = 0, 0
+    for i, t in enumerate(times):
+        while times[j] < t - window:
+            j += 1
+        worst = max(worst, i - j + 1)
+    return worst

@@ -12,7 +12,8 @@ from typing import Any
 
 import httpx
 
-from bench.common import (completions_in_window, machine_busy_seconds, count_calls, cpu_seconds, raise_nofile, rss_mb, summary_ms)
+from bench.common import (completions_in_window, count_calls, cpu_seconds, machine_busy_seconds, raise_nofile, rss_mb,
+                          summary_ms, worst_window)
 from bench.load import Reviewer, WorkerPlan, Workers
 from bench.stack import APP_TOKEN, DIFY_APP_KEY, RABBITMQ_URL, BenchStack
 
@@ -306,8 +307,8 @@ async def poller(db_kind: str, *, runs: int, rate_per_s: float, observe_s: float
             result.update(tracked=tracked, polled_at_least_once=polled, live_in_sim=slow.waiting,
                           observe_s=observe_s, polls_per_s=round(len(polls) / observe_s, 1),
                           sim_requests_per_s=round(len(log_rows) / observe_s, 1),
-                          worst_1s_window=_worst_window(sorted(r["time"] for r in log_rows), 1.0),
-                          worst_5s_window=_worst_window(sorted(r["time"] for r in log_rows), 5.0))
+                          worst_1s_window=worst_window(sorted(r["time"] for r in log_rows), 1.0),
+                          worst_5s_window=worst_window(sorted(r["time"] for r in log_rows), 5.0))
             log(f"    tracking {tracked} runs: {result['polls_per_s']} polls/s (limit {rate_per_s}/s), "
                 f"worst 1 s window {result['worst_1s_window']}")
             # let them all finish; how long until the store says succeeded?
@@ -332,30 +333,20 @@ async def poller(db_kind: str, *, runs: int, rate_per_s: float, observe_s: float
             for r in all_rows:
                 kind = r["method"] + " " + "/".join(r["path"].split("/")[:4])
                 by_kind[kind] = by_kind.get(kind, 0) + 1
-            result.update(requests_by_kind=by_kind, worst_1s_window_polls=_worst_window(poll_times, 1.0),
-                          worst_5s_window_polls=_worst_window(poll_times, 5.0))
+            result.update(requests_by_kind=by_kind, worst_1s_window_polls=worst_window(poll_times, 1.0),
+                          worst_5s_window_polls=worst_window(poll_times, 5.0))
             result.update(recorded_succeeded=done, not_recorded=len(run_ids) - done,
                           staleness_after_finish=summary_ms(stale),
-                          worst_1s_window_overall=_worst_window(times, 1.0),
-                          worst_5s_window_overall=_worst_window(times, 5.0),
-                          within_rate_limit=_worst_window(times, 1.0) <= rate_per_s * 2
-                          and _worst_window(times, 5.0) <= rate_per_s * 6)
+                          worst_1s_window_overall=worst_window(times, 1.0),
+                          worst_5s_window_overall=worst_window(times, 5.0),
+                          within_rate_limit=worst_window(times, 1.0) <= rate_per_s * 2
+                          and worst_window(times, 5.0) <= rate_per_s * 6)
             log(f"    finished: {done}/{len(run_ids)} recorded succeeded; staleness p50 "
                 f"{result['staleness_after_finish']['p50_ms']} ms, max {result['staleness_after_finish']['max_ms']} ms")
             db.dispose()
     finally:
         await slow.close()
     return result
-
-
-def _worst_window(times: list[float], window: float) -> int:
-    """Most requests in any `window` seconds (times sorted)."""
-    worst, j = 0, 0
-    for i, t in enumerate(times):
-        while times[j] < t - window:
-            j += 1
-        worst = max(worst, i - j + 1)
-    return worst
 
 
 async def _start_sim_runs(sim: str, n: int, *, log=print, concurrency: int = 50) -> list[str]:

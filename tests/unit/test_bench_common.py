@@ -2,10 +2,9 @@
 profile summaries and the report. No timing, no services."""
 from __future__ import annotations
 
-from bench.common import completions_in_window, count_calls, percentile, ratio, summary_ms
+from bench.common import completions_in_window, count_calls, percentile, ratio, summary_ms, worst_window
 from bench.profile import summarize_collapsed
 from bench.report import summarize, table
-from bench.scenarios import _worst_window
 
 
 def test_percentile_is_nearest_rank_and_none_when_empty():
@@ -55,8 +54,8 @@ def test_ratio_handles_missing_baselines():
 
 
 def test_worst_window_is_the_most_requests_in_any_window():
-    assert _worst_window([0.0, 0.1, 0.2, 1.5, 1.6], 1.0) == 3
-    assert _worst_window([], 1.0) == 0
+    assert worst_window([0.0, 0.1, 0.2, 1.5, 1.6], 1.0) == 3
+    assert worst_window([], 1.0) == 0
 
 
 def test_collapsed_stacks_are_summarized_by_leaf_and_by_package():
