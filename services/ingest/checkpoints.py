@@ -12,8 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from services.ingest.holds import ShuttingDown
-from services.ingest.http import (ApiError, app_for_header, body_too_large, check_declared_length, compact_json,
-                                  parse_json_object, validate)
+from services.ingest.http import ApiError, app_for_header, compact_json, parse_json_object, read_body, validate
 from services.ingest.schemas import CheckpointCall
 from shared import metrics
 from shared.broker import BrokerError
@@ -111,9 +110,5 @@ async def serve_checkpoint_call(state, authorization: str, raw: bytes) -> Respon
 @router.post("/v1/checkpoints")
 @router.post("/api/user-confirmation")
 async def checkpoint_call(request: Request) -> Response:
-    limit = request.app.state.settings.body_limit_bytes
-    check_declared_length(request.headers.get("content-length"), limit)
-    raw = await request.body()
-    if len(raw) > limit:
-        raise body_too_large(limit)
+    raw = await read_body(request, request.app.state.settings.body_limit_bytes)
     return await serve_checkpoint_call(request.app.state, request.headers.get("authorization", ""), raw)

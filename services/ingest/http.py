@@ -38,6 +38,11 @@ def compact_json(data: Any, status: int = 200, headers: dict[str, str] | None = 
 
 
 async def read_json(request: Request, limit: int) -> Any:
+    return parse_json_object(await read_body(request, limit))
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it is over `limit` (never read whole first)."""
     check_declared_length(request.headers.get("content-length"), limit)
     chunks, size = [], 0
     async for chunk in request.stream():
@@ -45,7 +50,7 @@ async def read_json(request: Request, limit: int) -> Any:
         if size > limit:
             raise body_too_large(limit)
         chunks.append(chunk)
-    return parse_json_object(b"".join(chunks))
+    return b"".join(chunks)
 
 
 def check_declared_length(declared: str | None, limit: int) -> None:
