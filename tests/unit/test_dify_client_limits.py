@@ -1,5 +1,6 @@
-"""The Dify client's own behaviour: retries and backoff, rate and concurrency limits, stalled
-streams, local refusals (run ids, inputs), metrics, base URLs and several apps at once."""
+"""The Dify client's own behaviour: retries and backoff, stalled streams, local refusals (run ids,
+inputs), metrics, base URLs and several apps at once. Rate and concurrency limits:
+test_ratelimit_on_the_wire.py."""
 from __future__ import annotations
 
 import asyncio
@@ -10,7 +11,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from shared.dify import (DifyBadRequest, DifyClient, DifyRateLimited, DifyServerError, DifyStreamStalled,
-                         DifyUnavailable, Parameters, TokenBucket)
+                         DifyUnavailable, Parameters)
 from shared.settings import AppConfig
 
 RUN_ID = "b39f029a-8a16-4ffa-b350-573e3971a8cc"
@@ -342,55 +343,6 @@ def test_a_stream_answered_with_json_instead_of_events_raises_the_mapped_error()
                     pass
 
     run(scenario())
-
-
-# ---------------------------------------------------------------- rate and concurrency limits
-def test_token_bucket_on_a_fake_clock_makes_calls_beyond_the_burst_wait():
-    now = [0.0]
-
-    async def fake_sleep(seconds: float) -> None:
-        now[0] += seconds
-
-    async def scenario():
-        bucket = TokenBucket(5, clock=lambda: now[0], sleep=fake_sleep)
-        waited = await asyncio.gather(*(bucket.acquire() for _ in range(12)))
-        return bucket, waited
-
-    bucket, waited = run(scenario())
-    assert bucket.waits == 7 and waited.count(True) == 7
-    assert now[0] == pytest.approx(7 / 5)
-
-
-def test_client_rate_limit_makes_calls_wait_and_counts_them():
-    handler, calls = answers(httpx.Response(200, json=RECORD))
-
-    async def scenario():
-        async with make_client(handler, name="ratelimited", rate_per_s=5) as dify:
-            await asyncio.gather(*(dify.get_run(RUN_ID) for _ in range(12)))
-            return dify.waits
-
-    before = REGISTRY.get_sample_value("hitl_dify_ratelimit_waits_total", {"app": "ratelimited"}) or 0
-    waits = run(scenario())
-    assert waits >= 7 and len(calls) == 12
-    assert REGISTRY.get_sample_value("hitl_dify_ratelimit_waits_total", {"app": "ratelimited"}) - before == waits
-
-
-def test_no_more_calls_in_flight_than_max_concurrency():
-    in_flight, peak = [0], [0]
-
-    async def handler(request: httpx.Request) -> httpx.Response:
-        in_flight[0] += 1
-        peak[0] = max(peak[0], in_flight[0])
-        await asyncio.sleep(0.02)
-        in_flight[0] -= 1
-        return httpx.Response(200, json=RECORD)
-
-    async def scenario():
-        async with make_client(handler, rate_per_s=1000, max_concurrency=2) as dify:
-            await asyncio.gather(*(dify.get_run(RUN_ID) for _ in range(8)))
-
-    run(scenario())
-    assert peak[0] == 2
 
 
 # ---------------------------------------------------------------- metrics, URLs, several apps
