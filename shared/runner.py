@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from collections.abc import Callable
 
 from shared.broker import Broker
 from shared.logs import get_logger, setup_logging
@@ -48,6 +49,21 @@ def stop_event_on_signals() -> asyncio.Event:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     return stop
+
+
+async def serve_until_signalled(config, before_drain: Callable[[], None]) -> None:
+    """Serve a uvicorn `config` until SIGTERM or SIGINT; then `before_drain()` (answer what must not
+    wait for the drain: held calls, event streams) and let the server finish its requests."""
+    import uvicorn
+
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # ours, so the drain above runs first
+    stop = stop_event_on_signals()
+    serving = asyncio.create_task(server.serve())
+    await asyncio.wait([serving, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+    before_drain()
+    server.should_exit = True
+    await serving
 
 
 async def run_worker(process: str, make_service, address) -> None:

@@ -1,14 +1,12 @@
 """python -m services.console — the review web console (HITL_CONSOLE_PORT, default 8090)."""
 from __future__ import annotations
 
-import asyncio
-
 import uvicorn
 
 from services.console.app import create_app
 from services.console.config import load_console_settings
 from shared.logs import get_logger
-from shared.runner import boot, make_broker, run, stop_event_on_signals
+from shared.runner import boot, make_broker, run, serve_until_signalled
 
 log = get_logger("console")
 
@@ -25,15 +23,8 @@ async def main() -> None:
     app = create_app(settings, console, db, broker)
     config = uvicorn.Config(app, host=console.host, port=console.port, log_level="warning",
                             timeout_keep_alive=75, timeout_graceful_shutdown=5)
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None
-    stop = stop_event_on_signals()
-    serving = asyncio.create_task(server.serve())
     log.info("console.started", port=console.port, reviewers=len(settings.reviewers))
-    await asyncio.wait([serving, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
-    app.state.hub.close()  # end the event streams so the server can drain
-    server.should_exit = True
-    await serving
+    await serve_until_signalled(config, app.state.hub.close)  # end the event streams so the server can drain
     db.dispose()
 
 
