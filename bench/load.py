@@ -18,6 +18,7 @@ from typing import Any
 from bench.common import CallRecord, raise_nofile
 from shared.runner import run
 from shared.broker import Broker
+from shared.broker.signing import BOT_HEADER, BOT_SIGNATURE_HEADER, signature
 from shared.models import DecisionSubmitted
 from shared.topology import Names, Queue, build_topology
 
@@ -39,8 +40,10 @@ class Reviewer:
 
     def __init__(self, rabbitmq_url: str, namespace: str, *, auto: bool = True, prefetch: int = 2000) -> None:
         self.names = Names(namespace)
+        from bench.stack import BENCH_KEY
+
         self.broker = Broker(rabbitmq_url, name="bench-reviewer", topology=build_topology(self.names),
-                             prefetch=prefetch, handler_threads=1)
+                             prefetch=prefetch, handler_threads=1, signing_key=BENCH_KEY.encode())
         self.queue = f"{namespace}.bench.reviewer.{uuid.uuid4().hex[:6]}"
         self.broker.consume(self.queue, self._on_opened, declare=Queue(self.queue, durable=False), exclusive=True,
                             auto_ack=True, bindings=((self.names.events, "checkpoint.opened"),))
@@ -72,11 +75,16 @@ class Reviewer:
             await self.decide(run_id)
 
     async def decide(self, run_id: str) -> None:
-        dec = DecisionSubmitted(checkpoint_id=self.opened[run_id], action="approve", actor="bench-bot",
+        from bench.stack import BENCH_BOT, BENCH_BOT_SECRET, BENCH_REVIEWER
+
+        dec = DecisionSubmitted(checkpoint_id=self.opened[run_id], action="approve", actor=BENCH_REVIEWER,
                                 channel="bench")
+        body = dec.to_bytes()
+        headers = {BOT_HEADER: BENCH_BOT, BOT_SIGNATURE_HEADER: signature(BENCH_BOT_SECRET.encode(), body)}
         self.decided_at[run_id] = time.monotonic()
         try:
-            await self.broker.publish(self.names.decisions, "bench", dec.to_bytes(), message_id=dec.id, timeout_s=30)
+            await self.broker.publish(self.names.decisions, "bench", body, message_id=dec.id, timeout_s=30,
+                                      headers=headers, sign=False)
         except Exception:
             self.publish_failures += 1
 

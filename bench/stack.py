@@ -11,10 +11,20 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from demo.stack import APP_TOKEN, DIFY_APP_KEY, ProcessStack
+from demo.stack import APP_TOKEN, DIFY_APP_KEY, REVIEWERS, ProcessStack
 from shared.store import Database
 
 RABBITMQ_URL = os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+# The bench's own tools publish as our processes do (signed with the internal key) and decide as a
+# configured bot acting for a reviewer of its own.
+BENCH_KEY = "bench-internal-signing-key-0123456789abcdef"
+BENCH_BOT, BENCH_BOT_SECRET, BENCH_REVIEWER = "bench", "bench-bot-secret-0123456789", "bench-reviewer"
+BENCH_ENV = {
+    "HITL_INTERNAL_KEY": BENCH_KEY,
+    "HITL_BOTS": json.dumps([{"name": BENCH_BOT, "secret": BENCH_BOT_SECRET, "acts_for": [BENCH_REVIEWER],
+                              "apps": ["demo"]}]),
+    "HITL_REVIEWERS": json.dumps(REVIEWERS + [{"name": BENCH_REVIEWER, "token": "rv-bench-token", "apps": ["demo"]}]),
+}
 PG_BASE_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
@@ -63,7 +73,7 @@ class BenchStack:
         self.namespace = f"b{uuid.uuid4().hex[:10]}"
         from bench.scenarios import SERVICE_ENV
 
-        extra = {**SERVICE_ENV, **(env or {})}
+        extra = {**BENCH_ENV, **SERVICE_ENV, **(env or {})}
         if not watched:
             extra.setdefault("HITL_APPS", json.dumps([{"name": "demo", "checkpoint_token": APP_TOKEN}]))
         extra.setdefault("HITL_LOG_LEVEL", "INFO")

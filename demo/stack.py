@@ -22,7 +22,10 @@ DEMO_GRAPH = ROOT / "demo" / "review-loop.graph.json"
 APP_TOKEN = "cp-demo-token-change-me"
 DIFY_APP_KEY = "app-demo-key"
 PROCESSES = ("sim", "decider", "poller", "ingest")
-REVIEWERS = [{"name": "alice", "token": "rv-alice-token"}, {"name": "bob", "token": "rv-bob-token"}]
+REVIEWERS = [{"name": "alice", "token": "rv-alice-token", "apps": ["demo"]},
+             {"name": "bob", "token": "rv-bob-token", "apps": ["demo"]}]
+# A chat bot of the demo: it may decide for any reviewer, in the demo app, signing what it publishes.
+DEMO_BOT = {"name": "demo-bot", "secret": "demo-bot-secret-change-me", "acts_for": ["*"], "apps": ["demo"]}
 
 
 def free_port() -> int:
@@ -52,6 +55,7 @@ class ProcessStack:
                                       "dify_base_url": f"http://127.0.0.1:{self.ports['sim']}",
                                       "dify_api_key": DIFY_APP_KEY}]),
             "HITL_REVIEWERS": json.dumps(REVIEWERS),
+            "HITL_BOTS": json.dumps([DEMO_BOT]),
             "HITL_INGEST_PORT": str(self.ports["ingest"]),
             "HITL_DECIDER_PORT": str(self.ports["decider"]),
             "HITL_POLLER_PORT": str(self.ports["poller"]),

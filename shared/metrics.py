@@ -135,3 +135,30 @@ def observe_store(db, *, checkpoints: bool = False, runs: bool = False, apps: li
     if runs:
         run_gauges.db = db
         run_gauges.apps = list(apps or [])
+
+
+# ---------------------------------------------------------------------- bounded label values
+class NodeLabels:
+    """Node ids as label values, bounded: the first `limit` node ids of each app seen by this process
+    keep their name, later ones count as "other" (5,000 distinct node ids must not mean 65,000 series).
+    Apps are bounded by configuration."""
+
+    def __init__(self, limit: int = 50) -> None:
+        self.limit = limit
+        self.seen: dict[str, set[str]] = {}
+
+    def __call__(self, app: str, node_id: str) -> str:
+        nodes = self.seen.setdefault(app, set())
+        if node_id in nodes:
+            return node_id
+        if len(nodes) < self.limit:
+            nodes.add(node_id)
+            return node_id
+        return "other"
+
+
+node_labels = NodeLabels()
+store_up = Gauge("hitl_store_up", "1 while the store takes writes from this process, 0 after a failed write")
+clock_offset = Gauge("hitl_store_clock_offset_seconds", "The store's clock minus this process's clock")
+decisions_parked = Counter("hitl_decisions_parked_total", "Decisions kept until their checkpoint opens, by outcome",
+                           ["outcome"])

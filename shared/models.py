@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from shared.limits import Json, Text
+
 
 def new_id() -> str:
     return str(uuid.uuid4())
@@ -40,6 +42,28 @@ class CheckpointStatus(StrEnum):
 TERMINAL = {CheckpointStatus.resolved, CheckpointStatus.expired, CheckpointStatus.cancelled}
 
 
+class EventType(StrEnum):
+    """Routing keys of checkpoint events on `hitl.events` (run events are `run.status.<status>` and
+    `node.<status>`: Dify's status values, which are open-ended)."""
+
+    opened = "checkpoint.opened"
+    resolved = "checkpoint.resolved"
+    expired = "checkpoint.expired"
+    cancelled = "checkpoint.cancelled"
+    delivered = "checkpoint.delivered"
+    delivery_failed = "checkpoint.delivery_failed"
+    resumed = "checkpoint.resumed"
+    resumed_as_stopped = "checkpoint.resumed_as_stopped"
+    resume_stuck = "checkpoint.resume_stuck"
+    decision_rejected = "decision.rejected"
+    decision_parked = "decision.parked"
+    decision_expired = "decision.expired"
+
+
+# Dify form checkpoints: the form action ids that mean "abort" (one place for the vocabulary).
+ABORT_ACTION_IDS = ("abort", "reject", "cancel", "deny", "stop")
+
+
 class Message(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -56,43 +80,46 @@ class CheckpointRequested(Message):
     """A Dify HTTP node asked for a decision (ingest → decider)."""
 
     type: Literal["checkpoint.requested"] = "checkpoint.requested"
-    app: str
-    workflow_run_id: str
-    node_id: str
+    app: Text
+    workflow_run_id: Text
+    node_id: Text
     round: int | None = None
-    node_output: Any = None
-    message: str | None = None
-    app_id: str | None = None
-    workflow_id: str | None = None
-    user: str | None = None
+    node_output: Json = None
+    message: Text | None = None
+    app_id: Text | None = None
+    workflow_id: Text | None = None
+    user: Text | None = None
     timeout_s: float
     on_timeout: OnTimeout = OnTimeout.abort
-    default_output: Any = None
-    assignees: list[str] = Field(default_factory=list)
+    default_output: Json = None
+    assignees: list[Text] = Field(default_factory=list)
     max_rounds: int
     mode: Literal["hold", "detached"] = "hold"
     kind: Literal["http", "dify-form"] = "http"
-    form: dict[str, Any] | None = None  # dify-form: content, inputs, actions, defaults, expiry, node title
-    form_token: str | None = Field(default=None, repr=False)  # dify-form: a secret
+    form: Json = None  # dify-form: content, inputs, actions, defaults, expiry, node title
+    form_token: Text | None = Field(default=None, repr=False)  # dify-form: a secret
 
 
 class DecisionSubmitted(Message):
     """A decision from any channel (HTTP API, CLI, console, a bot on `hitl.decisions`)."""
 
     type: Literal["decision.submitted"] = "decision.submitted"
-    checkpoint_id: str | None = None
-    workflow_run_id: str | None = None
-    node_id: str | None = None
+    checkpoint_id: Text | None = Field(default=None, max_length=64)
+    workflow_run_id: Text | None = Field(default=None, max_length=64)
+    node_id: Text | None = Field(default=None, max_length=128)
     action: Action
-    feedback: str | None = None
-    output: Any = None
+    feedback: Text | None = None
+    output: Json = None
     has_output: bool = False  # distinguishes "edit to null" from "no output given"
-    actor: str = Field(min_length=1, max_length=128)
-    channel: str = Field(default="bot", max_length=32)
-    reason: str | None = None  # free text, e.g. why aborted
-    form_action: str | None = Field(default=None, max_length=64)  # dify-form: the user action id
-    form_inputs: dict[str, Any] | None = None  # dify-form: input values (defaults fill the rest)
-    idempotency_key: str | None = Field(default=None, max_length=200)
+    actor: Text = Field(min_length=1, max_length=128)
+    # The channel the deciding process observed (api, console, slack, …): a bot's own claim is
+    # replaced by `bot:<name>` when its signature is checked.
+    channel: Text = Field(default="bot", max_length=32)
+    client: Text | None = Field(default=None, max_length=32)  # what the caller says it is (e.g. "cli"): not trusted
+    reason: Text | None = None  # free text, e.g. why aborted
+    form_action: Text | None = Field(default=None, max_length=64)  # dify-form: the user action id
+    form_inputs: Json = None  # dify-form: input values (defaults fill the rest)
+    idempotency_key: Text | None = Field(default=None, max_length=200)
 
     @model_validator(mode="before")
     @classmethod
@@ -119,7 +146,7 @@ class Reply(Message):
     """decider → the ingest that waits (reply_to + correlation_id)."""
 
     type: Literal["reply"] = "reply"
-    outcome: Literal["resolved", "pending", "applied", "rejected"]
+    outcome: Literal["resolved", "pending", "applied", "rejected", "parked"]
     checkpoint_id: str | None = None
     resolution: Resolution | None = None
     error_code: str | None = None
@@ -135,19 +162,28 @@ class CheckpointEvent(Message):
     decision: dict[str, Any] | None = None
 
 
+class DecisionEvent(Message):
+    """On `hitl.events`: a decision that is not (yet) about a checkpoint — `decision.parked` (it came
+    before its checkpoint) and `decision.expired` (its checkpoint never opened)."""
+
+    type: str
+    decision: dict[str, Any]
+    apps: list[str] = Field(default_factory=list)
+
+
 # ---------------------------------------------------------------------- run monitoring
 class RunTrack(Message):
     """Start (or keep) tracking a Dify run: from a checkpoint, `hitl track`, the gateway, a re-run."""
 
     type: Literal["run.track"] = "run.track"
-    app: str
-    workflow_run_id: str
-    source: str = "track"
-    task_id: str | None = None
-    user: str | None = None
-    parent_run_id: str | None = None
-    overrides: dict[str, Any] | None = None
-    continuation_of: str | None = None
+    app: Text
+    workflow_run_id: Text
+    source: Text = "track"
+    task_id: Text | None = None
+    user: Text | None = None
+    parent_run_id: Text | None = None
+    overrides: Json = None
+    continuation_of: Text | None = None
 
 
 class RunEvent(Message):
@@ -155,19 +191,21 @@ class RunEvent(Message):
     milestone a workflow reported itself through POST /v1/events."""
 
     type: Literal["run.event"] = "run.event"
-    app: str
-    workflow_run_id: str
-    source: str = "gateway"  # gateway | poller | workflow
-    event: dict[str, Any]  # Dify's event JSON: {"event", "workflow_run_id", "task_id", "data"}
-    user: str | None = None
+    app: Text
+    workflow_run_id: Text
+    source: Literal["gateway", "api", "poller", "workflow"] = "gateway"
+    event: Json  # Dify's event JSON: {"event", "workflow_run_id", "task_id", "data"}
+    user: Text | None = None
 
 
 class RunEnded(Message):
-    """The poller saw a run end failed or stopped: the decider cancels its open checkpoints."""
+    """The poller saw a run end failed or stopped: the decider cancels the run's open checkpoints —
+    those of the same app only."""
 
     type: Literal["run.ended"] = "run.ended"
-    workflow_run_id: str
-    status: str
+    app: Text
+    workflow_run_id: Text
+    status: Text
 
 
 class RunStatusEvent(Message):
@@ -183,22 +221,23 @@ class FormDelivery(Message):
     """decider → poller: submit a decided Dify form (POST /v1/form/human_input/{token})."""
 
     type: Literal["form.deliver"] = "form.deliver"
-    checkpoint_id: str
-    app: str
-    workflow_run_id: str
-    form_token: str = Field(repr=False)
-    action: str
-    inputs: dict[str, Any]
-    user: str
+    checkpoint_id: Text
+    app: Text
+    workflow_run_id: Text
+    form_token: Text = Field(repr=False)
+    action: Text
+    inputs: Json
+    user: Text
 
 
 class FormReport(Message):
     """poller → decider: what became of a form (delivery result, or what the run did)."""
 
     type: Literal["form.report"] = "form.report"
-    workflow_run_id: str
-    checkpoint_id: str | None = None
-    node_id: str | None = None
+    app: Text
+    workflow_run_id: Text
+    checkpoint_id: Text | None = None
+    node_id: Text | None = None
     outcome: Literal["delivered", "already_submitted", "expired", "failed", "run_resumed", "form_timeout"]
     run_status: str | None = None
     detail: str | None = None

@@ -5,11 +5,14 @@ import asyncio
 import os
 import signal
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from shared.broker import Broker
+from shared.broker.signing import Verifier
 from shared.logs import get_logger, setup_logging
 from shared.settings import Settings, load_settings
-from shared.store import Database
+from shared.store import Database, keys
 from shared.topology import build_topology
 
 log = get_logger(__name__)
@@ -28,18 +31,44 @@ def run(main) -> None:
     return asyncio.run(main)
 
 
-def boot(process: str) -> tuple[Settings, Database]:
-    settings = load_settings()
+@dataclass(frozen=True)
+class Runtime:
+    """What every process starts from: its settings, the store, and the key its messages are signed
+    with (with a verifier that knows it and the bots' secrets)."""
+
+    settings: Settings
+    db: Database
+    signing_key: bytes
+    verifier: Verifier
+
+
+def signing_key(settings: Settings, db: Database) -> bytes:
+    """HITL_INTERNAL_KEY, or the key kept in the store (created by the first process to ask)."""
+    if settings.internal_key:
+        return settings.internal_key.encode()
+    with db.write() as conn:
+        return keys.get_or_create(conn, keys.INTERNAL).encode()
+
+
+def verifier_for(settings: Settings, key: bytes) -> Verifier:
+    return Verifier(key, {b.name: b.secret.encode() for b in settings.bots})
+
+
+def boot(process: str, settings: Settings | None = None) -> Runtime:
+    settings = settings or load_settings()
     setup_logging(settings.log_level, settings.log_format, process)
     db = Database(settings.database_url)
     if settings.auto_migrate:
         db.migrate()
-    return settings, db
+    key = signing_key(settings, db)
+    return Runtime(settings, db, key, verifier_for(settings, key))
 
 
-def make_broker(settings: Settings, name: str) -> Broker:
-    return Broker(settings.rabbitmq_url, name=name, topology=build_topology(settings.names), prefetch=settings.prefetch,
-                  handler_threads=settings.store_threads, max_attempts=settings.max_delivery_attempts)
+def make_broker(runtime: Runtime, name: str) -> Broker:
+    s = runtime.settings
+    return Broker(s.rabbitmq_url, name=name, topology=build_topology(s.names), prefetch=s.prefetch,
+                  handler_threads=s.store_threads, max_attempts=s.max_delivery_attempts,
+                  signing_key=runtime.signing_key)
 
 
 def stop_event_on_signals() -> asyncio.Event:
@@ -66,20 +95,22 @@ async def serve_until_signalled(config, before_drain: Callable[[], None]) -> Non
     await serving
 
 
-async def run_worker(process: str, make_service, address) -> None:
-    """The life of a broker worker process (decider, poller): ops endpoints, broker, the service's
-    background loops; on SIGTERM stop taking work, let loops and in-flight messages finish, close.
+async def run_worker(process: str, make_service: Callable[[Runtime, Any], Any],
+                     address: Callable[[Settings], tuple[str, int]]) -> None:
+    """The life of a broker worker process (decider, poller, notifier): ops endpoints, broker, the
+    service's background loops; on SIGTERM stop taking work, let loops and in-flight messages finish.
 
-    `make_service(settings, db, broker)` returns an object with `background()` (coroutines to run),
+    `make_service(runtime, broker)` returns an object with `background()` (coroutines to run),
     `stop()` and `async close()`; `address(settings)` is the (host, port) of the ops endpoints."""
     from shared.health import ops_server
 
-    settings, db = boot(process)
-    broker = make_broker(settings, process)
-    service = make_service(settings, db, broker)
+    runtime = boot(process)
+    settings, db = runtime.settings, runtime.db
+    broker = make_broker(runtime, process)
+    service = make_service(runtime, broker)
     stop = stop_event_on_signals()
     host, port = address(settings)
-    ops = ops_server(host, port, lambda: {"broker": broker.ready, "store": db.ping()})
+    ops = ops_server(host, port, lambda: {"broker": broker.ready, "store": db.ready()})
     ops_task = asyncio.create_task(ops.serve())
     await broker.start(wait_s=None)  # keeps retrying in the background until RabbitMQ answers
     loops = [asyncio.create_task(c) for c in service.background()]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
@@ -24,6 +24,7 @@ class AppConfig(BaseModel):
     dify_api_key: str | None = Field(default=None, description="the app's service-API key, app-…")
     rate_per_s: float | None = Field(default=None, gt=0, description="Dify calls per second for this app")
     continuation_app: str | None = Field(default=None, description="app started when a detached checkpoint is decided")
+    reviewers: list[str] = Field(default_factory=list, description="reviewers (names or group:<name>) granted this app")
 
     @property
     def watched(self) -> bool:
@@ -32,12 +33,38 @@ class AppConfig(BaseModel):
 
 
 class ReviewerConfig(BaseModel):
-    """A person or bot allowed to decide; `name` is the actor recorded in the history."""
+    """A person allowed to decide; `name` is the actor recorded in the history. A reviewer sees and
+    decides only the apps granted to them (`apps`, a group's `apps`, or an app's `reviewers`);
+    `all_apps: true` or the `admin` role sees every app."""
 
-    name: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[^:\s]+$")
     token: str = Field(min_length=8)
     groups: list[str] = Field(default_factory=list)
+    apps: list[str] = Field(default_factory=list)
+    all_apps: bool = False
+    role: Literal["reviewer", "admin"] = "reviewer"
     password_hash: str | None = Field(default=None, description="console sign-in; `hitl hash-password` makes one")
+    end_users: list[str] = Field(default_factory=list, description="Dify end-user ids that are this person "
+                                                                   "(the self-approval guard)")
+
+
+class GroupConfig(BaseModel):
+    """A named group of reviewers (members list `groups: [name]`) and the apps it is granted."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    apps: list[str] = Field(default_factory=list)
+
+
+class BotConfig(BaseModel):
+    """A chat bot that publishes decisions to `hitl.decisions`: it names itself in the `x-hitl-bot`
+    header and signs the body with `secret` (`x-hitl-signature: v1=<hex HMAC-SHA256>`). It may act
+    only for the reviewers in `acts_for` (`["*"]`: any reviewer) and only in `apps` (and the actor's
+    own grants still apply)."""
+
+    name: str = Field(min_length=1, max_length=24, pattern=r"^[A-Za-z0-9_.-]+$")
+    secret: str = Field(min_length=16)
+    acts_for: list[str] = Field(default_factory=list)
+    apps: list[str] = Field(default_factory=list)
 
 
 class SettingsError(SystemExit):
@@ -55,6 +82,11 @@ class Settings(BaseSettings):
 
     apps: list[AppConfig] = Field(default_factory=list)
     reviewers: list[ReviewerConfig] = Field(default_factory=list)
+    groups: list[GroupConfig] = Field(default_factory=list)
+    bots: list[BotConfig] = Field(default_factory=list)
+    # The key our processes sign their messages with; unset, one is created in the store and shared
+    # through it (every process reads the same store).
+    internal_key: str | None = Field(default=None, min_length=32, repr=False)
 
     ingest_host: str = "127.0.0.1"
     ingest_port: int = Field(default=8080, ge=0, le=65535)
@@ -85,11 +117,19 @@ class Settings(BaseSettings):
     decision_reply_timeout_s: float = Field(default=10.0, gt=0)
 
     body_limit_bytes: int = Field(default=1024 * 1024, gt=0)
+    body_read_timeout_s: float = Field(default=30.0, gt=0)  # a body slower than this gets 408
     default_timeout_s: float = Field(default=300.0, gt=0)
     default_max_rounds: int = Field(default=5, ge=1)
     deadline_scan_interval_s: float = Field(default=1.0, gt=0)
     republish_after_s: float = Field(default=5.0, gt=0)
     resume_timeout_s: float = Field(default=60.0, gt=0)  # a submitted Dify form whose run stays paused
+    # A decision for a checkpoint that has not opened yet waits this long for it, then settles `expired`.
+    parked_decision_ttl_s: float = Field(default=3600.0, gt=0)
+    # Retention: resolved checkpoints older than this many days are pruned by the decider (0: never).
+    retention_days: float = Field(default=0, ge=0)
+    # Per-node metric labels: the first N node ids of an app seen by a process keep their name, the
+    # rest are counted as "other" (a workflow with thousands of node ids must not explode /metrics).
+    metric_node_labels: int = Field(default=50, ge=0, le=1000)
 
     prefetch: int = Field(default=64, ge=1, le=10000)
     # Threads running store work. Unset: 1 on SQLite (one writer: concurrent write transactions would
@@ -126,7 +166,8 @@ class Settings(BaseSettings):
     def _consistent(self) -> "Settings":
         if self.hold_default_s > self.hold_max_s:
             raise ValueError(f"hold_default_s ({self.hold_default_s}) is above hold_max_s ({self.hold_max_s})")
-        for label, items, key in (("apps", self.apps, "name"), ("reviewers", self.reviewers, "name")):
+        for label, items, key in (("apps", self.apps, "name"), ("reviewers", self.reviewers, "name"),
+                                  ("groups", self.groups, "name"), ("bots", self.bots, "name")):
             names = [getattr(i, key) for i in items]
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
@@ -142,7 +183,32 @@ class Settings(BaseSettings):
         tokens = [a.checkpoint_token for a in self.apps] + [r.token for r in self.reviewers]
         if len(tokens) != len(set(tokens)):
             raise ValueError("a token is used twice: every app and reviewer needs its own token")
+        self._check_grants(names)
         return self
+
+    def _check_grants(self, app_names: set[str]) -> None:
+        reviewers, groups = {r.name for r in self.reviewers}, {g.name for g in self.groups}
+        for r in self.reviewers:
+            for app in r.apps:
+                if app not in app_names:
+                    raise ValueError(f"reviewers.{r.name}.apps: no app named {app!r}")
+        for g in self.groups:
+            for app in g.apps:
+                if app not in app_names:
+                    raise ValueError(f"groups.{g.name}.apps: no app named {app!r}")
+        for a in self.apps:
+            for who in a.reviewers:
+                name = who.removeprefix("group:")
+                if name not in (groups | {gg for r in self.reviewers for gg in r.groups}
+                                if who.startswith("group:") else reviewers):
+                    raise ValueError(f"apps.{a.name}.reviewers: no reviewer or group {who!r}")
+        for b in self.bots:
+            for who in b.acts_for:
+                if who != "*" and who not in reviewers:
+                    raise ValueError(f"bots.{b.name}.acts_for: no reviewer named {who!r}")
+            for app in b.apps:
+                if app not in app_names:
+                    raise ValueError(f"bots.{b.name}.apps: no app named {app!r}")
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
@@ -171,6 +237,9 @@ class Settings(BaseSettings):
 
     def reviewer(self, name: str) -> ReviewerConfig | None:
         return next((r for r in self.reviewers if r.name == name), None)
+
+    def bot(self, name: str) -> BotConfig | None:
+        return next((b for b in self.bots if b.name == name), None)
 
 
 def _match_token(token: str, items: list[Any], attr: str):

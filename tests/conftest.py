@@ -13,10 +13,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from shared.settings import AppConfig, ReviewerConfig, Settings
+from shared.settings import AppConfig, BotConfig, ReviewerConfig, Settings
 
 APP_TOKEN = "cp-test-token-0001"
 REVIEWERS = {"alice": "rv-alice-token", "bob": "rv-bob-token", "carol": "rv-carol-token", "bot": "rv-bot-token"}
+BOT, BOT_SECRET = "testbot", "testbot-signing-secret-0123"
 
 
 def _docker_available() -> bool:
@@ -83,7 +84,9 @@ def make_settings(database_url: str, rabbitmq_url: str = "amqp://guest:guest@127
     values = dict(
         database_url=database_url, rabbitmq_url=rabbitmq_url, namespace=f"t{uuid.uuid4().hex[:10]}",
         apps=[AppConfig(name="demo", checkpoint_token=APP_TOKEN)],
-        reviewers=[ReviewerConfig(name=n, token=t, groups=["editors"] if n == "carol" else []) for n, t in REVIEWERS.items()],
+        reviewers=[ReviewerConfig(name=n, token=t, groups=["editors"] if n == "carol" else [], apps=["demo"])
+                   for n, t in REVIEWERS.items()],
+        bots=[BotConfig(name=BOT, secret=BOT_SECRET, acts_for=["*"], apps=["demo"])],
         deadline_scan_interval_s=0.1, republish_after_s=0.5)
     values.update(overrides)
     return Settings(**values)
@@ -93,3 +96,21 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+TEST_KEY = b"unit-test-internal-signing-key-0123456789"
+
+
+def memory_broker(settings: Settings, key: bytes = TEST_KEY):
+    """The one in-memory broker of the unit tests (shared/broker/memory.py), with this settings'
+    topology and an internal signing key."""
+    from shared.broker.memory import MemoryBroker
+    from shared.topology import build_topology
+
+    return MemoryBroker(name="unit", topology=build_topology(settings.names), signing_key=key)
+
+
+def verifier(settings: Settings, key: bytes = TEST_KEY):
+    from shared.runner import verifier_for
+
+    return verifier_for(settings, key)

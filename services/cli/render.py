@@ -8,9 +8,9 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
+from shared.views import ACTION_COLOR, RUN_COLOR, STATUS_COLOR, node_label, node_state
+
 COLORS = {"green": "32", "red": "31", "yellow": "33", "blue": "34", "grey": "90", "bold": "1"}
-STATUS_COLOR = {"open": "blue", "resolved": "green", "expired": "yellow", "cancelled": "grey"}
-ACTION_COLOR = {"approve": "green", "edit": "green", "revise": "yellow", "abort": "red"}
 
 
 def paint(text: str, color: str | None) -> str:
@@ -122,10 +122,6 @@ def decision_result(data: dict[str, Any]) -> str:
 
 # ---------------------------------------------------------------------- runs
 # green succeeded · red failed/exception · yellow running · blue waiting for a person · grey stopped
-RUN_COLOR = {"succeeded": "green", "partial-succeeded": "green", "failed": "red", "exception": "red",
-             "running": "yellow", "retry": "yellow", "paused": "blue", "waiting": "blue", "stopped": "grey"}
-
-
 def run_table(data: dict[str, Any]) -> str:
     rows = data.get("runs", [])
     if not rows:
@@ -137,15 +133,6 @@ def run_table(data: dict[str, Any]) -> str:
                      f"{r['source'][:10]:10}  {when(r.get('created_at'))}")
     lines.append(f"{data.get('total', len(rows))} in all")
     return "\n".join(lines)
-
-
-def node_state(node: dict[str, Any], waiting: bool) -> str:
-    """A checkpoint's node_id names the node under review, not the HTTP node that holds the call:
-    while the run has an open checkpoint, its running HTTP request node is the one waiting."""
-    if node["status"] == "running" and (waiting and node.get("node_type") == "http-request"
-                                        or node.get("node_type") == "human-input"):
-        return "waiting"
-    return node["status"]
 
 
 def run_detail(run: dict[str, Any]) -> str:
@@ -162,8 +149,8 @@ def run_detail(run: dict[str, Any]) -> str:
     if run.get("nodes"):
         out += ["", paint("Nodes", "bold")]
         for n in run["nodes"]:
-            state = node_state(n, waiting)
-            label = {"waiting": "waiting for a person"}.get(state, state)
+            state = node_state(n, run["status"], waiting)
+            label = node_label(state)
             took = f"{n['elapsed_time']:.2f}s" if n.get("elapsed_time") is not None else ""
             extra = (f"  retries {n['retries']}" if n.get("retries") else "") + \
                     (f"  {paint(n['error'], 'red')}" if n.get("error") else "")

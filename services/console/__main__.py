@@ -12,15 +12,16 @@ log = get_logger("console")
 
 
 async def main() -> None:
-    settings, db = boot("console")
+    runtime = boot("console")
+    settings, db = runtime.settings, runtime.db
     console = load_console_settings()
     if console.ephemeral_secret:
         log.warning("console.ephemeral_secret",
                     hint="HITL_CONSOLE_SECRET is not set: sessions end when this process restarts")
     if not any(r.password_hash for r in settings.reviewers):
         log.info("console.token_sign_in", hint="no reviewer has a password_hash: reviewers sign in with their token")
-    broker = make_broker(settings, "console")
-    app = create_app(settings, console, db, broker)
+    broker = make_broker(runtime, "console")
+    app = create_app(settings, console, db, broker, verifier=runtime.verifier)
     config = uvicorn.Config(app, host=console.host, port=console.port, log_level="warning",
                             timeout_keep_alive=75, timeout_graceful_shutdown=5)
     log.info("console.started", port=console.port, reviewers=len(settings.reviewers))
@@ -28,5 +29,9 @@ async def main() -> None:
     db.dispose()
 
 
-if __name__ == "__main__":
+def entry() -> None:
     run(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.routing import Mount, Route
@@ -13,8 +14,8 @@ from services.console.auth import AuthMiddleware, Sessions
 from services.console.config import ConsoleSettings
 from services.console.live import EventHub
 from services.console.web import templates
-from services.ingest.holds import ReplyRouter
-from shared.broker import Broker
+from shared.broker.replies import ReplyRouter
+from shared.broker.signing import Verifier
 from shared.health import ops_routes
 from shared.settings import Settings
 from shared.store import Database
@@ -49,10 +50,10 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
-def create_app(settings: Settings, console: ConsoleSettings, db: Database, broker: Broker, *,
-               start_broker: bool = True) -> Starlette:
-    replies = ReplyRouter(broker, settings.names, instance=str(console.port), role="console")
-    hub = EventHub(broker, settings.names, keepalive_s=console.sse_keepalive_s)
+def create_app(settings: Settings, console: ConsoleSettings, db: Database, broker: Any, *,
+               start_broker: bool = True, verifier: Verifier | None = None) -> Starlette:
+    replies = ReplyRouter(broker, settings.names, instance=str(console.port), role="console", verifier=verifier)
+    hub = EventHub(broker, settings.names, keepalive_s=console.sse_keepalive_s, verifier=verifier)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette):
@@ -76,7 +77,7 @@ def create_app(settings: Settings, console: ConsoleSettings, db: Database, broke
         Route("/events", pages.events, methods=["GET"]),
         Route("/api/session", pages.session_info, methods=["GET"]),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
-        *ops_routes(lambda: {"broker": broker.ready, "store": db.ping()}),
+        *ops_routes(lambda: {"broker": broker.ready, "store": db.ready()}),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: pages.not_found})
     app.state.settings = settings

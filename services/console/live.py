@@ -2,8 +2,8 @@
 fanned out in-process to every connected browser over Server-Sent Events.
 
 Browsers get a small summary of each event (type, ids, status), never whole checkpoints: a page that
-cares re-reads what it shows. After a broker reconnect (events may have been missed) every browser
-is told to `resync`.
+cares re-reads what it shows — and only events of the apps their reviewer may see. After a broker
+reconnect (events may have been missed) every browser is told to `resync`.
 """
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ from prometheus_client import Counter, Gauge
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
-from shared.broker import Broker, Delivery
+from shared.access import Scope, in_scope
+from shared.broker import Delivery
+from shared.broker.signing import Unverified, Verifier
 from shared.logs import get_logger
 from shared.topology import Names, Queue
 
@@ -34,12 +36,12 @@ def summary(routing_key: str, body: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"type": kind, "at": body.get("occurred_at")}
     cp = body.get("checkpoint")
     if isinstance(cp, dict):
-        out.update(checkpoint_id=cp.get("id"), run_id=cp.get("workflow_run_id"), node_id=cp.get("node_id"),
+        out.update(app=cp.get("app"), checkpoint_id=cp.get("id"), run_id=cp.get("workflow_run_id"), node_id=cp.get("node_id"),
                    round=cp.get("round"), status=cp.get("status"), action=cp.get("action"),
                    decided_by=cp.get("decided_by"))
     run = body.get("run")
     if isinstance(run, dict):
-        out.update(run_id=run.get("id"), status=run.get("status"))
+        out.update(app=run.get("app"), run_id=run.get("id"), status=run.get("status"))
     node = body.get("node")
     if isinstance(node, dict):
         out.update(node_id=node.get("node_id"), node_status=node.get("status"))
@@ -50,10 +52,11 @@ def summary(routing_key: str, body: dict[str, Any]) -> dict[str, Any]:
 
 
 class EventHub:
-    def __init__(self, broker: Broker, names: Names, keepalive_s: float = 15.0) -> None:
+    def __init__(self, broker: Any, names: Names, keepalive_s: float = 15.0, verifier: Verifier | None = None) -> None:
         self.broker = broker
         self.keepalive_s = keepalive_s
-        self.clients: set[asyncio.Queue] = set()
+        self.verifier = verifier
+        self.clients: dict[asyncio.Queue, Scope] = {}
         self.closed = False
         self.queue = f"{names.namespace}.console.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}.events"
         broker.consume(self.queue, self._on_event, declare=Queue(self.queue, durable=False), exclusive=True,
@@ -61,6 +64,11 @@ class EventHub:
         broker.on_reconnect(self._resync)
 
     async def _on_event(self, delivery: Delivery) -> None:
+        if self.verifier is not None:
+            try:
+                self.verifier.sender(delivery.headers, delivery.body, bots_allowed=False)
+            except Unverified:
+                return  # not from our processes: nothing to show anyone
         try:
             body = json.loads(delivery.body)
         except ValueError:
@@ -75,7 +83,10 @@ class EventHub:
         self.publish({"type": "resync"})
 
     def publish(self, item: dict[str, Any]) -> None:
-        for client in list(self.clients):
+        app = item.get("app")
+        for client, scope in list(self.clients.items()):
+            if item["type"] != "resync" and not (isinstance(app, str) and in_scope(scope, app)):
+                continue  # another app's event: this reviewer may not even know it exists
             try:
                 client.put_nowait(item)
             except asyncio.QueueFull:  # a slow browser: drop what it missed, tell it to re-read
@@ -83,14 +94,14 @@ class EventHub:
                     client.get_nowait()
                 client.put_nowait({"type": "resync"})
 
-    def subscribe(self) -> asyncio.Queue:
+    def subscribe(self, scope: Scope) -> asyncio.Queue:
         client: asyncio.Queue = asyncio.Queue(CLIENT_BUFFER)
-        self.clients.add(client)
+        self.clients[client] = scope
         sse_clients.set(len(self.clients))
         return client
 
     def unsubscribe(self, client: asyncio.Queue) -> None:
-        self.clients.discard(client)
+        self.clients.pop(client, None)
         sse_clients.set(len(self.clients))
 
     def close(self) -> None:
@@ -101,8 +112,8 @@ class EventHub:
                 client.get_nowait()
             client.put_nowait(None)
 
-    async def stream(self, request: Request):
-        client = self.subscribe()
+    async def stream(self, request: Request, scope: Scope):
+        client = self.subscribe(scope)
         try:
             yield "retry: 1500\n\n"
             yield f"event: hello\ndata: {json.dumps({'broker': self.broker.ready})}\n\n"
@@ -118,6 +129,6 @@ class EventHub:
         finally:
             self.unsubscribe(client)
 
-    def response(self, request: Request) -> StreamingResponse:
-        return StreamingResponse(self.stream(request), media_type="text/event-stream",
+    def response(self, request: Request, scope: Scope) -> StreamingResponse:
+        return StreamingResponse(self.stream(request, scope), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

@@ -10,6 +10,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from services.console import views
 from services.console.auth import LOGIN_COOKIE, csrf_ok, safe_next, wants_json
 from services.console.web import BadRequest, json_error, read_form, render_page
+from shared.access import Scope, reviewer_apps
 from shared.logs import get_logger
 
 log = get_logger(__name__)
@@ -84,13 +85,19 @@ async def session_info(request: Request) -> Response:
     return JSONResponse({"name": session.name, "groups": session.reviewer.groups, "expires": session.expires})
 
 
+def scope_of(request: Request) -> Scope:
+    """The apps the signed-in reviewer may see and decide."""
+    return reviewer_apps(request.app.state.settings, request.state.session.reviewer)
+
+
 # ---------------------------------------------------------------------- inbox
 async def inbox(request: Request) -> Response:
     q = request.query_params
     filters = {"app": q.get("app", ""), "workflow": q.get("workflow", ""), "node": q.get("node", ""),
                "mine": q.get("mine") == "1", "age": q.get("age", "") if q.get("age", "") in views.AGES else ""}
-    reviewer = request.state.session.reviewer
-    data = await read(request, lambda conn: views.inbox(conn, reviewer, **filters))
+    reviewer, scope = request.state.session.reviewer, scope_of(request)
+    settings = request.app.state.settings
+    data = await read(request, lambda conn: views.inbox(conn, settings, reviewer, scope, **filters))
     return render_page(request, "inbox.html", scope="inbox", open_count=data["total_open"], filters=filters,
                        age_labels=views.AGE_LABELS, **data)
 
@@ -101,8 +108,11 @@ async def runs(request: Request) -> Response:
     status = q.get("status", "") if q.get("status", "") in views.RUN_STATUSES else ""
     page = int(q["page"]) if q.get("page", "").isdigit() else 1
 
+    scope = scope_of(request)
+
     def query(conn) -> dict[str, Any]:
-        return {**views.runs(conn, status=status, app=q.get("app", ""), page=page), "open_count": views.open_count(conn)}
+        return {**views.runs(conn, scope, status=status, app=q.get("app", ""), page=page),
+                "open_count": views.open_count(conn, scope)}
 
     data = await read(request, query)
     return render_page(request, "runs.html", scope="runs", filters={"status": status, "app": q.get("app", "")}, **data)
@@ -110,10 +120,11 @@ async def runs(request: Request) -> Response:
 
 async def run(request: Request) -> Response:
     run_id = request.path_params["run_id"]
+    scope = scope_of(request)
 
     def query(conn):
-        found = views.run(conn, run_id)
-        return found and {**found, "open_count": views.open_count(conn)}
+        found = views.run(conn, run_id, scope)
+        return found and {**found, "open_count": views.open_count(conn, scope)}
 
     data = await read(request, query)
     if data is None:
@@ -123,11 +134,12 @@ async def run(request: Request) -> Response:
 
 # ---------------------------------------------------------------------- live
 async def events(request: Request) -> Response:
-    return request.app.state.hub.response(request)
+    return request.app.state.hub.response(request, scope_of(request))
 
 
 async def not_found(request: Request, _exc, message: str = "There is nothing at this address.") -> Response:
     if wants_json(request) or getattr(request.state, "session", None) is None:
         return json_error(404, "not_found", message)
-    count = await read(request, views.open_count)
+    scope = scope_of(request)
+    count = await read(request, lambda conn: views.open_count(conn, scope))
     return render_page(request, "not_found.html", status=404, scope="", open_count=count, message=message)

@@ -20,14 +20,14 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from services.console import render, views
 from services.console.auth import csrf_ok, wants_json
-from services.console.pages import not_found, read
+from services.console.pages import not_found, read, scope_of
 from services.console.web import BadRequest, json_error, read_form, render_page
-from services.ingest.decisions import REFUSAL_STATUS
-from services.ingest.schemas import ID_PATTERN
 from shared.broker import BrokerError
 from shared.logs import get_logger
 from shared.models import Action, DecisionSubmitted
+from shared.refusals import status_of
 from shared.store import checkpoints as cp_store
+from shared.views import valid_id
 
 log = get_logger(__name__)
 OUTCOME_TEXT = {  # for browsers without JavaScript (a redirect carries only the code)
@@ -42,18 +42,16 @@ OUTCOME_TEXT = {  # for browsers without JavaScript (a redirect carries only the
 }
 
 
-def valid_id(value: str) -> bool:
-    return bool(re.fullmatch(ID_PATTERN, value)) and len(value) <= 64
-
-
 async def checkpoint_page(request: Request) -> Response:
     checkpoint_id = request.path_params["checkpoint_id"]
     if not valid_id(checkpoint_id):
         return await not_found(request, None, "No such checkpoint.")
 
+    scope = scope_of(request)
+
     def query(conn):
-        found = views.checkpoint(conn, checkpoint_id)
-        return found and {**found, "open_count": views.open_count(conn)}
+        found = views.checkpoint(conn, checkpoint_id, scope)
+        return found and {**found, "open_count": views.open_count(conn, scope)}
 
     data = await read(request, query)
     if data is None:
@@ -61,7 +59,7 @@ async def checkpoint_page(request: Request) -> Response:
     cp, reviewer = data["cp"], request.state.session.reviewer
     outcome = request.query_params.get("outcome", "")
     return render_page(request, "checkpoint.html", scope=f"checkpoint:{cp['id']}:{cp['workflow_run_id']}",
-                       may_decide=views.may_decide(cp, reviewer), color=views.checkpoint_color(cp),
+                       may_decide=views.may_decide(request.app.state.settings, cp, reviewer), color=views.checkpoint_color(cp),
                        label=views.checkpoint_label(cp), outcome=OUTCOME_TEXT.get(outcome, ""), **data)
 
 
@@ -158,7 +156,9 @@ async def decide(request: Request) -> Response:
         form = await read_form(request, state.settings.body_limit_bytes)
         if not same_origin(request) or not csrf_ok(session, request.headers.get("x-csrf-token") or _text(form, "csrf")):
             raise BadRequest(403, "csrf_failed", "Missing or wrong CSRF token: reload the page and try again.")
-        row = await read(request, lambda conn: cp_store.get(conn, checkpoint_id)) if valid_id(checkpoint_id) else None
+        scope = scope_of(request)
+        row = await read(request, lambda conn: cp_store.get(conn, checkpoint_id, apps=scope)) \
+            if valid_id(checkpoint_id) else None
         if row is None:
             raise BadRequest(404, "not_found", f"No checkpoint {checkpoint_id}.")
         cp = views.safe(row)
@@ -175,11 +175,11 @@ async def decide(request: Request) -> Response:
     if reply is None:
         return _answer(request, checkpoint_id, 202, {"status": "accepted", "decision_id": decision.id,
                                                      "message": "Queued: the decider has not answered yet and will apply it in order."})
-    if reply.outcome == "applied":
+    if reply.outcome == "applied" and reply.resolution is not None:
         return _answer(request, checkpoint_id, 200, {"status": "applied", "decision_id": decision.id,
                                                      "resolution": reply.resolution.model_dump(mode="json")})
     extra = {"winning_decision": reply.winning} if reply.winning else {}
-    return _answer(request, checkpoint_id, REFUSAL_STATUS.get(reply.error_code, 422),
+    return _answer(request, checkpoint_id, status_of(reply.error_code),
                    {"error": {"code": reply.error_code, "message": reply.error_message or "refused",
                               "checkpoint_id": reply.checkpoint_id, **extra}})
 

@@ -10,10 +10,10 @@ from typing import Any
 
 from sqlalchemy import select
 
-from services.cli.render import ACTION_COLOR, RUN_COLOR, STATUS_COLOR, node_state
 from services.console import render
-from shared.views import public_run, public_view
-from shared.settings import ReviewerConfig
+from shared.access import Scope, is_assignee
+from shared.settings import ReviewerConfig, Settings
+from shared.views import ACTION_COLOR, RUN_COLOR, STATUS_COLOR, node_label, node_state, public_run, public_view
 from shared.store import checkpoints as cp_store
 from shared.store import runs as run_store
 from shared.store.tables import runs as runs_table
@@ -69,19 +69,18 @@ def checkpoint_label(cp: dict[str, Any]) -> str:
     return cp["status"]
 
 
-def assigned_to(cp: dict[str, Any], reviewer: ReviewerConfig) -> bool:
-    names = set(cp.get("assignees") or [])
-    return reviewer.name in names or bool({f"group:{g}" for g in reviewer.groups} & names)
+def assigned_to(settings: Settings, cp: dict[str, Any], reviewer: ReviewerConfig) -> bool:
+    return is_assignee(settings, reviewer.name, cp.get("assignees") or [])
 
 
-def may_decide(cp: dict[str, Any], reviewer: ReviewerConfig) -> bool:
-    return not cp.get("assignees") or assigned_to(cp, reviewer)
+def may_decide(settings: Settings, cp: dict[str, Any], reviewer: ReviewerConfig) -> bool:
+    return not cp.get("assignees") or assigned_to(settings, cp, reviewer)
 
 
 # ---------------------------------------------------------------------- inbox
-def inbox(conn, reviewer: ReviewerConfig, *, app: str = "", workflow: str = "", node: str = "", mine: bool = False,
-          age: str = "") -> dict[str, Any]:
-    rows, total = cp_store.listing(conn, status="open", limit=INBOX_LIMIT)  # by deadline, soonest first
+def inbox(conn, settings: Settings, reviewer: ReviewerConfig, scope: Scope, *, app: str = "", workflow: str = "",
+          node: str = "", mine: bool = False, age: str = "") -> dict[str, Any]:
+    rows, total = cp_store.listing(conn, apps=scope, status="open", limit=INBOX_LIMIT)  # soonest deadline first
     rows = [safe(r) for r in rows]
     options = {"app": sorted({r["app"] for r in rows}), "workflow": sorted({r["workflow_id"] for r in rows if r.get("workflow_id")}),
                "node": sorted({r["node_id"] for r in rows})}
@@ -89,25 +88,25 @@ def inbox(conn, reviewer: ReviewerConfig, *, app: str = "", workflow: str = "", 
     low, high = AGES.get(age) or (None, None)
     shown = [r for r in rows
              if (not app or r["app"] == app) and (not workflow or r.get("workflow_id") == workflow)
-             and (not node or r["node_id"] == node) and (not mine or assigned_to(r, reviewer))
+             and (not node or r["node_id"] == node) and (not mine or assigned_to(settings, r, reviewer))
              and (low is None or now - r["created_at"] >= low) and (high is None or now - r["created_at"] < high)]
     for r in shown:
-        r["mine"] = assigned_to(r, reviewer)
-        r["may_decide"] = may_decide(r, reviewer)
+        r["mine"] = assigned_to(settings, r, reviewer)
+        r["may_decide"] = may_decide(settings, r, reviewer)
     return {"rows": shown, "total_open": total, "options": options, "truncated": total > len(rows)}
 
 
-def open_count(conn) -> int:
-    return cp_store.count_open(conn)
+def open_count(conn, scope: Scope) -> int:
+    return cp_store.count_open(conn, scope)
 
 
 # ---------------------------------------------------------------------- one checkpoint
-def checkpoint(conn, checkpoint_id: str) -> dict[str, Any] | None:
-    row = cp_store.get(conn, checkpoint_id)
+def checkpoint(conn, checkpoint_id: str, scope: Scope) -> dict[str, Any] | None:
+    row = cp_store.get(conn, checkpoint_id, apps=scope)
     if row is None:
         return None
     cp = safe(row)
-    rounds = [safe(r) for r in cp_store.rounds(conn, cp["workflow_run_id"], cp["node_id"])]
+    rounds = [safe(r) for r in cp_store.rounds(conn, cp["app"], cp["workflow_run_id"], cp["node_id"])]
     diffs = []
     for before, after in zip(rounds, rounds[1:]):
         if after["round"] > cp["round"]:
@@ -118,7 +117,10 @@ def checkpoint(conn, checkpoint_id: str) -> dict[str, Any] | None:
     history = scrub(cp_store.history_of(conn, checkpoint_id), secrets_of([row]))
     for h in history:
         h["summary"] = history_summary(h)
-    run = run_store.get(conn, cp["workflow_run_id"])
+        client = (h.get("detail") or {}).get("client")
+        if client and h.get("channel"):  # observed channel first, then what the caller said it was
+            h["channel"] = f"{h['channel']} ({client})"
+    run = run_store.get(conn, cp["app"], cp["workflow_run_id"])
     return {"cp": cp, "rounds": rounds, "diffs": diffs, "next_round": later[0] if later else None,
             "history": history, "run": public_run(run) if run else None, "form": form_view(cp),
             "kind": render.output_kind(cp["node_output"]), "output_html": render.render_output(cp["node_output"]),
@@ -207,11 +209,12 @@ def paused_without_token(run: dict[str, Any], cps: list[dict[str, Any]]) -> bool
 
 
 # ---------------------------------------------------------------------- runs
-def waiting_runs(conn) -> dict[str, int]:
-    rows, _ = cp_store.listing(conn, status="open", limit=INBOX_LIMIT)
-    counts: dict[str, int] = {}
+def waiting_runs(conn, scope: Scope) -> dict[tuple[str, str], int]:
+    rows, _ = cp_store.listing(conn, apps=scope, status="open", limit=INBOX_LIMIT)
+    counts: dict[tuple[str, str], int] = {}
     for r in rows:
-        counts[r["workflow_run_id"]] = counts.get(r["workflow_run_id"], 0) + 1
+        key = (r["app"], r["workflow_run_id"])
+        counts[key] = counts.get(key, 0) + 1
     return counts
 
 
@@ -221,25 +224,31 @@ def run_color(run: dict[str, Any], waiting: bool) -> tuple[str, str]:
     return RUN_COLOR.get(run["status"], "grey"), run["status"]
 
 
-def runs(conn, *, status: str = "", app: str = "", page: int = 1) -> dict[str, Any]:
-    waiting = waiting_runs(conn)
+def runs(conn, scope: Scope, *, status: str = "", app: str = "", page: int = 1) -> dict[str, Any]:
+    waiting = waiting_runs(conn, scope)
     offset = (max(page, 1) - 1) * RUNS_PAGE
     if status == "waiting":
-        rows = [r for r in (run_store.get(conn, rid) for rid in waiting) if r and (not app or r["app"] == app)]
+        found = (run_store.get(conn, a, rid) for a, rid in waiting)
+        rows = [r for r in found if r and (not app or r["app"] == app)]
         rows.sort(key=lambda r: r["tracked_at"], reverse=True)
         total, rows = len(rows), rows[offset:offset + RUNS_PAGE]
     else:
-        rows, total = run_store.listing(conn, status=status or None, app=app or None, limit=RUNS_PAGE, offset=offset)
+        rows, total = run_store.listing(conn, apps=scope, status=status or None, app=app or None, limit=RUNS_PAGE,
+                                        offset=offset)
     shown = []
     for r in rows:
+        key = (r["app"], r["id"])
         run = public_run(r)
-        run["color"], run["label"] = run_color(run, r["id"] in waiting)
-        run["open_checkpoints"] = waiting.get(r["id"], 0)
+        run["color"], run["label"] = run_color(run, key in waiting)
+        run["open_checkpoints"] = waiting.get(key, 0)
         run["elapsed"] = run_elapsed(run)
         run["no_form_token"] = r["status"] == "paused" and paused_without_token(
-            r, cp_store.listing(conn, run_id=r["id"], limit=50)[0])
+            r, cp_store.listing(conn, apps={r["app"]}, run_id=r["id"], limit=50)[0])
         shown.append(run)
-    apps = sorted(conn.execute(select(runs_table.c.app).distinct()).scalars())
+    q = select(runs_table.c.app).distinct()
+    if scope is not None:
+        q = q.where(runs_table.c.app.in_(sorted(scope)))
+    apps = sorted(conn.execute(q).scalars())
     return {"rows": shown, "total": total, "page": max(page, 1), "pages": max(1, -(-total // RUNS_PAGE)),
             "apps": apps, "statuses": RUN_STATUSES}
 
@@ -252,29 +261,27 @@ def run_elapsed(run: dict[str, Any]) -> float | None:
     return None
 
 
-def run(conn, run_id: str) -> dict[str, Any] | None:
-    row = run_store.get(conn, run_id)
+def run(conn, run_id: str, scope: Scope) -> dict[str, Any] | None:
+    row = run_store.find(conn, run_id, scope)
     if row is None:
         return None
-    raw, _ = cp_store.listing(conn, run_id=run_id, limit=500)
+    raw, _ = cp_store.listing(conn, apps={row["app"]}, run_id=run_id, limit=500)
     secrets = secrets_of(raw)
     cps = [safe(c) for c in reversed(raw)]  # oldest first
     waiting = any(c["status"] == "open" for c in cps)
     info = public_run(row)
     info["color"], info["label"] = run_color(info, waiting)
     info["elapsed"] = run_elapsed(info)
-    nodes, ended = [], row["status"] in run_store.RUN_TERMINAL
-    for n in run_store.nodes_of(conn, run_id):
-        # A node still "running" in a run that ended never finished: it was stopped with the run.
-        state = "stopped" if ended and n["status"] not in run_store.NODE_FINAL else node_state(n, waiting)
+    nodes = []
+    for n in run_store.nodes_of(conn, row["app"], row["id"]):
+        state = node_state(n, row["status"], waiting)
         nodes.append({**{k: n.get(k) for k in ("id", "node_id", "node_type", "title", "status", "loop_index",
                                                "retries", "error", "elapsed_time", "started_at", "finished_at")},
-                      "state": state, "color": RUN_COLOR.get(state, "grey"),
-                      "label": "waiting for a person" if state == "waiting" else state})
+                      "state": state, "color": RUN_COLOR.get(state, "grey"), "label": node_label(state)})
     for c in cps:
         c["color"], c["label"] = checkpoint_color(c), checkpoint_label(c)
         if c.get("kind") == "dify-form":
             c["delivery_view"] = delivery_view(c)
     return {"run": scrub(info, secrets), "nodes": scrub(nodes, secrets), "checkpoints": cps,
-            "history": scrub(run_store.history_of(conn, run_id)[-200:], secrets), "waiting": waiting,
+            "history": scrub(run_store.history_of(conn, row["app"], run_id)[-200:], secrets), "waiting": waiting,
             "no_form_token": paused_without_token(row, raw)}

@@ -1,55 +1,44 @@
-"""The checkpoint state machine. Plain synchronous functions over the store that return what must be
-published once their transaction has committed; the wiring in service.py does the publishing.
+"""The checkpoint state machine: requests and decisions. Plain synchronous functions over the store
+that return what must be published once their transaction has committed; the handlers in
+service.py run them in the store executor and the router publishes what they return.
 
 Idempotent by construction: a redelivered request re-attaches or replays; a redelivered decision
 (same message id or idempotency key) finds its recorded outcome and re-emits the same messages.
+Every lookup is scoped: a checkpoint is found by (app, run, node, round), a decision only within the
+apps its actor may decide for. A decision whose checkpoint has not opened yet is parked and applied
+when it opens (shared/store/parked.py).
 """
 from __future__ import annotations
 
-import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from shared.models import (Action, CheckpointEvent, CheckpointRequested, CheckpointStatus, DecisionSubmitted,
-                           FormReport, OnTimeout, Reply, Resolution)
-from shared.outbox import Outbound
-from shared.views import public_view
+from services.decider import forms
+from services.decider.outcomes import Outcome, answer, event, reply_to_call, winning_view
+from shared.access import ALL, Scope, may_decide
+from shared.broker import Outbound
+from shared.models import (Action, CheckpointRequested, CheckpointStatus, DecisionEvent, DecisionSubmitted, EventType,
+                           Reply)
+from shared.refusals import Refusal
 from shared.settings import Settings
 from shared.store import Database
 from shared.store import checkpoints as store
-from services.decider import forms
+from shared.store import parked
+from shared.store.rows import CheckpointRow, HistoryRow
+
+Refused = tuple[str, str]  # (Refusal code, message)
 
 
 @dataclass
-class Outcome:
-    """What happened to one request or decision, for the caller, logs and metrics."""
+class Decided:
+    """One decision tried against one checkpoint inside a transaction."""
 
-    kind: str  # opened | reattached | replayed | pending | applied | rejected | duplicate
-    checkpoint: dict[str, Any] | None = None
-    code: str | None = None
-    message: str | None = None
-    outbound: list[Outbound] = field(default_factory=list)
-
-
-def resolution_of(cp: dict[str, Any]) -> Resolution:
-    return Resolution(action=cp["action"], checkpoint_id=cp["id"], round=cp["round"], output=cp["output"],
-                      feedback=cp["feedback"], decided_by=cp["decided_by"], reason=cp["reason"])
-
-
-def reply_to_call(cp: dict[str, Any], reply_to: str | None = None, correlation_id: str | None = None) -> list[Outbound]:
-    """The resolution for the held Dify call (the one recorded on the checkpoint unless given)."""
-    reply_to = reply_to or cp.get("reply_to")
-    correlation_id = correlation_id or cp.get("correlation_id")
-    if not reply_to:
-        return []
-    body = Reply(outcome="resolved", checkpoint_id=cp["id"], resolution=resolution_of(cp)).to_bytes()
-    return [Outbound("", reply_to, body, correlation_id, persistent=False)]
-
-
-def event(exchange: str, kind: str, cp: dict[str, Any], decision: dict[str, Any] | None = None) -> Outbound:
-    msg = CheckpointEvent(type=kind, checkpoint=public_view(cp), decision=decision)
-    return Outbound(exchange, kind, msg.to_bytes())
+    checkpoint: CheckpointRow  # as it is now (resolved by this decision, or as found)
+    applied: bool
+    refusal: Refused | None = None
+    duplicate_of: HistoryRow | None = None  # the same decision seen before (message id / idempotency key)
+    winning: HistoryRow | None = None
 
 
 class Decider:
@@ -58,10 +47,8 @@ class Decider:
         self.settings = settings
         self.events_exchange = settings.names.events
 
-    def _event(self, kind: str, cp: dict[str, Any], decision: dict[str, Any] | None = None) -> Outbound:
+    def event(self, kind: EventType, cp: CheckpointRow, decision: dict[str, Any] | None = None) -> Outbound:
         return event(self.events_exchange, kind, cp, decision)
-
-    event_of = _event
 
     # ------------------------------------------------------------------ checkpoint requests
     def on_request(self, req: CheckpointRequested, reply_to: str | None, correlation_id: str | None,
@@ -69,27 +56,36 @@ class Decider:
         if req.kind == "dify-form":
             return self.on_form_captured(req, redelivered)
         with self.db.write() as conn:
+            now = self.db.now()
             # With the round in the call (the recipe sends it) the insert comes first: a new
             # checkpoint, the common case, then costs two statements.
             round_, existing = (req.round, None) if req.round is not None else self._locate_round(conn, req)
-            cp = None
-            if existing is None:
-                cp = store.insert_if_absent(conn, self._new_row(req, round_, reply_to, correlation_id))
+            cp = None if existing is not None else \
+                store.insert_if_absent(conn, self._new_row(req, round_, reply_to, correlation_id, now))
             created = cp is not None
-            if created:
+            taken: list[tuple[DecisionSubmitted, Decided]] = []
+            if cp is not None:
                 store.append_history(conn, cp["id"], "opened", actor=req.user, channel="dify", message_id=req.id,
-                                     detail={"round": round_, "mode": req.mode})
+                                     detail={"round": round_, "mode": req.mode}, at=now)
+                taken = self._take_parked(conn, cp, now)
+                cp = next((d.checkpoint for _, d in taken if d.applied), cp)
             else:
-                cp = existing or store.by_key(conn, req.workflow_run_id, req.node_id, round_)
-            if not created and cp["status"] == CheckpointStatus.open:
-                store.attach(conn, cp["id"], reply_to, correlation_id)
-                store.append_history(conn, cp["id"], "reattached", channel="dify", message_id=req.id,
-                                     detail={"attempt": cp["attach_count"] + 1})
-        return self._request_outcome(cp, created, reply_to, correlation_id, redelivered)
+                cp = existing or store.by_key(conn, req.app, req.workflow_run_id, req.node_id, round_)
+                assert cp is not None  # the insert conflicted with it
+                if cp["status"] == CheckpointStatus.open:
+                    store.attach(conn, cp["id"], reply_to, correlation_id, now)
+                    store.append_history(conn, cp["id"], "reattached", channel="dify", message_id=req.id,
+                                         detail={"attempt": cp["attach_count"] + 1}, at=now)
+        outcome = self._request_outcome(cp, created, reply_to, correlation_id, redelivered)
+        for dec, decided in taken:
+            outcome.outbound += self._decision_messages(dec, decided, announce_open=False)
+            if decided.applied:
+                outcome.applied_parked.append(decided.checkpoint)
+        return outcome
 
     @staticmethod
-    def _new_row(req: CheckpointRequested, round_: int, reply_to: str | None, correlation_id: str | None) -> dict:
-        now = time.time()
+    def _new_row(req: CheckpointRequested, round_: int, reply_to: str | None, correlation_id: str | None,
+                 now: float) -> dict[str, Any]:
         return dict(
             id=str(uuid.uuid4()), app=req.app, kind=req.kind, workflow_run_id=req.workflow_run_id,
             node_id=req.node_id, round=round_, status=CheckpointStatus.open, mode=req.mode,
@@ -99,216 +95,192 @@ class Decider:
             created_at=now, updated_at=now, reply_to=reply_to, correlation_id=correlation_id,
             attach_count=1, published=True)
 
-    def _locate_round(self, conn, req: CheckpointRequested) -> tuple[int, dict[str, Any] | None]:
-        if req.round is not None:
-            return req.round, store.by_key(conn, req.workflow_run_id, req.node_id, req.round)
-        last = store.latest(conn, req.workflow_run_id, req.node_id)
+    @staticmethod
+    def _locate_round(conn, req: CheckpointRequested) -> tuple[int, CheckpointRow | None]:
+        """Without an explicit round: after a revise, a call carrying a new output is the next round;
+        the same output again is Dify re-sending the call that was already answered."""
+        last = store.latest(conn, req.app, req.workflow_run_id, req.node_id)
         if last is None:
             return 1, None
-        # Without an explicit round: after a revise, a call carrying a new output is the next round;
-        # the same output again is Dify re-sending the call that was already answered.
         if (last["status"] == CheckpointStatus.resolved and last["action"] == Action.revise
                 and last["node_output"] != req.node_output):
-            return last["round"] + 1, store.by_key(conn, req.workflow_run_id, req.node_id, last["round"] + 1)
+            nxt = last["round"] + 1
+            return nxt, store.by_key(conn, req.app, req.workflow_run_id, req.node_id, nxt)
         return last["round"], last
 
-    def _request_outcome(self, cp, created, reply_to, correlation_id, redelivered) -> Outcome:
-        if cp["status"] != CheckpointStatus.open:
-            return Outcome("replayed", cp, outbound=reply_to_call(cp, reply_to, correlation_id))
+    def _request_outcome(self, cp: CheckpointRow, created: bool, reply_to: str | None,
+                         correlation_id: str | None, redelivered: bool) -> Outcome:
         out: list[Outbound] = []
         if created or redelivered:  # redelivered: the first attempt may have died before announcing it
-            out.append(self._event("checkpoint.opened", cp))
+            out.append(self.event(EventType.opened, cp))
+        if cp["status"] != CheckpointStatus.open:
+            return Outcome("opened" if created else "replayed", cp,
+                           outbound=out + reply_to_call(cp, reply_to, correlation_id))
         if cp["mode"] == "detached" and reply_to:
             body = Reply(outcome="pending", checkpoint_id=cp["id"]).to_bytes()
             out.append(Outbound("", reply_to, body, correlation_id, persistent=False))
         return Outcome("opened" if created else "reattached", cp, outbound=out)
 
     # ------------------------------------------------------------------ decisions
-    def on_decision(self, dec: DecisionSubmitted, reply_to: str | None = None,
+    def on_decision(self, dec: DecisionSubmitted, scope: Scope, reply_to: str | None = None,
                     correlation_id: str | None = None) -> Outcome:
+        """Apply a decision within `scope` (the apps its actor may decide for)."""
         with self.db.write() as conn:
-            cp = self._target(conn, dec)
-            if cp is None:
-                return self._answer(Outcome("rejected", None, "not_found", "no such checkpoint"), reply_to, correlation_id)
-            earlier = store.earlier_attempt(conn, cp["id"], dec.id, dec.idempotency_key)
-            if earlier is not None:
-                return self._replay_decision(conn, cp, earlier, reply_to, correlation_id)
-            refusal = self._refusal(cp, dec)
-            output = cp["node_output"] if dec.action == Action.approve else dec.output if dec.action == Action.edit else None
-            if refusal is None and cp["kind"] == "dify-form":
-                action_id, inputs = forms.submission(cp, dec)
-                refusal = inputs if action_id is None else None
-                output = {"action": action_id, "inputs": inputs}
-            resolved = None
-            if refusal is None:
-                feedback = dec.feedback if dec.feedback is not None else dec.reason
-                resolved = store.resolve(conn, cp["id"], status=CheckpointStatus.resolved, action=dec.action,
-                                         output=output, feedback=feedback, decided_by=dec.actor, reason="decision",
-                                         channel=dec.channel)
-                if resolved is None:
-                    cp = store.get(conn, cp["id"])
-                    refusal = self._refusal(cp, dec)
-                elif cp["kind"] == "dify-form":
-                    store.set_delivery(conn, cp["id"], "pending", None, time.time())
-                    resolved["delivery"] = "pending"
-            detail = {"feedback": dec.feedback, "reason": dec.reason}
-            if dec.has_output:
-                detail["output"] = dec.output
-            store.append_history(conn, cp["id"], "decision", actor=dec.actor, channel=dec.channel, action=dec.action,
-                                 outcome="rejected" if refusal else "applied", code=refusal[0] if refusal else None,
-                                 message_id=dec.id, idempotency_key=dec.idempotency_key, detail=detail)
-            if refusal:
-                winning = store.winning_decision(conn, cp["id"])
-        if refusal:
-            outcome = Outcome("rejected", cp, refusal[0], refusal[1])
-            outcome.outbound.append(self._event("decision.rejected", cp, {**dec.model_dump(mode="json"), "code": refusal[0]}))
-            return self._answer(outcome, reply_to, correlation_id, winning=_winning_view(winning, cp))
-        outcome = Outcome("applied", resolved)
-        outcome.outbound += reply_to_call(resolved) + [self._event("checkpoint.resolved", resolved, dec.model_dump(mode="json"))]
-        if resolved["kind"] == "dify-form":
-            outcome.outbound.append(forms.delivery_command(self.settings.names.commands, resolved, dec.actor))
-        return self._answer(outcome, reply_to, correlation_id)
+            now = self.db.now()
+            target = self._target(conn, dec, scope)
+            if isinstance(target, tuple):
+                code, message = target
+                if code == "park":
+                    return answer(self._park(conn, dec, scope, now), reply_to, correlation_id)
+                return answer(Outcome("rejected", None, code, message), reply_to, correlation_id)
+            decided = self._decide(conn, target, dec, now)
+        messages = self._decision_messages(dec, decided, announce_open=True)
+        if decided.duplicate_of is not None:
+            kind = "duplicate" if decided.duplicate_of["outcome"] == "applied" else "rejected"
+            outcome = Outcome(kind, decided.checkpoint, decided.duplicate_of["code"],
+                              "the same decision was already refused" if kind == "rejected" else None, messages)
+            return answer(outcome, reply_to, correlation_id, winning_view(decided.winning, decided.checkpoint),
+                          applied=kind == "duplicate")
+        if decided.refusal is not None:
+            outcome = Outcome("rejected", decided.checkpoint, decided.refusal[0], decided.refusal[1], messages)
+            return answer(outcome, reply_to, correlation_id, winning_view(decided.winning, decided.checkpoint))
+        return answer(Outcome("applied", decided.checkpoint, outbound=messages), reply_to, correlation_id)
 
-    def _target(self, conn, dec: DecisionSubmitted) -> dict[str, Any] | None:
+    def _target(self, conn, dec: DecisionSubmitted, scope: Scope) -> CheckpointRow | Refused:
         if dec.checkpoint_id:
-            return store.get(conn, dec.checkpoint_id)
-        if dec.workflow_run_id and dec.node_id:
-            return store.latest(conn, dec.workflow_run_id, dec.node_id)
-        return None
+            cp = store.get(conn, dec.checkpoint_id, apps=scope)
+            return cp if cp is not None else (Refusal.not_found, "no such checkpoint")
+        if not (dec.workflow_run_id and dec.node_id):
+            return Refusal.not_found, "name the checkpoint (checkpoint_id, or workflow_run_id and node_id)"
+        if scope is not ALL and not scope:
+            return Refusal.not_found, "no such checkpoint"
+        found = store.latest_in_apps(conn, scope, dec.workflow_run_id, dec.node_id)
+        if not found:
+            return "park", ""  # its checkpoint has not opened yet: keep the decision for it
+        open_ = [c for c in found if c["status"] == CheckpointStatus.open]
+        if len(open_) > 1:
+            return Refusal.ambiguous, (f"run {dec.workflow_run_id} node {dec.node_id} is open in several apps "
+                                       f"({sorted(c['app'] for c in open_)}): name the checkpoint_id")
+        return open_[0] if open_ else max(found, key=lambda c: c["created_at"])
 
-    def _refusal(self, cp: dict[str, Any], dec: DecisionSubmitted) -> tuple[str, str] | None:
+    def _park(self, conn, dec: DecisionSubmitted, scope: Scope, now: float) -> Outcome:
+        apps = sorted(scope) if scope is not ALL else sorted(a.name for a in self.settings.apps)
+        assert dec.workflow_run_id and dec.node_id
+        fresh = parked.park(conn, message_id=dec.id, run_id=dec.workflow_run_id, node_id=dec.node_id, apps=apps,
+                            actor=dec.actor, decision=dec.model_dump(mode="json"), now=now,
+                            ttl_s=self.settings.parked_decision_ttl_s)
+        message = (f"no checkpoint for run {dec.workflow_run_id} node {dec.node_id} yet: the decision is kept for "
+                   f"{self.settings.parked_decision_ttl_s:.0f}s and applied when it opens")
+        body = DecisionEvent(type=EventType.decision_parked.value, decision=dec.model_dump(mode="json"),
+                             apps=apps).to_bytes()
+        outbound = [Outbound(self.events_exchange, EventType.decision_parked.value, body)] if fresh else []
+        return Outcome("parked", None, None, message, outbound)
+
+    def _take_parked(self, conn, cp: CheckpointRow, now: float) -> list[tuple[DecisionSubmitted, Decided]]:
+        """Apply the decisions that waited for this checkpoint, oldest first; the first valid wins."""
+        taken = []
+        for row in parked.waiting_for(conn, cp["app"], cp["workflow_run_id"], cp["node_id"]):
+            dec = DecisionSubmitted.model_validate(row["decision"])
+            decided = self._decide(conn, cp, dec, now)
+            parked.settle(conn, row["id"], "applied" if decided.applied else "refused", now, checkpoint_id=cp["id"],
+                          code=decided.refusal[0] if decided.refusal else None)
+            cp = decided.checkpoint
+            taken.append((dec, decided))
+        return taken
+
+    def _decide(self, conn, cp: CheckpointRow, dec: DecisionSubmitted, now: float) -> Decided:
+        earlier = store.earlier_attempt(conn, cp["id"], dec.id, dec.idempotency_key)
+        if earlier is not None:
+            return Decided(cp, applied=False, duplicate_of=earlier, winning=store.winning_decision(conn, cp["id"]))
+        refusal = self.refusal(cp, dec)
+        output = cp["node_output"] if dec.action == Action.approve else dec.output if dec.action == Action.edit else None
+        if refusal is None and cp["kind"] == "dify-form":
+            action_id, mapped = forms.submission(cp, dec)
+            if action_id is None:
+                refusal = mapped  # type: ignore[assignment]
+            output = {"action": action_id, "inputs": mapped}
+        resolved = None
+        if refusal is None:
+            feedback = dec.feedback if dec.feedback is not None else dec.reason
+            resolved = store.resolve(conn, cp["id"], status=CheckpointStatus.resolved, action=dec.action,
+                                     output=output, feedback=feedback, decided_by=dec.actor, reason="decision",
+                                     channel=dec.channel, now=now)
+            if resolved is None:  # another decision won between our read and our update
+                cp = store.get(conn, cp["id"]) or cp
+                refusal = self.refusal(cp, dec)
+            elif cp["kind"] == "dify-form":
+                store.set_delivery(conn, cp["id"], "pending", None, now)
+                resolved["delivery"] = "pending"
+        detail: dict[str, Any] = {"feedback": dec.feedback, "reason": dec.reason}
+        if dec.has_output:
+            detail["output"] = dec.output
+        if dec.client:
+            detail["client"] = dec.client  # what the caller said it was; the channel is what we observed
+        store.append_history(conn, cp["id"], "decision", actor=dec.actor, channel=dec.channel, action=dec.action,
+                             outcome="rejected" if refusal else "applied", code=refusal[0] if refusal else None,
+                             message_id=dec.id, idempotency_key=dec.idempotency_key, detail=detail, at=now)
+        if refusal is not None:
+            return Decided(cp, applied=False, refusal=refusal, winning=store.winning_decision(conn, cp["id"]))
+        assert resolved is not None
+        return Decided(resolved, applied=True)
+
+    def refusal(self, cp: CheckpointRow, dec: DecisionSubmitted) -> Refused | None:
         if cp["status"] != CheckpointStatus.open:
-            return "already_resolved", f"checkpoint is {cp['status']} ({cp['action']} by {cp['decided_by']})"
+            return Refusal.already_resolved, f"checkpoint is {cp['status']} ({cp['action']} by {cp['decided_by']})"
         http = cp["kind"] == "http"  # a Dify form has its own actions: no rounds of ours to count
         if http and dec.action == Action.revise and not (dec.feedback or "").strip():
-            return "feedback_required", "revise needs feedback for the next round"
+            return Refusal.feedback_required, "revise needs feedback for the next round"
         if http and dec.action == Action.revise and cp["round"] >= cp["max_rounds"]:
-            return "max_rounds_reached", f"round {cp['round']} is the last of max_rounds={cp['max_rounds']}"
+            return Refusal.max_rounds_reached, f"round {cp['round']} is the last of max_rounds={cp['max_rounds']}"
         if dec.action == Action.edit and not dec.has_output:
-            return "output_required", "edit needs the new output"
-        if cp["assignees"] and not self._is_assignee(dec.actor, cp["assignees"]):
-            return "not_assignee", f"{dec.actor} is not among the assignees {cp['assignees']}"
+            return Refusal.output_required, "edit needs the new output"
+        if not may_decide(self.settings, dec.actor, cp["assignees"]):
+            return Refusal.not_assignee, f"{dec.actor} is not among the assignees {cp['assignees']}"
         return None
 
-    def _is_assignee(self, actor: str, assignees: list[str]) -> bool:
-        reviewer = self.settings.reviewer(actor)
-        groups = {f"group:{g}" for g in (reviewer.groups if reviewer else [])}
-        return actor in assignees or bool(groups & set(assignees))
-
-    def _replay_decision(self, conn, cp, earlier, reply_to, correlation_id) -> Outcome:
-        if earlier["outcome"] == "applied":
-            outcome = Outcome("duplicate", cp)
-            outcome.outbound += reply_to_call(cp) + [self._event("checkpoint.resolved", cp)]
+    def _decision_messages(self, dec: DecisionSubmitted, decided: Decided, *, announce_open: bool) -> list[Outbound]:
+        """Events, the held call's answer and a form delivery for one decision's result."""
+        cp = decided.checkpoint
+        if decided.duplicate_of is not None:
+            if decided.duplicate_of["outcome"] != "applied":
+                return []
+            out = reply_to_call(cp) + [self.event(EventType.resolved, cp)]
             if cp["kind"] == "dify-form" and cp["delivery"] == "pending":  # the first delivery may be lost
-                outcome.outbound.append(forms.delivery_command(self.settings.names.commands, cp, earlier["actor"]))
-            return self._answer(outcome, reply_to, correlation_id, applied=True)
-        winning = store.winning_decision(conn, cp["id"])
-        outcome = Outcome("rejected", cp, earlier["code"], "the same decision was already refused")
-        return self._answer(outcome, reply_to, correlation_id, winning=_winning_view(winning, cp))
-
-    @staticmethod
-    def _answer(outcome: Outcome, reply_to, correlation_id, winning=None, applied: bool = False) -> Outcome:
-        if reply_to:
-            ok = outcome.kind == "applied" or applied
-            cp = outcome.checkpoint
-            reply = Reply(outcome="applied" if ok else "rejected", checkpoint_id=cp["id"] if cp else None,
-                          resolution=resolution_of(cp) if ok else None, error_code=None if ok else outcome.code,
-                          error_message=None if ok else outcome.message, winning=winning)
-            outcome.outbound.append(Outbound("", reply_to, reply.to_bytes(), correlation_id, persistent=False))
-        return outcome
+                out.append(forms.delivery_command(self.settings.names.commands, cp, decided.duplicate_of["actor"]))
+            return out
+        if decided.refusal is not None:
+            return [self.event(EventType.decision_rejected, cp,
+                               {**dec.model_dump(mode="json"), "code": decided.refusal[0]})]
+        out = (reply_to_call(cp) if announce_open else []) + [
+            self.event(EventType.resolved, cp, dec.model_dump(mode="json"))]
+        if cp["kind"] == "dify-form":
+            out.append(forms.delivery_command(self.settings.names.commands, cp, dec.actor))
+        return out
 
     # ------------------------------------------------------------------ Dify form checkpoints
     def on_form_captured(self, req: CheckpointRequested, redelivered: bool) -> Outcome:
+        """A Dify form (Human Input pause): the same form again (its token) is the same checkpoint."""
+        taken: list[tuple[DecisionSubmitted, Decided]] = []
         with self.db.write() as conn:
+            now = self.db.now()
             round_, cp = forms.locate(conn, req)
             created = False
             if cp is None:
-                values = forms.capture_values(req, round_, time.time())
-                cp = store.insert_if_absent(conn, values)
-                created = cp is not None
-                cp = cp or store.by_key(conn, req.workflow_run_id, req.node_id, round_)
-                if created:
-                    store.append_history(conn, cp["id"], "captured", actor=req.user, channel="dify",
-                                         message_id=req.id, detail={"round": round_, "node_title": (req.form or {}).get("node_title")})
-        out = [self._event("checkpoint.opened", cp)] if created or redelivered else []
-        return Outcome("opened" if created else "replayed", cp, outbound=out)
-
-    def on_form_report(self, report: FormReport) -> list[Outbound]:
-        with self.db.write() as conn:
-            changes = forms.apply_report(conn, report)
-        return [self._event(kind, cp) for kind, cp in changes]
-
-    def flag_stuck_resumes(self) -> list[dict[str, Any]]:
-        """Delivered forms whose run has not left `paused` in time: Dify's known lost resume."""
-        stuck = []
-        with self.db.write() as conn:
-            for cp in store.resume_overdue(conn, time.time() - self.settings.resume_timeout_s):
-                store.set_delivery(conn, cp["id"], "resume_stuck", "the run is still paused after the submit",
-                                   time.time())
-                store.append_history(conn, cp["id"], "resume_stuck", actor="system", channel="poller",
-                                     outcome="resume_stuck", detail={"waited_s": self.settings.resume_timeout_s})
-                stuck.append(store.get(conn, cp["id"]))
-        return stuck
-
-    # ------------------------------------------------------------------ deadlines
-    def expire(self, checkpoint_id: str) -> Outcome | None:
-        """Apply on_timeout to one overdue checkpoint, as a decision by `system`."""
-        with self.db.write() as conn:
-            cp = store.get(conn, checkpoint_id)
-            if cp is None or cp["status"] != CheckpointStatus.open or cp["deadline"] > time.time():
-                return None
-            action, output = {
-                OnTimeout.approve: (Action.approve, cp["node_output"]),
-                OnTimeout.default: (Action.edit, cp["default_output"]),
-            }.get(cp["on_timeout"], (Action.abort, None))
-            resolved = store.resolve(conn, cp["id"], status=CheckpointStatus.expired, action=action, output=output,
-                                     feedback=None, decided_by="system", reason="timeout", channel="deadline",
-                                     published=False)
-            if resolved is None:
-                return None
-            store.append_history(conn, cp["id"], "expired", actor="system", channel="deadline", action=action,
-                                 outcome="applied", detail={"on_timeout": cp["on_timeout"]})
-        return Outcome("expired", resolved, outbound=self.announce_resolution(resolved))
-
-    def cancel_run(self, run_id: str, run_status: str) -> list[dict[str, Any]]:
-        """The run ended (failed/stopped) with checkpoints still open: close them as aborted by
-        `system`, reason run_ended, so a still-held call is answered `abort`."""
-        cancelled = []
-        with self.db.write() as conn:
-            for cp in store.open_of_run(conn, run_id):
-                resolved = store.resolve(conn, cp["id"], status=CheckpointStatus.cancelled, action=Action.abort,
-                                         output=None, feedback=f"the run ended {run_status}", decided_by="system",
-                                         reason="run_ended", channel="poller", published=False)
-                if resolved is not None:
-                    store.append_history(conn, cp["id"], "cancelled", actor="system", channel="poller",
-                                         action=Action.abort, outcome="applied", code="run_ended",
-                                         detail={"run_status": run_status})
-                    cancelled.append(resolved)
-        return cancelled
-
-    def announce_resolution(self, cp: dict[str, Any]) -> list[Outbound]:
-        kind = {CheckpointStatus.expired: "checkpoint.expired",
-                CheckpointStatus.cancelled: "checkpoint.cancelled"}.get(cp["status"], "checkpoint.resolved")
-        return reply_to_call(cp) + [self._event(kind, cp)]
-
-    def due_ids(self) -> list[str]:
-        with self.db.read() as conn:
-            return store.due(conn, time.time())
-
-    def unpublished(self) -> list[dict[str, Any]]:
-        with self.db.read() as conn:
-            return store.unpublished(conn, time.time() - self.settings.republish_after_s)
-
-    def mark_published(self, checkpoint_id: str) -> None:
-        with self.db.write() as conn:
-            store.mark_published(conn, checkpoint_id)
-
-
-def _winning_view(winning: dict[str, Any] | None, cp: dict[str, Any]) -> dict[str, Any] | None:
-    if cp["status"] == CheckpointStatus.open:
-        return None
-    view = {"action": cp["action"], "decided_by": cp["decided_by"], "reason": cp["reason"],
-            "resolved_at": cp["resolved_at"], "output": cp["output"], "feedback": cp["feedback"]}
-    if winning:
-        view["channel"] = winning["channel"]
-    return view
+                new = store.insert_if_absent(conn, forms.capture_values(req, round_, now))
+                if new is not None:
+                    created = True
+                    store.append_history(conn, new["id"], "captured", actor=req.user, channel="dify",
+                                         message_id=req.id, at=now,
+                                         detail={"round": round_, "node_title": (req.form or {}).get("node_title")})
+                    taken = self._take_parked(conn, new, now)
+                    cp = next((d.checkpoint for _, d in taken if d.applied), new)
+                else:
+                    cp = store.by_key(conn, req.app, req.workflow_run_id, req.node_id, round_)
+                    assert cp is not None  # the insert conflicted with it
+        outcome = Outcome("opened" if created else "replayed", cp,
+                          outbound=[self.event(EventType.opened, cp)] if created or redelivered else [])
+        for dec, decided in taken:
+            outcome.outbound += self._decision_messages(dec, decided, announce_open=True)
+            if decided.applied:
+                outcome.applied_parked.append(decided.checkpoint)
+        return outcome

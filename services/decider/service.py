@@ -1,165 +1,174 @@
-"""decider wiring: broker deliveries → state machine (in a worker thread) → confirmed publishes → ack.
+"""decider wiring: the declared handlers (one per message type) and the timer sweep.
 
-The ack comes only after the effect is committed and its messages confirmed, so a kill -9 at any
-point redelivers the message and the idempotent state machine finishes the job.
+Each handler runs the state machine in the store executor; the router publishes what it returns
+with confirms and only then acks, so a kill -9 at any point redelivers the message and the
+idempotent state machine finishes the job.
 """
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Coroutine
+from typing import Any
 
-import structlog
-from pydantic import ValidationError
-from sqlalchemy.exc import OperationalError
-
-from services.decider.logic import Decider, Outcome
+from services.decider.logic import Decider
+from services.decider.outcomes import Outcome
+from services.decider.timers import Timers, stuck_event
 from shared import metrics
-from shared.broker import Broker, Delivery, Reject, RetryLater
+from shared.access import actor_apps, bot_scope
+from shared.broker import Outbound, Reject, publish_all
+from shared.broker.router import ANY_KEY, Context, Handlers, in_store
+from shared.broker.signing import Verifier
 from shared.logs import get_logger
-from shared.outbox import Outbound, publish_all
 from shared.models import CheckpointRequested, CheckpointStatus, DecisionSubmitted, FormReport, RunEnded
-from shared.topology import FORM_REPORT, RUN_ENDED
+from shared.refusals import Refusal
 from shared.settings import Settings
 from shared.store import Database
+from shared.store.rows import CheckpointRow
+from shared.topology import CHECKPOINT_REQUESTED, FORM_REPORT, RUN_ENDED
 
 log = get_logger(__name__)
-
-
-def validation_summary(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()[:5])
+handlers = Handlers()
 
 
 class DeciderService:
-    def __init__(self, settings: Settings, db: Database, broker: Broker) -> None:
+    def __init__(self, settings: Settings, db: Database, broker: Any, verifier: Verifier) -> None:
         self.settings = settings
         self.db = db
         self.broker = broker
         self.logic = Decider(db, settings)
+        self.timers = Timers(db, settings)
         self._stop = asyncio.Event()
-        broker.consume(settings.names.checkpoints_queue, self.on_request)
-        broker.consume(settings.names.decisions_queue, self.on_decision)
+        self.router = handlers.bind(self, broker, settings.names, verifier)
 
-    async def _run_logic(self, fn, *args) -> Outcome:
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self.broker.executor, fn, *args)
-        except OperationalError as exc:  # store unreachable or locked: try again later, lose nothing
-            raise RetryLater(f"store unavailable: {exc.orig!r}", delay_s=5) from exc
-
-    async def publish_all(self, outbound: list[Outbound]) -> None:
-        await publish_all(self.broker, outbound)
-
-    async def on_request(self, delivery: Delivery) -> None:
-        if delivery.routing_key == RUN_ENDED:
-            return await self.on_run_ended(delivery)
-        if delivery.routing_key == FORM_REPORT:
-            return await self.on_form_report(delivery)
-        try:
-            req = CheckpointRequested.model_validate_json(delivery.body)
-        except ValidationError as exc:
-            metrics.messages_handled.labels(delivery.queue, "invalid").inc()
-            raise Reject(f"invalid checkpoint.requested: {validation_summary(exc)}") from None
-        structlog.contextvars.bind_contextvars(run_id=req.workflow_run_id)
-        outcome = await self._run_logic(self.logic.on_request, req, delivery.reply_to, delivery.correlation_id,
-                                        delivery.redelivered)
-        await self.publish_all(outcome.outbound)
+    # ------------------------------------------------------------------ handlers
+    @handlers.on("checkpoints", CHECKPOINT_REQUESTED, CheckpointRequested, store=True)
+    def on_request(self, req: CheckpointRequested, ctx: Context) -> list[Outbound]:
+        outcome = self.logic.on_request(req, ctx.reply_to, ctx.correlation_id, ctx.redelivered)
         cp = outcome.checkpoint
-        structlog.contextvars.bind_contextvars(checkpoint_id=cp["id"])
+        assert cp is not None
+        metrics.messages_handled.labels(ctx.delivery.queue, outcome.kind).inc()
         if outcome.kind == "opened":
             metrics.checkpoints_opened.labels(cp["app"]).inc()
-            log.info("checkpoint.opened", node_id=cp["node_id"], round=cp["round"], mode=cp["mode"])
+            log.info("checkpoint.opened", checkpoint_id=cp["id"], node_id=cp["node_id"], round=cp["round"],
+                     kind=cp["kind"], mode=cp["mode"])
         elif outcome.kind == "reattached":
             metrics.hold_reattaches.inc()
-            log.info("checkpoint.reattached", round=cp["round"])
+            log.info("checkpoint.reattached", checkpoint_id=cp["id"], round=cp["round"])
         else:
-            log.info("checkpoint.replayed", action=cp["action"], round=cp["round"])
-        metrics.messages_handled.labels(delivery.queue, outcome.kind).inc()
+            log.info("checkpoint.replayed", checkpoint_id=cp["id"], action=cp["action"], round=cp["round"])
+        for resolved in outcome.applied_parked:
+            metrics.decisions_parked.labels("applied").inc()
+            self._count_resolution(resolved)
+            log.info("decision.applied", checkpoint_id=resolved["id"], action=resolved["action"],
+                     actor=resolved["decided_by"], parked=True)
+        return outcome.outbound
 
-    async def on_decision(self, delivery: Delivery) -> None:
-        try:
-            dec = DecisionSubmitted.model_validate_json(delivery.body)
-        except ValidationError as exc:
-            metrics.messages_handled.labels(delivery.queue, "invalid").inc()
-            metrics.decisions_rejected.labels("invalid").inc()
-            raise Reject(f"invalid decision: {validation_summary(exc)}") from None
-        outcome = await self._run_logic(self.logic.on_decision, dec, delivery.reply_to, delivery.correlation_id)
-        await self.publish_all(outcome.outbound)
+    @handlers.on("decisions", ANY_KEY, DecisionSubmitted, store=True, bots=True)
+    def on_decision(self, dec: DecisionSubmitted, ctx: Context) -> list[Outbound]:
+        if ctx.sender.kind == "bot":
+            bot = self.settings.bot(ctx.sender.name)
+            assert bot is not None  # the verifier knows only configured bots
+            scope, why = bot_scope(self.settings, bot, dec.actor)
+            if why:
+                metrics.decisions_rejected.labels("unauthorized_bot").inc()
+                raise Reject(f"bot {bot.name}: {why}")
+            # The channel is what we observed, not what the message says.
+            dec = dec.model_copy(update={"channel": f"bot:{bot.name}"})
+        else:
+            scope = actor_apps(self.settings, dec.actor)
+        outcome = self.logic.on_decision(dec, scope, ctx.reply_to, ctx.correlation_id)
+        self._after_decision(dec, outcome, ctx)
+        return outcome.outbound
+
+    def _after_decision(self, dec: DecisionSubmitted, outcome: Outcome, ctx: Context) -> None:
+        metrics.messages_handled.labels(ctx.delivery.queue, outcome.kind).inc()
         cp = outcome.checkpoint
-        if cp:
-            structlog.contextvars.bind_contextvars(checkpoint_id=cp["id"], run_id=cp["workflow_run_id"])
-        metrics.messages_handled.labels(delivery.queue, outcome.kind).inc()
+        ids = {"checkpoint_id": cp["id"], "run_id": cp["workflow_run_id"]} if cp else {}
         if outcome.kind == "applied":
+            assert cp is not None
             self._count_resolution(cp)
-            log.info("decision.applied", action=dec.action.value, actor=dec.actor, channel=dec.channel)
-            return
-        if outcome.kind == "rejected":
-            metrics.decisions_rejected.labels(outcome.code).inc()
-            log.info("decision.rejected", code=outcome.code, actor=dec.actor, channel=dec.channel)
+            log.info("decision.applied", action=dec.action.value, actor=dec.actor, channel=dec.channel, **ids)
+        elif outcome.kind == "parked":
+            metrics.decisions_parked.labels("parked").inc()
+            log.info("decision.parked", actor=dec.actor, run_id=dec.workflow_run_id, node_id=dec.node_id)
+        elif outcome.kind == "rejected":
+            metrics.decisions_rejected.labels(outcome.code or "unknown").inc()
+            log.info("decision.rejected", code=outcome.code, actor=dec.actor, channel=dec.channel, **ids)
             # A bot gets no reply: what it sent wrongly is kept, with the reason, in the DLQ.
-            if not delivery.reply_to and outcome.code != "already_resolved":
+            if not ctx.reply_to and outcome.code != Refusal.already_resolved:
                 raise Reject(f"{outcome.code}: {outcome.message}")
 
-    async def on_run_ended(self, delivery: Delivery) -> None:
-        try:
-            ended = RunEnded.model_validate_json(delivery.body)
-        except ValidationError as exc:
-            raise Reject(f"invalid run.ended: {validation_summary(exc)}") from None
-        for cp in await self._run_logic(self.logic.cancel_run, ended.workflow_run_id, ended.status):
-            await self._announce(cp, self.logic.announce_resolution(cp))
+    @handlers.on("checkpoints", RUN_ENDED, RunEnded)
+    async def on_run_ended(self, ended: RunEnded, ctx: Context) -> list[Outbound]:
+        for cp in await in_store(self.broker, self.timers.cancel_run, ended.app, ended.workflow_run_id,
+                                 ended.status):
+            await self._announce(cp)  # then marked published (the outbox flag)
             self._count_resolution(cp)
-            log.info("checkpoint.cancelled", checkpoint_id=cp["id"], run_id=ended.workflow_run_id,
-                     run_status=ended.status)
+            log.info("checkpoint.cancelled", checkpoint_id=cp["id"], run_status=ended.status)
+        return []
 
-    async def on_form_report(self, delivery: Delivery) -> None:
-        try:
-            report = FormReport.model_validate_json(delivery.body)
-        except ValidationError as exc:
-            raise Reject(f"invalid form.report: {validation_summary(exc)}") from None
-        outbound = await self._run_logic(self.logic.on_form_report, report)
-        await self.publish_all(outbound)
-        log.info("form.report", run_id=report.workflow_run_id, outcome=report.outcome, changed=len(outbound))
+    @handlers.on("checkpoints", FORM_REPORT, FormReport, store=True)
+    def on_form_report(self, report: FormReport, ctx: Context) -> list[Outbound]:
+        outbound = self.timers.on_form_report(report)
+        log.info("form.report", outcome=report.outcome, changed=len(outbound))
+        return outbound
 
-    @staticmethod
-    def _count_resolution(cp) -> None:
+    def _count_resolution(self, cp: CheckpointRow) -> None:
+        node = metrics.node_labels(cp["app"], cp["node_id"])
         metrics.checkpoints_resolved.labels(cp["app"], cp["action"], cp["reason"]).inc()
-        metrics.time_to_decision.labels(cp["app"], cp["node_id"]).observe(max(0.0, cp["resolved_at"] - cp["created_at"]))
+        metrics.time_to_decision.labels(cp["app"], node).observe(max(0.0, (cp["resolved_at"] or 0) - cp["created_at"]))
 
-    # ------------------------------------------------------------------ deadlines and the outbox
-    async def run_deadlines(self) -> None:
-        """Apply on_timeout to overdue checkpoints; re-send resolutions whose publish was not confirmed.
-        State lives in the store, so any decider replica (or a restarted one) picks up where one died."""
-        last_sweep = 0.0
+    # ------------------------------------------------------------------ the timer sweep
+    async def run_timers(self) -> None:
+        """Deadlines, stuck resumes, expired parked decisions, unconfirmed resolutions. State lives in the
+        store, so any decider replica (or a restarted one) picks up where one died."""
+        last_republish = 0.0
         while not self._stop.is_set():
+            republish = time.monotonic() - last_republish > self.settings.republish_after_s
+            if republish:
+                last_republish = time.monotonic()
             try:
-                for cid in await self._run_logic(self.logic.due_ids):
-                    outcome = await self._run_logic(self.logic.expire, cid)
-                    if outcome is not None:
-                        await self._announce(outcome.checkpoint, outcome.outbound)
-                        metrics.deadline_expiries.labels(outcome.checkpoint["app"]).inc()
-                        self._count_resolution(outcome.checkpoint)
-                        log.info("checkpoint.expired", checkpoint_id=cid, action=outcome.checkpoint["action"])
-                for cp in await self._run_logic(self.logic.flag_stuck_resumes):
-                    await self.publish_all([self.logic.event_of("checkpoint.resume_stuck", cp)])
-                    metrics.resume_stuck.labels(cp["app"]).inc()
-                    log.warning("checkpoint.resume_stuck", checkpoint_id=cp["id"], run_id=cp["workflow_run_id"])
-                if time.monotonic() - last_sweep > self.settings.republish_after_s:
-                    last_sweep = time.monotonic()
-                    for cp in await self._run_logic(self.logic.unpublished):
-                        await self._announce(cp, self.logic.announce_resolution(cp))
-                        log.info("checkpoint.republished", checkpoint_id=cp["id"])
+                await self.sweep(republish)
             except Exception as exc:  # the loop must outlive a broker or store outage
-                log.warning("deadlines.sweep_failed", error=f"{type(exc).__name__}: {exc}")
+                log.warning("timers.sweep_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+            metrics.store_up.set(1 if self.db.health.up else 0)
+            metrics.clock_offset.set(self.db.clock_offset_s)
             try:
                 await asyncio.wait_for(self._stop.wait(), self.settings.deadline_scan_interval_s)
             except asyncio.TimeoutError:
                 pass
 
-    async def _announce(self, cp, outbound: list[Outbound]) -> None:
-        await self.publish_all(outbound)
-        if cp["status"] != CheckpointStatus.open:
-            await self._run_logic(self.logic.mark_published, cp["id"])
+    async def sweep(self, republish: bool = True) -> None:
+        for cid in await in_store(self.broker, self.timers.due_ids):
+            cp = await in_store(self.broker, self.timers.expire, cid)
+            if cp is not None:
+                await self._announce(cp)
+                metrics.deadline_expiries.labels(cp["app"]).inc()
+                self._count_resolution(cp)
+                log.info("checkpoint.expired", checkpoint_id=cid, action=cp["action"])
+        for cp in await in_store(self.broker, self.timers.flag_stuck_resumes):
+            await publish_all(self.broker, [stuck_event(self.settings.names.events, cp)])
+            metrics.resume_stuck.labels(cp["app"]).inc()
+            log.warning("checkpoint.resume_stuck", checkpoint_id=cp["id"], run_id=cp["workflow_run_id"])
+        expired = await in_store(self.broker, self.timers.expire_parked)
+        if expired:
+            await publish_all(self.broker, expired)
+            metrics.decisions_parked.labels("expired").inc(len(expired))
+            log.info("decisions.parked_expired", count=len(expired))
+        if republish:
+            for cp in await in_store(self.broker, self.timers.unpublished):
+                await self._announce(cp)
+                log.info("checkpoint.republished", checkpoint_id=cp["id"])
 
-    def background(self) -> list:
-        return [self.run_deadlines()]
+    async def _announce(self, cp: CheckpointRow) -> None:
+        await publish_all(self.broker, self.timers.announce_resolution(cp))
+        if cp["status"] != CheckpointStatus.open:
+            await in_store(self.broker, self.timers.mark_published, cp["id"])
+
+    # ------------------------------------------------------------------ lifecycle
+    def background(self) -> list[Coroutine[Any, Any, None]]:
+        return [self.run_timers()]
 
     def stop(self) -> None:
         self._stop.set()

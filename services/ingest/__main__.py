@@ -11,11 +11,15 @@ log = get_logger("ingest")
 
 
 async def main() -> None:
-    settings, db = boot("ingest")
-    broker = make_broker(settings, "ingest")
-    app = create_app(settings, db, broker)
+    runtime = boot("ingest")
+    settings, db = runtime.settings, runtime.db
+    broker = make_broker(runtime, "ingest")
+    app = create_app(settings, db, broker, verifier=runtime.verifier)
     config = uvicorn.Config(app, host=settings.ingest_host, port=settings.ingest_port, log_level="warning",
-                            timeout_keep_alive=75, backlog=4096)
+                            timeout_keep_alive=75, backlog=4096,
+                            # The gateway relays Dify's own headers exactly; our answers get a Date
+                            # from the app (DateHeader), none gets uvicorn's Server header.
+                            server_header=False, date_header=False)
     log.info("ingest.started", port=settings.ingest_port, database=db.url.split("@")[-1])
 
     def answer_held_calls() -> None:
@@ -27,5 +31,9 @@ async def main() -> None:
     db.dispose()
 
 
-if __name__ == "__main__":
+def entry() -> None:
     run(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from email.utils import formatdate
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -12,20 +14,21 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.ingest import checkpoints, decisions, gateway, runs_api
 from services.ingest.fastpath import CheckpointFastPath
-from services.ingest.holds import ReplyRouter
 from services.ingest.http import ApiError, error_response
-from shared.broker import Broker
+from shared.broker.replies import ReplyRouter
+from shared.broker.signing import Verifier
 from shared.logs import get_logger
 from shared.settings import Settings
 from shared.store import Database
+from shared.store.errors import StoreUnavailable
 
 log = get_logger(__name__)
 
 
-def create_app(settings: Settings, db: Database, broker: Broker, *, start_broker: bool = True,
-               fast_path: bool = True) -> FastAPI:
+def create_app(settings: Settings, db: Database, broker: Any, *, start_broker: bool = True,
+               fast_path: bool = True, verifier: Verifier | None = None) -> FastAPI:
     """`fast_path=False` serves checkpoint calls through FastAPI's route (tests compare the two)."""
-    replies = ReplyRouter(broker, settings.names)
+    replies = ReplyRouter(broker, settings.names, verifier=verifier)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -51,6 +54,7 @@ def create_app(settings: Settings, db: Database, broker: Broker, *, start_broker
 
     if fast_path:
         app.add_middleware(CheckpointFastPath)
+    app.add_middleware(DateHeader)
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
@@ -67,6 +71,11 @@ def create_app(settings: Settings, db: Database, broker: Broker, *, start_broker
         field = ".".join(str(p) for p in err["loc"][1:]) or "request"
         return error_response(ApiError(400, "invalid_field", f"{field}: {err['msg']}", field=field))
 
+    @app.exception_handler(StoreUnavailable)
+    async def _store_down(_request: Request, exc: StoreUnavailable) -> JSONResponse:
+        return error_response(ApiError(503, "store_unavailable", "the store is not reachable right now; retry",
+                                       headers={"Retry-After": "2"}))
+
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
         log.error("http.unexpected_error", error=f"{type(exc).__name__}: {exc}")
@@ -78,7 +87,7 @@ def create_app(settings: Settings, db: Database, broker: Broker, *, start_broker
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
-        checks = {"broker": broker.ready, "store": await asyncio.to_thread(db.ping)}
+        checks = {"broker": broker.ready, "store": await asyncio.to_thread(db.ready)}
         ok = all(checks.values())
         return JSONResponse({"status": "ready" if ok else "not_ready", "checks": checks}, status_code=200 if ok else 503)
 
@@ -87,6 +96,28 @@ def create_app(settings: Settings, db: Database, broker: Broker, *, start_broker
         return Response(await asyncio.to_thread(generate_latest), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+class DateHeader:
+    """A Date header on every answer that has none (RFC 9110 asks an origin server for one); the
+    gateway's answers keep Dify's own."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def with_date(message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if not any(k.lower() == b"date" for k, _ in headers):
+                    headers.append((b"date", formatdate(usegmt=True).encode()))
+                    message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, with_date)
 
 
 async def close_clients(app: FastAPI) -> None:

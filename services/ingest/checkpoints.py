@@ -11,14 +11,14 @@ import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from services.ingest.holds import ShuttingDown
 from services.ingest.http import ApiError, app_for_header, compact_json, parse_json_object, read_body, validate
 from services.ingest.schemas import CheckpointCall
 from shared import metrics
 from shared.broker import BrokerError
+from shared.broker.replies import ShuttingDown
 from shared.logs import get_logger
 from shared.models import CheckpointRequested
-from shared.settings import Settings
+from shared.settings import AppConfig, Settings
 
 log = get_logger(__name__)
 router = APIRouter()
@@ -62,10 +62,9 @@ def still_waiting(held: Held, settings: Settings, why: str) -> Response:
         status=503, headers={"Retry-After": str(settings.retry_after_s)})
 
 
-def prepare(state, authorization: str, raw: bytes) -> Held:
-    """Authenticate, parse and validate one checkpoint call; raises ApiError for a broken one."""
+def prepare(state, app: AppConfig, raw: bytes) -> Held:
+    """Parse and validate one authenticated checkpoint call; raises ApiError for a broken one."""
     settings: Settings = state.settings
-    app = app_for_header(authorization, settings)
     data = parse_json_object(raw)
     call = validate(CheckpointCall, data)
     if call.on_timeout == "default" and "default_output" not in data:
@@ -81,11 +80,11 @@ def prepare(state, authorization: str, raw: bytes) -> Held:
                 call.mode)
 
 
-async def serve_checkpoint_call(state, authorization: str, raw: bytes) -> Response:
-    """The whole checkpoint call after the body is read: served by the fast path (fastpath.py)
-    and, for the same answers through FastAPI, by the route below."""
+async def serve_checkpoint_call(state, app: AppConfig, raw: bytes) -> Response:
+    """The whole checkpoint call after the caller is known and the body is read: served by the fast
+    path (fastpath.py) and, for the same answers through FastAPI, by the route below."""
     settings: Settings = state.settings
-    held = prepare(state, authorization, raw)
+    held = prepare(state, app, raw)
     structlog.contextvars.bind_contextvars(run_id=held.workflow_run_id, node_id=held.node_id)
     if held.mode == "hold" and state.replies.held_per_app.get(held.app, 0) >= settings.max_held_per_app:
         # A runaway workflow must not hold every socket of this process; Dify's node retry sends it again.
@@ -110,5 +109,7 @@ async def serve_checkpoint_call(state, authorization: str, raw: bytes) -> Respon
 @router.post("/v1/checkpoints")
 @router.post("/api/user-confirmation")
 async def checkpoint_call(request: Request) -> Response:
+    # Who calls is checked before the body is read: an unknown caller costs no memory.
+    app = app_for_header(request.headers.get("authorization", ""), request.app.state.settings)
     raw = await read_body(request, request.app.state.settings.body_limit_bytes)
-    return await serve_checkpoint_call(request.app.state, request.headers.get("authorization", ""), raw)
+    return await serve_checkpoint_call(request.app.state, app, raw)

@@ -8,12 +8,13 @@ every other path, and every other method on these paths, goes on to FastAPI.
 """
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.responses import Response
 
 from services.ingest.checkpoints import serve_checkpoint_call
-from services.ingest.http import ApiError, body_too_large, check_declared_length, error_response
+from services.ingest.http import ApiError, app_for_header, check_declared_length, error_response, read_chunks
 from shared.logs import get_logger
 
 log = get_logger(__name__)
@@ -31,10 +32,13 @@ class CheckpointFastPath:
         state = scope["app"].state
         headers = _headers(scope)
         try:
-            raw = await _read_body(receive, headers.get("content-length"), state.settings.body_limit_bytes)
-            if raw is None:
-                return  # the caller went away before sending the whole body: nobody to answer
-            response = await serve_checkpoint_call(state, headers.get("authorization", ""), raw)
+            # Who calls is checked before the body is read: an unknown caller costs no memory.
+            app = app_for_header(headers.get("authorization", ""), state.settings)
+            check_declared_length(headers.get("content-length"), state.settings.body_limit_bytes)
+            raw = await read_chunks(_body(receive), state.settings.body_limit_bytes, state.settings.body_read_timeout_s)
+            response = await serve_checkpoint_call(state, app, raw)
+        except _Disconnected:
+            return  # the caller went away before sending the whole body: nobody to answer
         except ApiError as exc:
             response = error_response(exc)
         except Exception as exc:  # the same answer as the app's handler for unexpected errors
@@ -48,20 +52,18 @@ def _headers(scope) -> dict[str, str]:
     return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k.lower() in wanted}
 
 
-async def _read_body(receive, declared: str | None, limit: int) -> bytes | None:
-    check_declared_length(declared, limit)
-    chunks, size = [], 0
+class _Disconnected(Exception):
+    pass
+
+
+async def _body(receive) -> AsyncIterator[bytes]:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            return None
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise body_too_large(limit)
-        chunks.append(chunk)
+            raise _Disconnected()
+        yield message.get("body", b"")
         if not message.get("more_body", False):
-            return b"".join(chunks)
+            return
 
 
 async def _send(response: Response, send) -> None:

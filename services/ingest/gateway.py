@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
 
 import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
+from services.ingest.http import ApiError, read_body
 from shared.dify import SseSplitter, normalize_base_url
 from shared.dify.sse import parse_sse_block
 from shared.logs import get_logger
@@ -60,22 +62,41 @@ def _user_of(body: bytes) -> str | None:
     return data.get("user") if isinstance(data, dict) and isinstance(data.get("user"), str) else None
 
 
-@router.api_route("/v1/workflows/run", methods=["POST"])
-@router.api_route("/v1/workflows/{workflow_id}/run", methods=["POST"])
-@router.api_route("/v1/workflows/run/{run_id}", methods=["GET"])
-@router.api_route("/v1/workflows/tasks/{task_id}/stop", methods=["POST"])
-@router.api_route("/v1/workflows/logs", methods=["GET"])
-@router.api_route("/v1/workflow/{run_id}/events", methods=["GET"])
-@router.api_route("/v1/parameters", methods=["GET"])
-@router.api_route("/v1/info", methods=["GET"])
-@router.api_route("/v1/form/human_input/{form_token}", methods=["GET", "POST"])
+# The Dify routes the gateway forwards, and nothing else. The upstream path is built from the route's
+# template and its checked segments — never from the path as received, so `%2e%2e`, `%2F` or `%3F` in
+# a segment cannot reach another upstream path.
+SEGMENT = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+ROUTES = (("/v1/workflows/run", ["POST"]), ("/v1/workflows/{workflow_id}/run", ["POST"]),
+          ("/v1/workflows/run/{run_id}", ["GET"]), ("/v1/workflows/tasks/{task_id}/stop", ["POST"]),
+          ("/v1/workflows/logs", ["GET"]), ("/v1/workflow/{run_id}/events", ["GET"]), ("/v1/parameters", ["GET"]),
+          ("/v1/info", ["GET"]), ("/v1/form/human_input/{form_token}", ["GET", "POST"]))
+
+
+def upstream_path(request: Request) -> str | None:
+    """The Dify path for this request, or None when a segment is not a plain id."""
+    route = request.scope.get("route")
+    template = getattr(route, "path", None)
+    if not template:
+        return None
+    params = request.path_params
+    if not all(isinstance(v, str) and SEGMENT.match(v) for v in params.values()):
+        return None
+    return template.format(**params)
+
+
 async def forward(request: Request) -> Response:
     app = gateway_app(request)
     if app is None or not app.watched:
         return dify_error(401, "unauthorized", "Access token is invalid")
-    body = await request.body()
+    path = upstream_path(request)
+    if path is None:
+        return dify_error(404, "not_found", "Not found.")
+    try:
+        body = await read_body(request, request.app.state.settings.body_limit_bytes)
+    except ApiError as exc:
+        return dify_error(exc.status, exc.code, exc.message)
     headers = {k: v for k, v in request.headers.items() if k.lower() in FORWARDED_REQUEST_HEADERS}
-    url = normalize_base_url(app.dify_base_url) + request.url.path
+    url = normalize_base_url(app.dify_base_url) + path
     client = upstream_client(request)
     try:
         upstream_request = client.build_request(request.method, url, params=request.query_params, content=body,
@@ -93,9 +114,23 @@ async def forward(request: Request) -> Response:
         return relay_stream(upstream, response_headers, tee, request.app.state)
     content = await upstream.aread()
     await upstream.aclose()
-    if request.method == "POST" and request.url.path.endswith("/run") and upstream.status_code == 200:
-        asyncio.create_task(tee_blocking_answer(tee, content))
+    if request.method == "POST" and path.endswith("/run") and upstream.status_code == 200:
+        keep(request.app.state, asyncio.create_task(tee_blocking_answer(tee, content)))
     return Response(content, status_code=upstream.status_code, headers=response_headers)
+
+
+for _template, _methods in ROUTES:
+    router.add_api_route(_template, forward, methods=_methods, include_in_schema=False)
+
+
+def keep(state: Any, task: asyncio.Task[None]) -> None:
+    """Hold a reference to a background task until it is done (a task nobody references may be
+    collected mid-way)."""
+    tasks: set[asyncio.Task[None]] | None = getattr(state, "gateway_tasks", None)
+    if tasks is None:
+        tasks = state.gateway_tasks = set()
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
 
 
 async def tee_blocking_answer(tee: EventTee, content: bytes) -> None:
@@ -113,10 +148,7 @@ async def tee_blocking_answer(tee: EventTee, content: bytes) -> None:
 
 def relay_stream(upstream: httpx.Response, headers: dict[str, str], tee: EventTee, state) -> StreamingResponse:
     to_client: asyncio.Queue = asyncio.Queue()
-    reader = asyncio.create_task(read_upstream(upstream, to_client, tee))
-    state.gateway_readers = getattr(state, "gateway_readers", set())
-    state.gateway_readers.add(reader)
-    reader.add_done_callback(state.gateway_readers.discard)
+    keep(state, asyncio.create_task(read_upstream(upstream, to_client, tee)))
 
     async def body():
         while (chunk := await to_client.get()) is not END:

@@ -1,15 +1,24 @@
-"""HTTP edge helpers: the error shape, body reading with a size limit, bearer auth."""
+"""HTTP edge helpers: the error shape, body reading with a size and a time limit, JSON that every
+consumer can read and every store can hold (shared/limits.py), bearer auth."""
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
+from sqlalchemy import Connection
 
 from shared import metrics
+from shared.limits import Unstorable, check_json
 from shared.settings import AppConfig, ReviewerConfig, Settings
+from shared.store.errors import StoreUnavailable
+from shared.views import valid_id
+
+T = TypeVar("T")
 
 
 class ApiError(Exception):
@@ -37,20 +46,30 @@ def compact_json(data: Any, status: int = 200, headers: dict[str, str] | None = 
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
-async def read_json(request: Request, limit: int) -> Any:
+async def read_json(request: Request, limit: int) -> dict[str, Any]:
     return parse_json_object(await read_body(request, limit))
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it is over `limit` (never read whole first)."""
+async def read_body(request: Request, limit: int, timeout_s: float | None = None) -> bytes:
+    """The body, refused with 413 as soon as it is over `limit` (never read whole first) and with 408
+    when it takes longer than `timeout_s` to arrive (a slow sender holds a socket and memory)."""
     check_declared_length(request.headers.get("content-length"), limit)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise body_too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
+    timeout_s = timeout_s or request.app.state.settings.body_read_timeout_s
+    return await read_chunks(request.stream(), limit, timeout_s)
+
+
+async def read_chunks(chunks: AsyncIterator[bytes], limit: int, timeout_s: float) -> bytes:
+    parts, size = [], 0
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > limit:
+                    raise body_too_large(limit)
+                parts.append(chunk)
+    except TimeoutError:
+        raise ApiError(408, "body_timeout", f"the body did not arrive within {timeout_s:.0f}s") from None
+    return b"".join(parts)
 
 
 def check_declared_length(declared: str | None, limit: int) -> None:
@@ -80,10 +99,17 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
             data = inner
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_json", f"the body must be a JSON object, not {type(data).__name__}")
+    try:
+        check_json(data)
+    except Unstorable as exc:  # the same limits every consumer and store has
+        raise ApiError(400, "invalid_json", f"the body cannot be stored: it {exc}") from None
     return data
 
 
-def validate(model: type[BaseModel], data: dict[str, Any]):
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate(model: type[M], data: dict[str, Any]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -122,3 +148,31 @@ def reviewer_auth(request: Request, settings: Settings) -> ReviewerConfig:
     if reviewer is None:
         raise ApiError(401, "unauthorized", "unknown reviewer token", headers={"WWW-Authenticate": 'Bearer realm="hitl"'})
     return reviewer
+
+
+async def read_store(request: Request, fn: Callable[[Connection], T]) -> T:
+    """Run a read off the event loop; a store that does not answer is a 503, not a 500."""
+    def run() -> T:
+        with request.app.state.db.read() as conn:
+            return fn(conn)
+    try:
+        return await asyncio.to_thread(run)
+    except StoreUnavailable:
+        raise ApiError(503, "store_unavailable", "the store is not reachable right now; retry",
+                       headers={"Retry-After": "2"}) from None
+
+
+MAX_OFFSET = 1_000_000_000
+
+
+def check_id(value: str) -> None:
+    """A path id is a short run of id characters: anything else names nothing (404), never a query."""
+    if not valid_id(value):
+        raise ApiError(404, "not_found", "no such id")
+
+
+def page_bounds(limit: int, offset: int) -> None:
+    if not 1 <= limit <= 500:
+        raise ApiError(400, "invalid_field", "limit: 1..500", field="limit")
+    if not 0 <= offset <= MAX_OFFSET:
+        raise ApiError(400, "invalid_field", f"offset: 0..{MAX_OFFSET}", field="offset")

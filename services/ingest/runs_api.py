@@ -9,9 +9,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.ingest.http import ApiError, app_auth, compact_json, read_json, reviewer_auth, validate
-from services.ingest.schemas import ID_PATTERN
-from shared.views import public_run
+from services.ingest.http import (ApiError, app_auth, check_id, compact_json, page_bounds, read_json, read_store,
+                                  reviewer_auth, validate)
+from shared.access import Scope, in_scope, reviewer_apps
 from shared.broker import BrokerError
 from shared.dify import DifyClient, DifyError, check_run_id
 from shared.models import RunEvent, RunTrack
@@ -19,6 +19,7 @@ from shared.runstarter import RunNotStarted, RunStarter
 from shared.store import checkpoints as checkpoint_store
 from shared.store import runs as run_store
 from shared.topology import RUN_EVENT, RUN_TRACK
+from shared.views import ID_PATTERN, public_run
 
 router = APIRouter()
 
@@ -52,11 +53,17 @@ class WorkflowEvent(BaseModel):
     data: dict[str, Any] | None = None
 
 
-def dify_client(request: Request, app_name: str) -> DifyClient:
+def reviewer_scope(request: Request) -> tuple[str, Scope]:
+    settings = request.app.state.settings
+    reviewer = reviewer_auth(request, settings)
+    return reviewer.name, reviewer_apps(settings, reviewer)
+
+
+def dify_client(request: Request, app_name: str, scope: Scope) -> DifyClient:
     settings = request.app.state.settings
     app = settings.app(app_name)
-    if app is None:
-        raise ApiError(404, "unknown_app", f"no app named {app_name!r} in HITL_APPS")
+    if app is None or not in_scope(scope, app_name):
+        raise ApiError(404, "unknown_app", f"no app named {app_name!r} that you may use")
     if not app.watched:
         raise ApiError(422, "app_not_connected", f"app {app_name!r} has no dify_base_url / dify_api_key")
     clients = request.app.state.dify_clients
@@ -78,9 +85,11 @@ def dify_failure(exc: DifyError) -> ApiError:
     return ApiError(status, f"dify_{exc.code}", exc.message, dify_status=exc.status)
 
 
-async def start_run(request: Request, app: str, inputs: dict[str, Any], user: str, **link: Any) -> Response:
+async def start_run(request: Request, app: str, scope: Scope, inputs: dict[str, Any], user: str,
+                    **link: Any) -> Response:
     try:
-        started = await starter(request).start(dify_client(request, app), app, inputs, user=user, source="api", **link)
+        started = await starter(request).start(dify_client(request, app, scope), app, inputs, user=user, source="api",
+                                               **link)
     except RunNotStarted as exc:
         raise ApiError(422, f"dify_{exc.code}", exc.message) from None
     except DifyError as exc:
@@ -91,17 +100,17 @@ async def start_run(request: Request, app: str, inputs: dict[str, Any], user: st
 
 @router.post("/v1/runs")
 async def post_run(request: Request) -> Response:
-    reviewer = reviewer_auth(request, request.app.state.settings)
+    name, scope = reviewer_scope(request)
     body = validate(StartBody, await read_json(request, request.app.state.settings.body_limit_bytes))
-    return await start_run(request, body.app, body.inputs, body.user or f"hitl:{reviewer.name}",
+    return await start_run(request, body.app, scope, body.inputs, body.user or f"hitl:{name}",
                            workflow_id=body.workflow_id)
 
 
 @router.post("/v1/runs/track")
 async def track_run(request: Request) -> Response:
-    reviewer_auth(request, request.app.state.settings)
+    _name, scope = reviewer_scope(request)
     body = validate(TrackBody, await read_json(request, request.app.state.settings.body_limit_bytes))
-    dify_client(request, body.app)
+    dify_client(request, body.app, scope)
     try:
         check_run_id(body.run_id)
     except DifyError:
@@ -112,32 +121,40 @@ async def track_run(request: Request) -> Response:
 
 @router.post("/v1/runs/{run_id}/rerun")
 async def rerun(run_id: str, request: Request) -> Response:
-    reviewer = reviewer_auth(request, request.app.state.settings)
+    name, scope = reviewer_scope(request)
+    check_id(run_id)
     body = validate(RerunBody, await read_json(request, request.app.state.settings.body_limit_bytes))
-    known = await read_store(request, lambda conn: run_store.get(conn, run_id))
-    app = body.app or (known or {}).get("app")
+    known = await read_store(request, lambda conn: run_store.find(conn, run_id, {body.app} if body.app else scope))
+    app = body.app or (known["app"] if known else None)
     if not app:
         raise ApiError(404, "not_found", f"run {run_id} is not tracked; pass \"app\" to re-run it anyway")
     try:
-        record = await dify_client(request, app).get_run(run_id)
+        record = await dify_client(request, app, scope).get_run(run_id)
     except DifyError as exc:
         raise dify_failure(exc) from None
     inputs = {**record.user_inputs(), **body.set}  # Dify's sys.* inputs are its own, never re-sent
-    return await start_run(request, app, inputs, body.user or (known or {}).get("user") or f"hitl:{reviewer.name}",
-                           parent_run_id=run_id, overrides=body.set or None)
+    return await start_run(request, app, scope, inputs, body.user or (known["user"] if known else None)
+                           or f"hitl:{name}", parent_run_id=run_id, overrides=body.set or None)
 
 
 @router.post("/v1/runs/{run_id}/stop")
 async def stop_run(run_id: str, request: Request) -> Response:
-    reviewer_auth(request, request.app.state.settings)
-    run = await read_store(request, lambda conn: run_store.get(conn, run_id))
+    _name, scope = reviewer_scope(request)
+    check_id(run_id)
+    run = await read_store(request, lambda conn: run_store.find(conn, run_id, scope))
     if run is None:
         raise ApiError(404, "not_found", f"run {run_id} is not tracked")
+    if run["status"] == "paused":
+        # Dify ignores a stop while a run is paused, and after the form's submit leaves its record
+        # `running` forever (DIFY.md, fixture 11): say so instead of "stop requested".
+        raise ApiError(409, "run_paused", "this run is paused at a Human Input form, and Dify ignores a stop while "
+                                          "a run is paused (a later submit would leave its record 'running' forever); "
+                                          "decide 'abort' on its form checkpoint instead", workflow_run_id=run_id)
     if not run["task_id"]:
         raise ApiError(409, "task_unknown", "this run was not started through dify-hitl, so its task id is unknown "
                                             "(Dify stops runs by task id only); stop it in Dify's console")
     try:
-        result = await dify_client(request, run["app"]).stop(run["task_id"], run["user"] or "hitl")
+        result = await dify_client(request, run["app"], scope).stop(run["task_id"], run["user"] or "hitl")
     except DifyError as exc:
         raise dify_failure(exc) from None
     return compact_json({"status": "stop_requested", "workflow_run_id": run_id, "dify": result})
@@ -146,24 +163,26 @@ async def stop_run(run_id: str, request: Request) -> Response:
 @router.get("/v1/runs")
 async def list_runs(request: Request, status: str | None = None, app: str | None = None, limit: int = 50,
                     offset: int = 0) -> Response:
-    reviewer_auth(request, request.app.state.settings)
-    if not 1 <= limit <= 500 or offset < 0:
-        raise ApiError(400, "invalid_field", "limit: 1..500, offset: >= 0", field="limit")
-    rows, total = await read_store(request, lambda conn: run_store.listing(conn, status=status, app=app, limit=limit,
-                                                                           offset=offset))
+    _name, scope = reviewer_scope(request)
+    page_bounds(limit, offset)
+    rows, total = await read_store(request, lambda conn: run_store.listing(conn, apps=scope, status=status, app=app,
+                                                                           limit=limit, offset=offset))
     return compact_json({"total": total, "limit": limit, "offset": offset, "runs": [public_run(r) for r in rows]})
 
 
 @router.get("/v1/runs/{run_id}")
 async def show_run(run_id: str, request: Request) -> Response:
-    reviewer_auth(request, request.app.state.settings)
+    _name, scope = reviewer_scope(request)
+    check_id(run_id)
 
     def query(conn):
-        run = run_store.get(conn, run_id)
+        run = run_store.find(conn, run_id, scope)
         if run is None:
             return None
-        cps, _ = checkpoint_store.listing(conn, run_id=run_id, limit=500)
-        return {**public_run(run), "nodes": run_store.nodes_of(conn, run_id), "history": run_store.history_of(conn, run_id),
+        app = run["app"]
+        cps, _ = checkpoint_store.listing(conn, apps={app}, run_id=run_id, limit=500)
+        return {**public_run(run), "nodes": run_store.nodes_of(conn, app, run_id),
+                "history": run_store.history_of(conn, app, run_id),
                 "checkpoints": [{k: c[k] for k in ("id", "kind", "node_id", "round", "status", "action", "decided_by", "delivery")}
                                 for c in cps]}
 
@@ -191,10 +210,3 @@ async def publish(request: Request, routing_key: str, message) -> None:
                                    timeout_s=10)
     except BrokerError:
         raise ApiError(503, "broker_unavailable", "could not queue it; try again", headers={"Retry-After": "1"}) from None
-
-
-async def read_store(request: Request, fn):
-    def run():
-        with request.app.state.db.read() as conn:
-            return fn(conn)
-    return await asyncio.to_thread(run)

@@ -10,10 +10,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from shared.limits import Json, Text
 from shared.models import Action, OnTimeout
-
-ID_PATTERN = r"^[A-Za-z0-9_.:\-]+$"
-
+from shared.views import ID_PATTERN
 
 class CheckpointCall(BaseModel):
     """POST /v1/checkpoints (and /api/user-confirmation): the body of the checkpoint HTTP node."""
@@ -22,16 +21,16 @@ class CheckpointCall(BaseModel):
 
     workflow_run_id: str = Field(min_length=1, max_length=64, pattern=ID_PATTERN)
     node_id: str = Field(min_length=1, max_length=128, pattern=ID_PATTERN)
-    node_output: Any = None
-    message: str | None = Field(default=None, max_length=100_000)
-    app_id: str | None = Field(default=None, max_length=64)
-    workflow_id: str | None = Field(default=None, max_length=64)
-    user: str | None = Field(default=None, max_length=255)
+    node_output: Json = None
+    message: Text | None = Field(default=None, max_length=100_000)
+    app_id: Text | None = Field(default=None, max_length=64)
+    workflow_id: Text | None = Field(default=None, max_length=64)
+    user: Text | None = Field(default=None, max_length=255)
     round: int | None = Field(default=None, ge=1, le=10_000)
     timeout_s: float | None = Field(default=None, gt=0, le=30 * 24 * 3600)
     on_timeout: OnTimeout = OnTimeout.abort
-    default_output: Any = None
-    assignees: list[str] = Field(default_factory=list, max_length=100)
+    default_output: Json = None
+    assignees: list[Text] = Field(default_factory=list, max_length=100)
     max_rounds: int | None = Field(default=None, ge=1, le=1000)
     mode: Literal["hold", "detached"] = "hold"
     read_timeout_s: float | None = Field(default=None, gt=0, le=24 * 3600)
@@ -64,13 +63,13 @@ class DecisionBody(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     action: Action
-    feedback: str | None = Field(default=None, max_length=100_000)
-    output: Any = None
-    reason: str | None = Field(default=None, max_length=10_000)
-    actor: str | None = Field(default=None, max_length=128)
-    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
-    form_action: str | None = Field(default=None, min_length=1, max_length=64)  # Dify form: a user action id
-    form_inputs: dict[str, Any] | None = None  # Dify form: input values
+    feedback: Text | None = Field(default=None, max_length=100_000)
+    output: Json = None
+    reason: Text | None = Field(default=None, max_length=10_000)
+    actor: Text | None = Field(default=None, max_length=128)
+    idempotency_key: Text | None = Field(default=None, min_length=1, max_length=200)
+    form_action: Text | None = Field(default=None, min_length=1, max_length=64)  # Dify form: a user action id
+    form_inputs: dict[str, Json] | None = None  # Dify form: input values
 
 
 class NodeConfirmation(BaseModel):
@@ -82,7 +81,7 @@ class NodeConfirmation(BaseModel):
     workflow_run_id: str | None = Field(default=None, max_length=64, pattern=ID_PATTERN)
     node_id: str = Field(min_length=1, max_length=128, pattern=ID_PATTERN)
     satisfied: bool
-    feedback: str | None = Field(default=None, max_length=100_000)
+    feedback: Text | None = Field(default=None, max_length=100_000)
 
     @property
     def run_id(self) -> str | None:

@@ -2,16 +2,22 @@
 starts continuations."""
 from __future__ import annotations
 
+from typing import Any
 
 from services.poller.service import PollerService
 from shared import metrics
-from shared.runner import run, run_worker
+from shared.runner import Runtime, run, run_worker
 
 
-def make_service(settings, db, broker) -> PollerService:
-    metrics.observe_store(db, runs=True, apps=[a.name for a in settings.apps if a.watched])
-    return PollerService(settings, db, broker)
+def make_service(runtime: Runtime, broker: Any) -> PollerService:
+    settings = runtime.settings
+    metrics.observe_store(runtime.db, runs=True, apps=[a.name for a in settings.apps if a.watched])
+    return PollerService(settings, runtime.db, broker, runtime.verifier)
+
+
+def main() -> None:
+    run(run_worker("poller", make_service, lambda s: (s.poller_host, s.poller_port)))
 
 
 if __name__ == "__main__":
-    run(run_worker("poller", make_service, lambda s: (s.poller_host, s.poller_port)))
+    main()

@@ -12,30 +12,40 @@ import json
 import os
 import socket
 import time
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any
 
 import structlog
-from pydantic import ValidationError
-from sqlalchemy.exc import OperationalError
 
 from services.poller.recorder import Recorder
-from shared.broker import Broker, Delivery, Reject, RetryLater
+from shared.broker import Outbound, Reject, RetryLater, publish_all
+from shared.broker.router import Context, Handlers, in_store
+from shared.broker.signing import Verifier
 from shared.dify import (DifyAuthError, DifyBadRequest, DifyClient, DifyError, DifyForbidden, DifyFormError,
                          DifyNotFound)
 from shared.logs import get_logger
-from shared.models import CheckpointEvent, FormDelivery, FormReport, RunEvent, RunTrack
-from shared.outbox import publish_all
+from shared.models import CheckpointEvent, EventType, FormDelivery, FormReport, RunEvent, RunTrack
 from shared.runstarter import EventTee, RunStarter
 from shared.settings import Settings
 from shared.store import Database
+from shared.store.rows import RunRow
 from shared.topology import FORM_DELIVER, FORM_REPORT, RUN_EVENT, RUN_TRACK
 
 log = get_logger(__name__)
+handlers = Handlers()
 DISCOVERY_OVERLAP_S = 5  # Dify's created_at has 1 s resolution and rows appear as runs start
 
 
+@dataclass
+class _RunLock:
+    lock: asyncio.Lock
+    users: int = 0
+
+
 class PollerService:
-    def __init__(self, settings: Settings, db: Database, broker: Broker) -> None:
+    def __init__(self, settings: Settings, db: Database, broker: Any, verifier: Verifier) -> None:
         self.settings = settings
         self.broker = broker
         self.recorder = Recorder(db, settings)
@@ -45,59 +55,59 @@ class PollerService:
                                            timeout_s=settings.dify_timeout_s)
                         for a in settings.apps if a.watched}
         self.starter = RunStarter(broker, settings)
-        self.inflight: set[asyncio.Task] = set()
-        self.run_locks: dict[str, asyncio.Lock] = {}
+        self.inflight: set[asyncio.Task[None]] = set()
+        self.run_locks: dict[tuple[str, str], _RunLock] = {}
         self._stop = asyncio.Event()
-        broker.consume(settings.names.runs_queue, self.on_message)
+        self.router = handlers.bind(self, broker, settings.names, verifier)
 
-    async def _sync(self, fn, *args):
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self.broker.executor, fn, *args)
-        except OperationalError as exc:
-            raise RetryLater(f"store unavailable: {exc.orig!r}", delay_s=5) from exc
+    # ------------------------------------------------------------------ handlers
+    @handlers.on("runs", RUN_TRACK, RunTrack, store=True)
+    def on_track(self, msg: RunTrack, ctx: Context) -> list[Outbound]:
+        if msg.app not in self.clients:
+            raise Reject(f"app {msg.app!r} has no Dify connection configured (dify_base_url, dify_api_key)")
+        return self.recorder.track(msg)
 
-    # ------------------------------------------------------------------ messages
-    async def on_message(self, delivery: Delivery) -> None:
-        try:
-            if delivery.routing_key == RUN_TRACK:
-                msg = RunTrack.model_validate_json(delivery.body)
-                structlog.contextvars.bind_contextvars(run_id=msg.workflow_run_id)
-                if msg.app not in self.clients:
-                    raise Reject(f"app {msg.app!r} has no Dify connection configured (dify_base_url, dify_api_key)")
-                await publish_all(self.broker, await self._sync(self.recorder.track, msg))
-            elif delivery.routing_key == RUN_EVENT:
-                msg = RunEvent.model_validate_json(delivery.body)
-                structlog.contextvars.bind_contextvars(run_id=msg.workflow_run_id)
-                async with self._in_order(msg.workflow_run_id):
-                    await publish_all(self.broker, await self._sync(self.recorder.on_event, msg))
-            elif delivery.routing_key == FORM_DELIVER:
-                await self.deliver_form(FormDelivery.model_validate_json(delivery.body))
-            else:
-                await self.on_checkpoint_event(CheckpointEvent.model_validate_json(delivery.body))
-        except ValidationError as exc:
-            raise Reject(f"invalid {delivery.routing_key}: {exc.errors()[0]['msg']}") from None
+    @handlers.on("runs", RUN_EVENT, RunEvent)
+    async def on_run_event(self, msg: RunEvent, ctx: Context) -> list[Outbound]:
+        async with self._in_order(msg.app, msg.workflow_run_id):
+            return await in_store(self.broker, self.recorder.on_event, msg)
 
-    @contextlib.asynccontextmanager
-    async def _in_order(self, run_id: str):
-        """Events of one run are applied one at a time, in delivery order (asyncio.Lock is FIFO and
-        deliveries start in the order RabbitMQ sent them), while different runs go in parallel."""
-        lock = self.run_locks.setdefault(run_id, asyncio.Lock())
-        try:
-            async with lock:
-                yield
-        finally:
-            if not lock.locked() and not getattr(lock, "_waiters", None):
-                self.run_locks.pop(run_id, None)
-
-    async def on_checkpoint_event(self, ev: CheckpointEvent) -> None:
+    @handlers.on("runs", EventType.opened.value, CheckpointEvent, store=True)
+    def on_checkpoint_opened(self, ev: CheckpointEvent, ctx: Context) -> list[Outbound]:
+        """Every checkpoint's run is tracked (when its app's Dify can be reached)."""
         cp = ev.checkpoint
         if cp.get("app") not in self.clients:
-            return  # a checkpoint of an app we cannot reach: nothing to watch
-        if ev.type == "checkpoint.opened":
-            track = RunTrack(app=cp["app"], workflow_run_id=cp["workflow_run_id"], source="checkpoint", user=cp.get("user"))
-            await publish_all(self.broker, await self._sync(self.recorder.track, track))
-        elif ev.type == "checkpoint.resolved" and cp.get("mode") == "detached":
+            return []
+        track = RunTrack(app=cp["app"], workflow_run_id=cp["workflow_run_id"], source="checkpoint",
+                         user=cp.get("user"))
+        return self.recorder.track(track)
+
+    @handlers.on("runs", EventType.resolved.value, CheckpointEvent)
+    async def on_checkpoint_resolved(self, ev: CheckpointEvent, ctx: Context) -> list[Outbound]:
+        """A decided detached checkpoint starts its app's continuation run."""
+        cp = ev.checkpoint
+        if cp.get("app") in self.clients and cp.get("mode") == "detached":
             await self.start_continuation(cp)
+        return []
+
+    @handlers.on("runs", FORM_DELIVER, FormDelivery)
+    async def on_form_deliver(self, msg: FormDelivery, ctx: Context) -> list[Outbound]:
+        await self.deliver_form(msg)
+        return []
+
+    @contextlib.asynccontextmanager
+    async def _in_order(self, app: str, run_id: str) -> AsyncIterator[None]:
+        """Events of one run are applied one at a time, in delivery order (asyncio.Lock is FIFO and
+        deliveries start in the order RabbitMQ sent them), while different runs go in parallel."""
+        entry = self.run_locks.setdefault((app, run_id), _RunLock(asyncio.Lock()))
+        entry.users += 1
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.users -= 1
+            if entry.users == 0:
+                self.run_locks.pop((app, run_id), None)
 
     async def deliver_form(self, msg: FormDelivery) -> None:
         """Submit a decided Dify form, at least once; report what Dify said. The token is a secret:
@@ -106,7 +116,7 @@ class PollerService:
         client = self.clients.get(msg.app)
         if client is None:
             raise Reject(f"app {msg.app!r} has no Dify connection configured")
-        report = dict(workflow_run_id=msg.workflow_run_id, checkpoint_id=msg.checkpoint_id)
+        report = dict(app=msg.app, workflow_run_id=msg.workflow_run_id, checkpoint_id=msg.checkpoint_id)
         try:
             await client.form_submit(msg.form_token, msg.inputs, msg.action, msg.user)
             outcome, detail = "delivered", None
@@ -125,13 +135,13 @@ class PollerService:
         await self.broker.publish(self.settings.names.commands, FORM_REPORT,
                                   FormReport(outcome=outcome, detail=detail, **report).to_bytes())
         if outcome in ("delivered", "already_submitted"):
-            await self._sync(self.recorder.poll_soon, msg.workflow_run_id)
+            await in_store(self.broker, self.recorder.poll_soon, msg.app, msg.workflow_run_id)
             self._follow_resumption(client, msg)
 
     def _follow_resumption(self, client: DifyClient, msg: FormDelivery) -> None:
         """Re-attach to the resumed run's stream so its nodes are recorded live; polling backs it up."""
-        async def follow():
-            user = await self._sync(self.recorder.run_user, msg.workflow_run_id) or msg.user
+        async def follow() -> None:
+            user = await in_store(self.broker, self.recorder.run_user, msg.app, msg.workflow_run_id) or msg.user
             tee = EventTee(self.broker, self.settings, msg.app, "poller", user)
             await self.starter.reattach(client, tee, msg.workflow_run_id, continue_on_pause=True, snapshot=True)
 
@@ -139,13 +149,13 @@ class PollerService:
         self.starter.readers.add(task)
         task.add_done_callback(self.starter.readers.discard)
 
-    async def start_continuation(self, cp: dict) -> None:
+    async def start_continuation(self, cp: dict[str, Any]) -> None:
         app = self.settings.app(cp["app"])
         target = self.settings.app(app.continuation_app) if app and app.continuation_app else None
         if target is None or target.name not in self.clients:
             log.warning("continuation.not_configured", checkpoint_id=cp["id"], app=cp["app"])
             return
-        if await self._sync(self.recorder.continuation_exists, cp["id"]):
+        if await in_store(self.broker, self.recorder.continuation_exists, cp["id"]):
             return  # redelivered: one continuation per checkpoint
         output = cp.get("output")
         inputs = {"checkpoint_id": cp["id"], "action": cp["action"], "feedback": cp.get("feedback") or "",
@@ -161,7 +171,7 @@ class PollerService:
             free = self.settings.poll_max_inflight - len(self.inflight)
             if free > 0:
                 try:
-                    for run in await self._sync(self.recorder.due, self.owner, free):
+                    for run in await in_store(self.broker, self.recorder.due, self.owner, free):
                         task = asyncio.create_task(self.poll_one(run))
                         self.inflight.add(task)
                         task.add_done_callback(self.inflight.discard)
@@ -169,16 +179,16 @@ class PollerService:
                     log.warning("poll.claim_failed", error=f"{type(exc).__name__}: {exc}")
             await self._sleep(self.settings.poll_tick_s)
 
-    async def poll_one(self, run: dict) -> None:
+    async def poll_one(self, run: RunRow) -> None:
         client = self.clients.get(run["app"])
         try:
             if client is None:
                 raise DifyError(0, "no_client", f"app {run['app']} has no Dify connection")
             record = await client.get_run(run["id"])
-            await publish_all(self.broker, await self._sync(self.recorder.on_poll, run, record, self.owner))
+            await publish_all(self.broker, await in_store(self.broker, self.recorder.on_poll, run, record, self.owner))
         except DifyError as exc:
             log.info("poll.failed", run_id=run["id"], error=str(exc)[:200])
-            await self._sync(self.recorder.on_poll_error, run, exc, self.owner, isinstance(exc, DifyNotFound))
+            await in_store(self.broker, self.recorder.on_poll_error, run, exc, self.owner, isinstance(exc, DifyNotFound))
         except Exception as exc:  # never lose the run: its lease expires and it is polled again
             log.warning("poll.crashed", run_id=run["id"], error=f"{type(exc).__name__}: {exc}")
 
@@ -193,18 +203,18 @@ class PollerService:
             await self._sleep(self.settings.discovery_interval_s)
 
     async def discover(self, app: str, client: DifyClient) -> int:
-        mark = await self._sync(self.recorder.watermark, app)
+        mark = await in_store(self.broker, self.recorder.watermark, app)
         if mark is None:
             mark = time.time() - self.settings.discovery_lookback_s
         after = datetime.fromtimestamp(max(0, mark - DISCOVERY_OVERLAP_S), tz=timezone.utc)
         newest, found = mark, 0
         async for entry in client.iter_logs(created_at_after=after):
-            out = await self._sync(self.recorder.on_discovered, app, entry)
+            out = await in_store(self.broker, self.recorder.on_discovered, app, entry)
             await publish_all(self.broker, out)
             found += bool(out)
             newest = max(newest, float(entry.workflow_run.created_at or 0))
         if newest > mark:
-            await self._sync(self.recorder.set_watermark, app, newest)
+            await in_store(self.broker, self.recorder.set_watermark, app, newest)
         if found:
             log.info("discovery.found", app=app, runs=found)
         return found
@@ -215,7 +225,7 @@ class PollerService:
         except asyncio.TimeoutError:
             pass
 
-    def background(self) -> list:
+    def background(self) -> list[Coroutine[Any, Any, None]]:
         return [self.run_polling(), self.run_discovery()]
 
     def stop(self) -> None:

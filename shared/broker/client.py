@@ -15,7 +15,6 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 import pika
@@ -25,6 +24,8 @@ from pika.spec import Basic
 
 from shared import metrics
 from shared.broker.errors import BrokerUnavailable, PublishNotConfirmed
+from shared.broker.signing import INTERNAL_HEADER, signature
+from shared.broker.types import Consumer, Delivery, Handler
 from shared.logs import get_logger
 from shared.topology import Queue, Topology
 
@@ -32,43 +33,11 @@ log = get_logger(__name__)
 OP_TIMEOUT_S = 15.0
 
 
-@dataclass
-class Delivery:
-    queue: str
-    body: bytes
-    routing_key: str
-    exchange: str
-    headers: dict[str, Any]
-    message_id: str | None
-    correlation_id: str | None
-    reply_to: str | None
-    redelivered: bool
-
-    @property
-    def attempt(self) -> int:
-        return int(self.headers.get("x-hitl-attempt", 1))
-
-
-Handler = Callable[[Delivery], Awaitable[None] | None]
-
-
-@dataclass
-class Consumer:
-    queue: str
-    handler: Handler
-    prefetch: int
-    declare: Queue | None = None  # a private queue (e.g. ingest's reply queue), declared per connection
-    exclusive: bool = False
-    auto_ack: bool = False
-    bindings: tuple[tuple[str, str], ...] = ()  # (exchange, routing key) for the private queue
-    channel: Any = field(default=None, repr=False)
-    tag: str | None = None
-
-
 class Broker:
     def __init__(self, url: str, *, name: str, topology: Topology, prefetch: int = 64,
-                 handler_threads: int = 8, max_attempts: int = 5) -> None:
+                 handler_threads: int = 8, max_attempts: int = 5, signing_key: bytes | None = None) -> None:
         self.url = url
+        self.signing_key = signing_key  # every publish is signed with it (shared/broker/signing.py)
         self.name = name
         self.topology = topology
         self.prefetch = prefetch
@@ -88,6 +57,7 @@ class Broker:
         self.connections_made = 0
         self._in_flight: set[asyncio.Task] = set()
         self._ops: set[asyncio.Future] = set()
+        self._hooks_running: set[asyncio.Task] = set()
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -145,7 +115,9 @@ class Broker:
                 if self.connections_made > 1:
                     log.info("broker.reconnected", attempt=self.connections_made)
                     for hook in self.reconnect_hooks:
-                        asyncio.create_task(hook())
+                        task = asyncio.create_task(hook())
+                        self._hooks_running.add(task)  # a reference, so the task is not collected mid-way
+                        task.add_done_callback(self._hooks_running.discard)
                 await self._lost.wait()
             except asyncio.CancelledError:
                 return
@@ -257,13 +229,6 @@ class Broker:
         await self._op(ch.basic_consume, queue=consumer.queue, on_message_callback=on_message,
                        auto_ack=consumer.auto_ack, consumer_tag=consumer.tag)
 
-    async def declare_queue(self, queue: Queue, bind: tuple[str, str] | None = None) -> None:
-        """Declare (and optionally bind) an extra durable queue, e.g. a test's or a bot's."""
-        await self.wait_ready(OP_TIMEOUT_S)
-        await self._op(self._pub.queue_declare, queue=queue.name, durable=queue.durable, arguments=queue.arguments)
-        if bind:
-            await self._op(self._pub.queue_bind, queue=queue.name, exchange=bind[0], routing_key=bind[1])
-
     # ------------------------------------------------------------------ publishing
     def _on_confirm(self, frame) -> None:
         method = frame.method
@@ -286,9 +251,12 @@ class Broker:
     async def publish(self, exchange: str, routing_key: str, body: bytes, *, headers: dict | None = None,
                       message_id: str | None = None, correlation_id: str | None = None,
                       reply_to: str | None = None, persistent: bool = True, timeout_s: float = 30.0,
-                      content_type: str = "application/json") -> None:
+                      content_type: str = "application/json", sign: bool = True) -> None:
         """Publish and wait for the broker's confirm, re-publishing across reconnects until
-        `timeout_s`. At-least-once: a message may arrive twice, never zero times once this returns."""
+        `timeout_s`. At-least-once: a message may arrive twice, never zero times once this returns.
+        `sign=False` re-publishes a delivery as it came (its own signature headers travel with it)."""
+        if sign and self.signing_key is not None:
+            headers = {**(headers or {}), INTERNAL_HEADER: signature(self.signing_key, body)}
         props = pika.BasicProperties(
             content_type=content_type, delivery_mode=2 if persistent else 1, headers=headers or None,
             message_id=message_id, correlation_id=correlation_id, reply_to=reply_to,

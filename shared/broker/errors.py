@@ -15,12 +15,16 @@ class PublishNotConfirmed(BrokerError):
 
 
 class RetryLater(Exception):
-    """Raised by a handler: the message should come back after `delay_s` (a delay queue, not a timer)."""
+    """Raised by a handler: the message should come back after `delay_s` (a delay queue, not a timer).
 
-    def __init__(self, reason: str, delay_s: float = 1.0) -> None:
+    `counted=False` is for waits that are not the message's fault (the store is down): they do not
+    use up its attempts, so it is retried until the cause is gone instead of dead-lettered."""
+
+    def __init__(self, reason: str, delay_s: float = 1.0, *, counted: bool = True) -> None:
         super().__init__(reason)
         self.reason = reason
         self.delay_s = delay_s
+        self.counted = counted
 
 
 class Reject(Exception):

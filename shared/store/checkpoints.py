@@ -1,16 +1,20 @@
 """Checkpoint rows and their history: the queries, nothing else.
 
 Every function takes an open Connection so callers decide the transaction. State changes are
-conditional UPDATEs (`... WHERE status = 'open'`) whose row count says who won.
+conditional UPDATEs (`... WHERE status = 'open'`) whose row count says who won. The app is part of
+every key and every lookup by run (STYLE 14): nothing here finds one app's checkpoint through
+another app's run id. `apps=None` in a listing means "every app" (an admin, or the system).
 """
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, or_, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from shared.store.rows import CheckpointRow, HistoryRow, as_row, as_rows
 from shared.store.tables import checkpoints, history
 
 OPEN = "open"
@@ -20,13 +24,14 @@ c = checkpoints.c
 # statement per call cost more CPU (SQLAlchemy construction + cache keys) than the database itself.
 # Parameter names of WHERE clauses start with "b_": SET/VALUES names are the columns themselves.
 _GET = select(checkpoints).where(c.id == bindparam("b_id"))
-_BY_KEY = select(checkpoints).where(c.workflow_run_id == bindparam("b_run"), c.node_id == bindparam("b_node"),
-                                   c.round == bindparam("b_round"))
-_LATEST = (select(checkpoints).where(c.workflow_run_id == bindparam("b_run"), c.node_id == bindparam("b_node"))
+_BY_KEY = select(checkpoints).where(c.app == bindparam("b_app"), c.workflow_run_id == bindparam("b_run"),
+                                   c.node_id == bindparam("b_node"), c.round == bindparam("b_round"))
+_LATEST = (select(checkpoints).where(c.app == bindparam("b_app"), c.workflow_run_id == bindparam("b_run"),
+                                     c.node_id == bindparam("b_node"))
            .order_by(c.round.desc()).limit(1))
+KEY = ["app", "workflow_run_id", "node_id", "round"]
 _INSERT_IF_ABSENT = {
-    name: dialect.insert(checkpoints).on_conflict_do_nothing(index_elements=["workflow_run_id", "node_id", "round"])
-    .returning(*checkpoints.c)
+    name: dialect.insert(checkpoints).on_conflict_do_nothing(index_elements=KEY).returning(*checkpoints.c)
     for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))}
 _ATTACH = (update(checkpoints).where(c.id == bindparam("b_id"), c.status == OPEN)
            .values(attach_count=c.attach_count + 1).returning(c.id))
@@ -41,138 +46,161 @@ _WINNING = (select(history).where(history.c.checkpoint_id == bindparam("b_id"), 
             .order_by(history.c.id).limit(1))
 
 
-def _row(r) -> dict[str, Any] | None:
-    return dict(r._mapping) if r is not None else None
+def _in_apps(apps: Collection[str] | None):
+    return true() if apps is None else c.app.in_(sorted(apps))
 
 
-def get(conn: Connection, checkpoint_id: str) -> dict[str, Any] | None:
-    return _row(conn.execute(_GET, {"b_id": checkpoint_id}).first())
+def get(conn: Connection, checkpoint_id: str, apps: Collection[str] | None = None) -> CheckpointRow | None:
+    """The checkpoint, if it exists and belongs to one of `apps` (None: any app)."""
+    row: CheckpointRow | None = as_row(conn.execute(_GET, {"b_id": checkpoint_id}).first())
+    if row is not None and apps is not None and row["app"] not in apps:
+        return None
+    return row
 
 
-def by_key(conn: Connection, run_id: str, node_id: str, round_: int) -> dict[str, Any] | None:
-    return _row(conn.execute(_BY_KEY, {"b_run": run_id, "b_node": node_id, "b_round": round_}).first())
+def by_key(conn: Connection, app: str, run_id: str, node_id: str, round_: int) -> CheckpointRow | None:
+    return as_row(conn.execute(_BY_KEY, {"b_app": app, "b_run": run_id, "b_node": node_id, "b_round": round_}).first())
 
 
-def latest(conn: Connection, run_id: str, node_id: str) -> dict[str, Any] | None:
-    return _row(conn.execute(_LATEST, {"b_run": run_id, "b_node": node_id}).first())
+def latest(conn: Connection, app: str, run_id: str, node_id: str) -> CheckpointRow | None:
+    return as_row(conn.execute(_LATEST, {"b_app": app, "b_run": run_id, "b_node": node_id}).first())
 
 
-def open_of_run(conn: Connection, run_id: str) -> list[dict[str, Any]]:
-    q = select(checkpoints).where(checkpoints.c.workflow_run_id == run_id, checkpoints.c.status == OPEN)
-    return [_row(r) for r in conn.execute(q)]
+def latest_in_apps(conn: Connection, apps: Collection[str] | None, run_id: str, node_id: str) -> list[CheckpointRow]:
+    """The newest round of (run, node) in each of `apps` that has one (a decision by run and node)."""
+    q = (select(checkpoints).where(_in_apps(apps), c.workflow_run_id == run_id, c.node_id == node_id)
+         .order_by(c.app, c.round.desc()))
+    newest: dict[str, CheckpointRow] = {}
+    for row in as_rows(conn.execute(q)):
+        newest.setdefault(row["app"], row)
+    return list(newest.values())
 
 
-def forms_of_run(conn: Connection, run_id: str) -> list[dict[str, Any]]:
-    q = select(checkpoints).where(checkpoints.c.workflow_run_id == run_id, checkpoints.c.kind == "dify-form")
-    return [_row(r) for r in conn.execute(q)]
+def open_of_run(conn: Connection, app: str, run_id: str) -> list[CheckpointRow]:
+    q = select(checkpoints).where(c.app == app, c.workflow_run_id == run_id, c.status == OPEN)
+    return as_rows(conn.execute(q))
+
+
+def forms_of_run(conn: Connection, app: str, run_id: str) -> list[CheckpointRow]:
+    q = select(checkpoints).where(c.app == app, c.workflow_run_id == run_id, c.kind == "dify-form")
+    return as_rows(conn.execute(q))
+
+
+def rounds(conn: Connection, app: str, run_id: str, node_id: str) -> list[CheckpointRow]:
+    q = (select(checkpoints).where(c.app == app, c.workflow_run_id == run_id, c.node_id == node_id)
+         .order_by(c.round))
+    return as_rows(conn.execute(q))
 
 
 def set_delivery(conn: Connection, checkpoint_id: str, delivery: str, detail: str | None, now: float) -> None:
     values: dict[str, Any] = dict(delivery=delivery, delivery_detail=detail, updated_at=now)
     if delivery == "delivered":
         values["delivered_at"] = now
-    conn.execute(update(checkpoints).where(checkpoints.c.id == checkpoint_id).values(**values))
+    conn.execute(update(checkpoints).where(c.id == checkpoint_id).values(**values))
 
 
-def resume_overdue(conn: Connection, before: float, limit: int = 100) -> list[dict[str, Any]]:
+def resume_overdue(conn: Connection, before: float, limit: int = 100) -> list[CheckpointRow]:
     """Delivered forms whose run has not been seen leaving `paused` since `before`."""
-    q = (select(checkpoints).where(checkpoints.c.delivery == "delivered", checkpoints.c.delivered_at <= before)
-         .limit(limit))
-    return [_row(r) for r in conn.execute(q)]
+    q = select(checkpoints).where(c.delivery == "delivered", c.delivered_at <= before).limit(limit)
+    return as_rows(conn.execute(q))
 
 
-def rounds(conn: Connection, run_id: str, node_id: str) -> list[dict[str, Any]]:
-    q = (select(checkpoints).where(checkpoints.c.workflow_run_id == run_id, checkpoints.c.node_id == node_id)
-         .order_by(checkpoints.c.round))
-    return [_row(r) for r in conn.execute(q)]
-
-
-def insert_if_absent(conn: Connection, values: dict[str, Any]) -> dict[str, Any] | None:
+def insert_if_absent(conn: Connection, values: dict[str, Any]) -> CheckpointRow | None:
     """Insert a new checkpoint unless its key exists; the new row when this call created it."""
     # RETURNING rather than rowcount: psycopg 3 reports -1 for a plain INSERT ... ON CONFLICT here.
-    return _row(conn.execute(_INSERT_IF_ABSENT[conn.dialect.name], values).first())
+    return as_row(conn.execute(_INSERT_IF_ABSENT[conn.dialect.name], values).first())
 
 
-def attach(conn: Connection, checkpoint_id: str, reply_to: str | None, correlation_id: str | None) -> bool:
+def attach(conn: Connection, checkpoint_id: str, reply_to: str | None, correlation_id: str | None,
+           now: float) -> bool:
     """Point an open checkpoint at the Dify call now held for it; False if no longer open."""
     result = conn.execute(_ATTACH, {"b_id": checkpoint_id, "reply_to": reply_to, "correlation_id": correlation_id,
-                                    "updated_at": time.time()})
+                                    "updated_at": now})
     return result.first() is not None
 
 
 def resolve(conn: Connection, checkpoint_id: str, *, status: str, action: str, output: Any, feedback: str | None,
-            decided_by: str, reason: str, channel: str | None, published: bool = True) -> dict[str, Any] | None:
+            decided_by: str, reason: str, channel: str | None, now: float,
+            published: bool = True) -> CheckpointRow | None:
     """Close an open checkpoint; returns the updated row, or None when another decision won.
 
     `published=False` marks a resolution nobody will re-send on redelivery (a deadline expiry): the
     sweeper publishes it again until mark_published() records the broker's confirm."""
-    now = time.time()
     result = conn.execute(_RESOLVE, dict(
         b_id=checkpoint_id, status=status, action=action, output=output, feedback=feedback, decided_by=decided_by,
         reason=reason, decision_channel=channel, resolved_at=now, updated_at=now, published=published))
-    return _row(result.first())
+    return as_row(result.first())
 
 
 def mark_published(conn: Connection, checkpoint_id: str) -> None:
-    conn.execute(update(checkpoints).where(checkpoints.c.id == checkpoint_id).values(published=True))
+    conn.execute(update(checkpoints).where(c.id == checkpoint_id).values(published=True))
 
 
 def due(conn: Connection, now: float, limit: int = 200) -> list[str]:
-    q = (select(checkpoints.c.id).where(checkpoints.c.status == OPEN, checkpoints.c.deadline <= now)
-         .order_by(checkpoints.c.deadline).limit(limit))
+    q = select(c.id).where(c.status == OPEN, c.deadline <= now).order_by(c.deadline).limit(limit)
     return [r.id for r in conn.execute(q)]
 
 
-def unpublished(conn: Connection, before: float, limit: int = 200) -> list[dict[str, Any]]:
-    q = (select(checkpoints).where(checkpoints.c.published.is_(False), checkpoints.c.resolved_at <= before)
-         .limit(limit))
-    return [_row(r) for r in conn.execute(q)]
+def unpublished(conn: Connection, before: float, limit: int = 200) -> list[CheckpointRow]:
+    q = select(checkpoints).where(c.published.is_(False), c.resolved_at <= before).limit(limit)
+    return as_rows(conn.execute(q))
 
 
-def listing(conn: Connection, *, status: str | None = None, app: str | None = None, run_id: str | None = None,
-            limit: int = 50, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
-    cond = []
+def listing(conn: Connection, *, apps: Collection[str] | None = None, status: str | None = None,
+            app: str | None = None, run_id: str | None = None, limit: int = 50,
+            offset: int = 0) -> tuple[list[CheckpointRow], int]:
+    """A page of checkpoints in `apps` (None: every app), and how many match in all."""
+    cond = [_in_apps(apps)]
     if status:
-        cond.append(checkpoints.c.status == status)
+        cond.append(c.status == status)
     if app:
-        cond.append(checkpoints.c.app == app)
+        cond.append(c.app == app)
     if run_id:
-        cond.append(checkpoints.c.workflow_run_id == run_id)
-    where = and_(*cond) if cond else True
-    order = checkpoints.c.deadline.asc() if status == OPEN else checkpoints.c.created_at.desc()
-    rows = [_row(r) for r in conn.execute(select(checkpoints).where(where).order_by(order).limit(limit).offset(offset))]
+        cond.append(c.workflow_run_id == run_id)
+    where = and_(*cond)
+    order = c.deadline.asc() if status == OPEN else c.created_at.desc()
+    rows = as_rows(conn.execute(select(checkpoints).where(where).order_by(order, c.id).limit(limit).offset(offset)))
     total = conn.execute(select(func.count()).select_from(checkpoints).where(where)).scalar_one()
     return rows, total
 
 
-def count_open(conn: Connection) -> int:
-    return conn.execute(select(func.count()).select_from(checkpoints).where(checkpoints.c.status == OPEN)).scalar_one()
+def count_open(conn: Connection, apps: Collection[str] | None = None) -> int:
+    q = select(func.count()).select_from(checkpoints).where(c.status == OPEN, _in_apps(apps))
+    return conn.execute(q).scalar_one()
 
 
 # ---------------------------------------------------------------------- history
 def append_history(conn: Connection, checkpoint_id: str, kind: str, *, actor: str | None = None,
                    channel: str | None = None, action: str | None = None, outcome: str | None = None,
                    code: str | None = None, message_id: str | None = None, idempotency_key: str | None = None,
-                   detail: dict[str, Any] | None = None) -> None:
+                   detail: dict[str, Any] | None = None, at: float | None = None) -> None:
     conn.execute(_APPEND_HISTORY, dict(
-        checkpoint_id=checkpoint_id, at=time.time(), kind=kind, actor=actor, channel=channel, action=action,
-        outcome=outcome, code=code, message_id=message_id, idempotency_key=idempotency_key, detail=detail))
+        checkpoint_id=checkpoint_id, at=time.time() if at is None else at, kind=kind, actor=actor, channel=channel,
+        action=action, outcome=outcome, code=code, message_id=message_id, idempotency_key=idempotency_key,
+        detail=detail))
 
 
-def history_of(conn: Connection, checkpoint_id: str) -> list[dict[str, Any]]:
+def history_of(conn: Connection, checkpoint_id: str) -> list[HistoryRow]:
     q = select(history).where(history.c.checkpoint_id == checkpoint_id).order_by(history.c.id)
-    return [_row(r) for r in conn.execute(q)]
+    return as_rows(conn.execute(q))
 
 
 def earlier_attempt(conn: Connection, checkpoint_id: str, message_id: str | None,
-                    idempotency_key: str | None) -> dict[str, Any] | None:
+                    idempotency_key: str | None) -> HistoryRow | None:
     """The recorded outcome of this same decision (same message id or idempotency key), if any."""
     if not message_id and not idempotency_key:
         return None
     # A NULL parameter never equals anything, so a missing id or key simply does not match.
     params = {"b_id": checkpoint_id, "b_message": message_id, "b_key": idempotency_key}
-    return _row(conn.execute(_FIRST_DECISION_BY_MESSAGE, params).first())
+    return as_row(conn.execute(_FIRST_DECISION_BY_MESSAGE, params).first())
 
 
-def winning_decision(conn: Connection, checkpoint_id: str) -> dict[str, Any] | None:
-    return _row(conn.execute(_WINNING, {"b_id": checkpoint_id}).first())
+def winning_decision(conn: Connection, checkpoint_id: str) -> HistoryRow | None:
+    return as_row(conn.execute(_WINNING, {"b_id": checkpoint_id}).first())
+
+
+def decision_by_message(conn: Connection, message_id: str) -> HistoryRow | None:
+    """What became of a decision message (GET /v1/decisions/{id}): its history row, if handled."""
+    q = (select(history).where(history.c.message_id == message_id, history.c.kind == "decision")
+         .order_by(history.c.id).limit(1))
+    return as_row(conn.execute(q).first())

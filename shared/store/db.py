@@ -1,13 +1,19 @@
-"""Engine setup, migrations, and the two kinds of transaction (read, write).
+"""Engine setup, migrations, the two kinds of transaction (read, write), store health and the clock.
 
 SQLite: WAL, so readers (ingest, console) never wait for the writer; write transactions start with
 BEGIN IMMEDIATE, because a deferred transaction that reads and then writes can fail with "database is
 locked" without waiting when another writer is active. PostgreSQL: plain READ COMMITTED; every state
 change is a conditional UPDATE, so concurrent deciders cannot both win.
+
+Statement parameters never reach an exception's text (`hide_parameters`): a Dify form token is a
+parameter of some statements, and a failed statement's message ends up in logs and DLQ headers.
 """
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,13 +24,45 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
 
+from shared.store.errors import StoreUnavailable, is_unavailable
+
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+CLOCK_REFRESH_S = 30.0
+# PostgreSQL: a statement that runs this long is a store that does not answer (a half-open link, a
+# lock held by a frozen process); failing it lets the message be retried instead of hanging.
+STATEMENT_TIMEOUT_MS = 15_000
+
+
+class StoreHealth:
+    """Whether writes work now. Reads alone cannot tell (SQLite's disk full still reads), so every write
+    transaction reports how it ended; readiness and the `hitl_store_up` gauge read it."""
+
+    def __init__(self) -> None:
+        self.up = True
+        self.since = time.time()
+        self.last_error: str | None = None
+
+    def failed(self, exc: BaseException) -> None:
+        if self.up:
+            self.since = time.time()
+        self.up = False
+        self.last_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+
+    def worked(self) -> None:
+        if not self.up:
+            self.since = time.time()
+        self.up = True
+        self.last_error = None
 
 
 class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        self.health = StoreHealth()
+        self._clock_offset = 0.0
+        self._clock_read_at = float("-inf")
+        self._clock_lock = threading.Lock()
         if self.is_sqlite:
             self._ensure_sqlite_dir(url)
             self.engine = self._sqlite_engine(url, immediate=False)
@@ -33,11 +71,14 @@ class Database:
             # Reads (HTTP answers) ping a pooled connection before use, so the first read after a
             # PostgreSQL restart does not fail. Writes skip that extra round trip per transaction: every
             # writer (decider, poller) retries a message whose transaction failed, and the failure
-            # invalidates the pool, so the retry finds fresh connections.
+            # invalidates the pool, so the retry finds fresh connections. TCP keepalives and a statement
+            # timeout turn a half-open link into an error within seconds instead of a hang.
+            connect_args = {"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+                            "keepalives_count": 3, "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}"}
             self.engine = create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True,
-                                        connect_args={"connect_timeout": 5})
+                                        connect_args=connect_args, hide_parameters=True)
             self.write_engine = create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=False,
-                                              connect_args={"connect_timeout": 5})
+                                              connect_args=connect_args, hide_parameters=True)
 
     @staticmethod
     def _ensure_sqlite_dir(url: str) -> None:
@@ -47,7 +88,7 @@ class Database:
 
     @staticmethod
     def _sqlite_engine(url: str, immediate: bool) -> Engine:
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, hide_parameters=True)
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn, _record):
@@ -66,13 +107,25 @@ class Database:
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
-            yield conn
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise StoreUnavailable(_describe(exc)) from exc
+            raise
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:
-        with self.write_engine.begin() as conn:
-            yield conn
+        try:
+            with self.write_engine.begin() as conn:
+                yield conn
+        except Exception as exc:
+            if is_unavailable(exc):
+                self.health.failed(exc)
+                raise StoreUnavailable(_describe(exc)) from exc
+            raise
+        self.health.worked()
 
     def ping(self) -> bool:
         try:
@@ -82,6 +135,40 @@ class Database:
         except Exception:
             return False
 
+    def ready(self) -> bool:
+        """Reads answer and the last write did not fail for want of a store."""
+        return self.ping() and self.health.up
+
+    # ------------------------------------------------------------------ the shared clock
+    def now(self) -> float:
+        """Unix time by the store's clock, which every replica shares: deadlines are set and compared
+        with it, so a replica whose own clock is wrong neither expires others' checkpoints early nor
+        late. The offset to the local clock is read at most every CLOCK_REFRESH_S (no round trip per
+        call); SQLite is a local file, so its clock is this machine's."""
+        if self.is_sqlite:
+            return time.time()
+        if time.monotonic() - self._clock_read_at > CLOCK_REFRESH_S:
+            self._refresh_clock()
+        return time.time() + self._clock_offset
+
+    @property
+    def clock_offset_s(self) -> float:
+        return self._clock_offset
+
+    def _refresh_clock(self) -> None:
+        with self._clock_lock:
+            if time.monotonic() - self._clock_read_at <= CLOCK_REFRESH_S:
+                return
+            try:
+                with self.read() as conn:
+                    before = time.time()
+                    db_now = conn.execute(text("SELECT EXTRACT(EPOCH FROM clock_timestamp())")).scalar_one()
+                    after = time.time()
+                self._clock_offset = float(db_now) - (before + after) / 2
+            except StoreUnavailable:
+                pass  # keep the last offset; the store's outage is reported by its own errors
+            self._clock_read_at = time.monotonic()
+
     # ------------------------------------------------------------------ migrations
     def _alembic_config(self) -> Config:
         cfg = Config()
@@ -89,11 +176,12 @@ class Database:
         return cfg
 
     def migrate(self) -> str:
-        """Upgrade to the newest schema; returns the revision now in place."""
+        """Upgrade to the newest schema; returns the revision now in place. Several processes may start
+        together: on PostgreSQL an advisory lock, on SQLite a file lock beside the database lets one
+        migrate while the others wait for it."""
         cfg = self._alembic_config()
-        with self.write_engine.connect() as conn:
+        with self._migration_lock(), self.write_engine.connect() as conn:
             if not self.is_sqlite:
-                # Several replicas may start together: one migrates, the others wait for it.
                 conn.execute(text("SELECT pg_advisory_lock(727274)"))
             try:
                 cfg.attributes["connection"] = conn
@@ -105,14 +193,33 @@ class Database:
                     conn.commit()
         return self.current_revision() or "none"
 
+    @contextlib.contextmanager
+    def _migration_lock(self) -> Iterator[None]:
+        database = make_url(self.url).database if self.is_sqlite else None
+        if not database or database == ":memory:":
+            yield
+            return
+        with open(f"{database}.migrate.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
     def current_revision(self) -> str | None:
         with self.read() as conn:
             return MigrationContext.configure(conn).get_current_revision()
 
     def head_revision(self) -> str:
-        return ScriptDirectory.from_config(self._alembic_config()).get_current_head()
+        return ScriptDirectory.from_config(self._alembic_config()).get_current_head() or "none"
 
     def dispose(self) -> None:
         self.engine.dispose()
         if self.write_engine is not self.engine:
             self.write_engine.dispose()
+
+
+def _describe(exc: BaseException) -> str:
+    """The first line of a driver error, without statement or parameters."""
+    orig = getattr(exc, "orig", None) or exc
+    return f"{type(orig).__name__}: {str(orig).splitlines()[0][:300] if str(orig) else ''}"

@@ -49,9 +49,10 @@ checkpoints = Table(
     Column("delivery", String(24)),  # pending | delivered | resumed | resume_stuck | resumed_as_stopped | failed
     Column("delivery_detail", Text),
     Column("delivered_at", Float),
-    UniqueConstraint("workflow_run_id", "node_id", "round", name="uq_checkpoint_key"),
+    # The app is part of the key: app B naming app A's run opens its own checkpoint (STYLE 14).
+    UniqueConstraint("app", "workflow_run_id", "node_id", "round", name="uq_checkpoint_key"),
     Index("ix_checkpoints_status_deadline", "status", "deadline"),
-    Index("ix_checkpoints_run_node", "workflow_run_id", "node_id"),
+    Index("ix_checkpoints_run_node", "app", "workflow_run_id", "node_id"),
     Index("ix_checkpoints_unpublished", "published", "resolved_at"),
     Index("ix_checkpoints_delivery", "delivery", "delivered_at"),
 )
@@ -79,8 +80,9 @@ history = Table(
 # ---------------------------------------------------------------------- run monitoring (poller writes)
 runs = Table(
     "runs", metadata,
-    Column("id", String(64), primary_key=True),  # Dify's workflow_run_id
-    Column("app", String(64), nullable=False),
+    # (app, Dify's workflow_run_id): a run id reported by two apps is two runs, one per app.
+    Column("app", String(64), primary_key=True),
+    Column("id", String(64), primary_key=True),
     Column("status", String(32), nullable=False),  # ours: a stop seen on the stream wins over Dify's record
     Column("dify_status", String(32)),  # what GET /v1/workflows/run last said
     Column("stale_record", Boolean, nullable=False, default=False),  # Dify's record disagrees (stop quirk)
@@ -115,6 +117,7 @@ runs = Table(
 
 node_executions = Table(
     "node_executions", metadata,
+    Column("app", String(64), primary_key=True),
     Column("id", String(64), primary_key=True),  # Dify's node execution id
     Column("run_id", String(64), nullable=False),
     Column("node_id", String(128), nullable=False),
@@ -131,19 +134,20 @@ node_executions = Table(
     Column("started_at", Float),
     Column("finished_at", Float),
     Column("seq", Integer, nullable=False, default=0),  # order of first sight within the run
-    Index("ix_nodes_run", "run_id", "seq"),
+    Index("ix_nodes_run", "app", "run_id", "seq"),
 )
 
 run_history = Table(
     "run_history", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("app", String(64), nullable=False),
     Column("run_id", String(64), nullable=False),
     Column("at", Float, nullable=False),
     Column("kind", String(32), nullable=False),  # tracked | status | node | stream | stop | rerun | event
     Column("status", String(32)),
     Column("node_id", String(128)),
     Column("detail", JSON),
-    Index("ix_run_history_run", "run_id", "id"),
+    Index("ix_run_history_run", "app", "run_id", "id"),
 )
 
 discovery_watermarks = Table(
@@ -151,4 +155,32 @@ discovery_watermarks = Table(
     Column("app", String(64), primary_key=True),
     Column("created_at", Float, nullable=False),  # newest log row seen (unix seconds)
     Column("updated_at", Float, nullable=False),
+)
+
+# A decision that arrived before its checkpoint: kept, and applied when the checkpoint opens (or
+# settled as expired when it never does). A `202 accepted` is a promise.
+parked_decisions = Table(
+    "parked_decisions", metadata,
+    Column("id", String(64), primary_key=True),  # the decision's message id
+    Column("workflow_run_id", String(64), nullable=False),
+    Column("node_id", String(128), nullable=False),
+    Column("apps", JSON, nullable=False),  # the apps the actor may decide for
+    Column("actor", String(128), nullable=False),
+    Column("decision", JSON, nullable=False),  # DecisionSubmitted as JSON
+    Column("parked_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("status", String(16), nullable=False),  # parked | applied | refused | expired
+    Column("checkpoint_id", String(36)),
+    Column("code", String(64)),
+    Column("settled_at", Float),
+    Index("ix_parked_target", "workflow_run_id", "node_id", "status"),
+    Index("ix_parked_expiry", "status", "expires_at"),
+)
+
+# Keys every process shares through the store (the internal message-signing key).
+hitl_keys = Table(
+    "hitl_keys", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", String(128), nullable=False),
+    Column("created_at", Float, nullable=False),
 )

@@ -286,7 +286,7 @@ def test_revise_with_feedback_shows_round_two_with_a_diff_and_a_cli_decision_upd
     second = wait_checkpoint(stack, run_id, round_=2)
     started = time.monotonic()
     e2e.decide(second["id"], "approve")  # through the HTTP API, by the CLI
-    page.locator(".cp-head", has_text="via cli").wait_for(timeout=LIVE_S * 1000 + 1000)
+    page.locator(".cp-head", has_text="via api").wait_for(timeout=LIVE_S * 1000 + 1000)
     assert time.monotonic() - started < 2.5
     assert page.evaluate("window.__noReload") is True
     assert "cli" in page.locator('[data-live="history"]').inner_text()
@@ -352,6 +352,6 @@ def test_a_post_without_the_csrf_token_is_refused_and_a_late_decision_gets_409(s
     page.keyboard.press("Enter")
     page.locator("#result.red").wait_for()
     result = page.locator("#result").inner_text()
-    assert "Someone else decided first: approve by bob via cli" in result and "409" in result
+    assert "Someone else decided first: approve by bob via api" in result and "409" in result
     page.locator(".cp-head .pill", has_text="approved").wait_for()  # and the page shows the winner
     wait_run_status(stack, run_id, "succeeded")

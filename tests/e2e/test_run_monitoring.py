@@ -181,7 +181,8 @@ def test_a_decided_detached_checkpoint_starts_the_continuation_app_with_the_deci
             {"name": "followup", "checkpoint_token": "cp-followup-token", "dify_base_url": sim,
              "dify_api_key": "app-followup-key"}]
     with ProcessStack(tmp_path, database_url=sqlite_url, rabbitmq_url=rabbitmq_url, ports=probe.ports,
-                      env={"HITL_APPS": json.dumps(apps)}) as stack:
+                      env={"HITL_APPS": json.dumps(apps), "HITL_REVIEWERS": json.dumps(
+                          [{"name": "alice", "token": "rv-alice-token", "apps": ["demo", "followup"]}])}) as stack:
         httpx.post(f"{sim}/_sim/apps", json={"name": "followup", "graph": continuation_graph(),
                                             "api_key": "app-followup-key"}).raise_for_status()
         answer = httpx.post(f"{stack.ingest_url}/v1/checkpoints", headers={"Authorization": f"Bearer {APP_TOKEN}"},

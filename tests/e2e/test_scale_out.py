@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from demo.stack import APP_TOKEN, DEMO_GRAPH, DIFY_APP_KEY, ProcessStack
+from demo.stack import APP_TOKEN, DEMO_BOT, DEMO_GRAPH, DIFY_APP_KEY, ProcessStack
 
 pytestmark = pytest.mark.e2e
 RUNS_PER_APP = 15  # 30 runs: 15 held by ingest, 15 by ingest-2
@@ -59,7 +59,11 @@ def stack(tmp_path, database_url, rabbitmq_url):
     sim = f"http://127.0.0.1:{probe.ports['sim']}"
     apps = [{"name": "demo", "checkpoint_token": APP_TOKEN, "dify_base_url": sim, "dify_api_key": DIFY_APP_KEY},
             {"name": "demo2", "checkpoint_token": APP2_TOKEN, "dify_base_url": sim, "dify_api_key": APP2_KEY}]
-    env = {"HITL_APPS": json.dumps(apps), "HITL_POLL_MIN_INTERVAL_S": "0.5", "HITL_POLL_MAX_INTERVAL_S": "1.5",
+    both = ["demo", "demo2"]
+    reviewers = [{"name": n, "token": f"rv-{n}-token", "apps": both} for n in ("alice", "bob", "dana", "erin")]
+    env = {"HITL_APPS": json.dumps(apps), "HITL_REVIEWERS": json.dumps(reviewers),
+           "HITL_BOTS": json.dumps([{**DEMO_BOT, "apps": both}]),
+           "HITL_POLL_MIN_INTERVAL_S": "0.5", "HITL_POLL_MAX_INTERVAL_S": "1.5",
            "HITL_DIFY_RATE_PER_S": "50", "HITL_DISCOVERY_INTERVAL_S": "3"}
     with ProcessStack(tmp_path, database_url=database_url, rabbitmq_url=rabbitmq_url, ports=probe.ports,
                       env=env) as s:
@@ -102,8 +106,10 @@ def cli_decide(stack: ProcessStack, base: str, cp_id: str, *args: str):
 
 
 def bot_publish(stack: ProcessStack, decisions: list[dict]) -> None:
-    """A chat bot: JSON decisions published (confirmed) to the fanout exchange `<ns>.decisions`."""
+    """A chat bot: JSON decisions published (confirmed) to the fanout exchange `<ns>.decisions`,
+    signed with the bot's secret."""
     from shared.broker import Broker
+    from shared.broker.signing import bot_headers
     from shared.topology import Names, build_topology
 
     names = Names(stack.env["HITL_NAMESPACE"])
@@ -112,8 +118,10 @@ def bot_publish(stack: ProcessStack, decisions: list[dict]) -> None:
         broker = Broker(stack.env["HITL_RABBITMQ_URL"], name="test-bot", topology=build_topology(names))
         await broker.start(wait_s=15)
         try:
-            await asyncio.gather(*(broker.publish(names.decisions, "", json.dumps(d).encode(),
-                                                  message_id=uuid.uuid4().hex) for d in decisions))
+            bodies = [json.dumps(d).encode() for d in decisions]
+            await asyncio.gather(*(broker.publish(names.decisions, "", b, message_id=uuid.uuid4().hex, sign=False,
+                                                  headers=bot_headers(DEMO_BOT["name"], DEMO_BOT["secret"], b))
+                                   for b in bodies))
         finally:
             await broker.close()
 
@@ -142,7 +150,7 @@ def test_two_replicas_of_everything_decide_each_checkpoint_once_and_answer_every
             tasks.append((cp["id"], pool.submit(api_decide, ingest1, cp["id"], "rv-alice-token", action="approve")))
             tasks.append((cp["id"], pool.submit(api_decide, ingest2, cp["id"], "rv-bob-token", action="edit",
                                                 output=f"edited {cp['id']}")))
-            bot.append({"checkpoint_id": cp["id"], "action": "abort", "actor": "slack:dana", "channel": "slack",
+            bot.append({"checkpoint_id": cp["id"], "action": "abort", "actor": "dana", "channel": "slack",
                         "reason": "race"})
         elif group == 1:
             expected[cp["id"]] = "approve"
@@ -154,7 +162,7 @@ def test_two_replicas_of_everything_decide_each_checkpoint_once_and_answer_every
         elif group == 3:
             expected[cp["id"]] = "abort"  # the bot names the checkpoint by run and node
             bot.append({"workflow_run_id": cp["workflow_run_id"], "node_id": "draft", "action": "abort",
-                        "actor": "slack:dana", "channel": "slack", "reason": "not now"})
+                        "actor": "dana", "channel": "slack", "reason": "not now"})
         else:
             revised.append(cp)  # revise through the CLI (against either ingest); round 2 comes next
             tasks.append((cp["id"], pool.submit(cli_decide, stack, ingest1 if i % 2 else ingest2, cp["id"], "revise",
@@ -172,7 +180,7 @@ def test_two_replicas_of_everything_decide_each_checkpoint_once_and_answer_every
         [c for c in checkpoints(stack, "open") if c["round"] == 2]), 40, "round-2 checkpoints")
     assert {c["workflow_run_id"] for c in second} == {c["workflow_run_id"] for c in revised}
     both = [pool.submit(bot_publish, stack, [{"workflow_run_id": c["workflow_run_id"], "node_id": "draft",
-                                              "action": "approve", "actor": "slack:erin"} for c in second])]
+                                              "action": "approve", "actor": "erin"} for c in second])]
     both += [pool.submit(api_decide, ingest2 if j % 2 else ingest1, c["id"], "rv-alice-token", action="approve")
              for j, c in enumerate(second)]
     for f in both:

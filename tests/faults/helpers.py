@@ -278,11 +278,15 @@ async def open_broker(stack: ProcessStack, url: str | None = None):
 
 
 async def publish_decision(broker, stack: ProcessStack, decision: dict | bytes, *, message_id: str | None = None,
-                           timeout_s: float = 20) -> None:
+                           timeout_s: float = 20, signed: bool = True) -> None:
+    """As a chat bot: to the decisions exchange, signed with the demo bot's secret (unless not)."""
+    from demo.stack import DEMO_BOT
+    from shared.broker.signing import bot_headers
     from shared.topology import Names
 
     body = decision if isinstance(decision, bytes) else json.dumps({"type": "decision.submitted", **decision}).encode()
-    await broker.publish(Names(stack.env["HITL_NAMESPACE"]).decisions, "", body,
+    headers = bot_headers(DEMO_BOT["name"], DEMO_BOT["secret"], body) if signed else {}
+    await broker.publish(Names(stack.env["HITL_NAMESPACE"]).decisions, "", body, headers=headers, sign=False,
                          message_id=message_id or str(uuid.uuid4()), timeout_s=timeout_s)
 
 

@@ -15,8 +15,9 @@ from tests.faults.conftest import record, scaled
 from tests.faults.helpers import DifyNode, StoreView, checkpoint_body, finish, start_call, wait_until
 
 pytestmark = pytest.mark.timeout(600)
-REVIEWERS = [{"name": "alice", "token": "rv-alice-token-s3cr3t"}, {"name": "bob", "token": "rv-bob-token-s3cr3t"},
-             {"name": "carol", "token": "rv-carol-token-s3cr3t", "groups": ["editors"]}]
+REVIEWERS = [{"name": "alice", "token": "rv-alice-token-s3cr3t", "apps": ["demo"]},
+             {"name": "bob", "token": "rv-bob-token-s3cr3t", "apps": ["demo"]},
+             {"name": "carol", "token": "rv-carol-token-s3cr3t", "groups": ["editors"], "apps": ["demo"]}]
 ALICE, BOB, CAROL = (r["token"] for r in REVIEWERS)
 SECRETS = [APP_TOKEN, DIFY_APP_KEY, ALICE, BOB, CAROL]
 DIFY_FACING = [("POST", "/v1/checkpoints"), ("POST", "/api/user-confirmation"), ("POST", "/v1/events")]

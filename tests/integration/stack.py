@@ -11,10 +11,11 @@ import httpx
 from services.decider.service import DeciderService
 from services.ingest.app import create_app
 from shared.broker import Broker
+from shared.broker.signing import BOT_HEADER, BOT_SIGNATURE_HEADER, signature
 from shared.settings import Settings
 from shared.store import Database
 from shared.topology import Queue, build_topology
-from tests.conftest import APP_TOKEN, REVIEWERS
+from tests.conftest import APP_TOKEN, BOT, BOT_SECRET, REVIEWERS, TEST_KEY, verifier
 
 
 class Stack:
@@ -27,7 +28,7 @@ class Stack:
 
     def broker(self, name: str) -> Broker:
         return Broker(self.settings.rabbitmq_url, name=name, topology=self.topology, prefetch=self.settings.prefetch,
-                      max_attempts=self.settings.max_delivery_attempts)
+                      max_attempts=self.settings.max_delivery_attempts, signing_key=TEST_KEY)
 
     async def __aenter__(self) -> "Stack":
         self.db.migrate()
@@ -42,7 +43,7 @@ class Stack:
             await self.start_decider()
         self.ingest_broker = self.broker("test-ingest")
         self.app = create_app(self.settings, self.db, self.ingest_broker, start_broker=False,
-                              fast_path=self.fast_path)
+                              fast_path=self.fast_path, verifier=verifier(self.settings))
         await self.ingest_broker.start()
         self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://ingest",
                                       timeout=120)
@@ -50,9 +51,9 @@ class Stack:
 
     async def start_decider(self) -> None:
         self.decider_broker = self.broker("test-decider")
-        self.service = DeciderService(self.settings, self.db, self.decider_broker)
+        self.service = DeciderService(self.settings, self.db, self.decider_broker, verifier(self.settings))
         await self.decider_broker.start()
-        self.deadlines = asyncio.create_task(self.service.run_deadlines())
+        self.deadlines = asyncio.create_task(self.service.run_timers())
 
     async def stop_decider(self) -> None:
         self.service.stop()
@@ -106,9 +107,11 @@ class Stack:
             await asyncio.sleep(0.05)
         raise AssertionError(f"no {kind} event matching {match} within {timeout_s}s")
 
-    async def publish_bot_decision(self, payload: Any) -> None:
+    async def publish_bot_decision(self, payload: Any, signed: bool = True) -> None:
+        """As a chat bot does: to `hitl.decisions`, signed with the bot's own secret."""
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        await self.tap.publish(self.settings.names.decisions, "bot", body)
+        headers = {BOT_HEADER: BOT, BOT_SIGNATURE_HEADER: signature(BOT_SECRET.encode(), body)} if signed else {}
+        await self.tap.publish(self.settings.names.decisions, "bot", body, headers=headers, sign=False)
 
 
 def run(coro):

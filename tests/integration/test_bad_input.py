@@ -115,9 +115,11 @@ def test_a_bot_decision_on_the_exchange_is_applied(database_url, rabbitmq_url):
             held = asyncio.create_task(s.checkpoint_call(call(run_id)))
             await s.wait_open(run_id)
             await s.publish_bot_decision({"workflow_run_id": run_id, "node_id": "draft", "action": "revise",
-                                          "feedback": "from slack", "actor": "slack:dana", "channel": "slack"})
+                                          "feedback": "from slack", "actor": "carol", "channel": "console"})
             answer = (await held).json()
-            assert (answer["action"], answer["feedback"], answer["decided_by"]) == ("revise", "from slack", "slack:dana")
+            assert (answer["action"], answer["feedback"], answer["decided_by"]) == ("revise", "from slack", "carol")
+            cp = (await s.get(f"/v1/checkpoints?run_id={run_id}")).json()["checkpoints"][0]
+            assert cp["decision_channel"] == "bot:testbot"  # observed, not the "console" the message claims
 
     run(scenario())
 

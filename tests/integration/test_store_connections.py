@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.exc import OperationalError
+from shared.store.errors import StoreUnavailable
 
 from shared.store import Database
 from shared.store import checkpoints as store
@@ -31,7 +31,7 @@ def test_after_postgresql_drops_connections_reads_work_and_a_write_fails_once(po
         drop_all_connections(db)
         with db.read() as conn:  # pre-pinged: no error
             assert len(store.history_of(conn, "cp-0")) == 1
-        with pytest.raises(OperationalError):
+        with pytest.raises(StoreUnavailable):
             with db.write() as conn:
                 store.append_history(conn, "cp-x", "opened")
         with db.write() as conn:  # the failure invalidated the pool: the retry gets a fresh connection

@@ -14,11 +14,10 @@ from services.console.auth import COOKIE, Sessions, safe_next
 from services.console.config import ConsoleSettings
 from shared.models import Reply, Resolution
 from shared.passwords import hash_password
-from shared.runner import make_broker
 from shared.settings import ReviewerConfig
 from shared.store import Database
 from shared.store import checkpoints as store
-from tests.conftest import make_settings
+from tests.conftest import make_settings, memory_broker
 
 with warnings.catch_warnings():  # starlette's note about httpx2; the client works the same
     warnings.simplefilter("ignore")
@@ -47,10 +46,11 @@ def console(sqlite_url):
     db = Database(sqlite_url)
     db.migrate()
     settings = make_settings(sqlite_url, reviewers=[
-        ReviewerConfig(name="alice", token="rv-alice-token", password_hash=hash_password(PASSWORD, iterations=1000)),
-        ReviewerConfig(name="bob", token="rv-bob-token")])
+        ReviewerConfig(name="alice", token="rv-alice-token", password_hash=hash_password(PASSWORD, iterations=1000),
+                       apps=["demo"]),
+        ReviewerConfig(name="bob", token="rv-bob-token", apps=["demo"])])
     app = create_app(settings, ConsoleSettings(secret="unit-test-secret-0123456789", login_attempts=3), db,
-                     make_broker(settings, "console"), start_broker=False)
+                     memory_broker(settings), start_broker=False)
     app.state.replies = Replies()
     yield app, db
     db.dispose()

@@ -53,9 +53,9 @@ def add_form(db, *, run_id: str | None = None, status: str = "open", delivery: s
 def add_run(db, status: str) -> str:
     run_id = str(uuid.uuid4())
     with db.write() as conn:
-        run_store.ensure(conn, run_id, "demo", "gateway")
-        run_store.set_status(conn, run_id, status)
-        run_store.append_history(conn, run_id, "event", detail={"message": f"see /v1/form/human_input/{TOKEN}"})
+        run_store.ensure(conn, "demo", run_id, "gateway")
+        run_store.set_status(conn, "demo", run_id, status)
+        run_store.append_history(conn, "demo", run_id, "event", detail={"message": f"see /v1/form/human_input/{TOKEN}"})
     return run_id
 
 

@@ -1,84 +1,85 @@
-"""The console's event hub: one broker queue per process, fanned out to every browser; a slow browser
-or a broker reconnect turns into a `resync` (re-read the page), never a stall."""
+"""The console's event hub: one broker queue per process, fanned out to the browsers of reviewers
+who may see the event's app; a slow browser or a broker reconnect turns into a `resync` (re-read
+the page), never a stall. On the in-memory broker, events signed like our processes sign them."""
 from __future__ import annotations
 
 import asyncio
 import json
 
 from services.console.live import CLIENT_BUFFER, EventHub
-from shared.broker import Delivery
-from shared.topology import Names
+from shared.access import ALL
+from tests.conftest import make_settings, memory_broker, verifier
+
+SETTINGS = make_settings("sqlite://")
 
 
-class FakeBroker:
-    ready = True
-
-    def __init__(self) -> None:
-        self.consumers, self.hooks = [], []
-
-    def consume(self, queue, handler, **options) -> None:
-        self.consumers.append((queue, handler, options))
-
-    def on_reconnect(self, hook) -> None:
-        self.hooks.append(hook)
+async def hub_on_broker():
+    broker = memory_broker(SETTINGS)
+    hub = EventHub(broker, SETTINGS.names, keepalive_s=0.05, verifier=verifier(SETTINGS))
+    await broker.start()
+    return broker, hub
 
 
-def delivery(routing_key: str, body: dict) -> Delivery:
-    return Delivery(queue="q", body=json.dumps(body).encode(), routing_key=routing_key, exchange="hitl.events",
-                    headers={}, message_id=None, correlation_id=None, reply_to=None, redelivered=False)
+def drain(client: asyncio.Queue) -> list[dict]:
+    return [client.get_nowait() for _ in range(client.qsize())]
 
 
-def test_one_exclusive_auto_delete_queue_bound_to_every_event():
-    broker = FakeBroker()
-    hub = EventHub(broker, Names("ns"))
-    queue, _handler, options = broker.consumers[0]
-    assert queue == hub.queue and queue.startswith("ns.console.")
-    assert options["exclusive"] and options["auto_ack"] and not options["declare"].durable
-    assert options["bindings"] == (("ns.events", "#"),)
+async def emit(broker, routing_key: str, body: dict, sign: bool = True) -> None:
+    await broker.publish(SETTINGS.names.events, routing_key, json.dumps(body).encode(), sign=sign)
+    await broker.drain()
 
 
-def test_every_connected_browser_gets_each_event_and_a_resync_after_a_reconnect():
-    async def scenario():
-        broker = FakeBroker()
-        hub = EventHub(broker, Names("ns"))
-        first, second = hub.subscribe(), hub.subscribe()
-        handler = broker.consumers[0][1]
-        await handler(delivery("run.status.succeeded", {"type": "run.status.succeeded",
-                                                        "run": {"id": "r1", "status": "succeeded"}}))
-        await handler(Delivery("q", b"not json", "x", "e", {}, None, None, None, False))  # ignored
-        await broker.hooks[0]()
-        return [first.get_nowait() for _ in range(first.qsize())], [second.get_nowait() for _ in range(second.qsize())]
-
-    first, second = asyncio.run(scenario())
-    assert first == second
-    assert [e["type"] for e in first] == ["run.status.succeeded", "resync"] and first[0]["run_id"] == "r1"
+async def test_one_exclusive_auto_delete_queue_bound_to_every_event():
+    broker, hub = await hub_on_broker()
+    [consumer] = broker.consumers
+    assert consumer.queue == hub.queue and hub.queue.startswith(f"{SETTINGS.namespace}.console.")
+    assert consumer.exclusive and consumer.auto_ack and not consumer.declare.durable
+    assert consumer.bindings == ((SETTINGS.names.events, "#"),)
 
 
-def test_a_browser_that_falls_behind_is_told_to_resync_and_streams_end_at_shutdown():
-    async def scenario():
-        hub = EventHub(FakeBroker(), Names("ns"), keepalive_s=0.05)
-        slow = hub.subscribe()
-        for i in range(CLIENT_BUFFER + 5):
-            hub.publish({"type": "checkpoint.opened", "checkpoint_id": str(i)})
-        backlog = [slow.get_nowait() for _ in range(slow.qsize())]
-        hub.unsubscribe(slow)
-        chunks = []
+async def test_every_browser_that_may_see_the_app_gets_the_event_and_a_resync_after_a_reconnect():
+    broker, hub = await hub_on_broker()
+    admin, demo, other = hub.subscribe(ALL), hub.subscribe(frozenset({"demo"})), hub.subscribe(frozenset({"other"}))
+    await emit(broker, "run.status.succeeded", {"type": "run.status.succeeded",
+                                                "run": {"app": "demo", "id": "r1", "status": "succeeded"}})
+    await broker.publish(SETTINGS.names.events, "x", b"not json")  # ignored
+    await broker.drain()
+    await broker.reconnect_hooks[0]()
+    seen = drain(admin)
+    assert seen == drain(demo)
+    assert [e["type"] for e in seen] == ["run.status.succeeded", "resync"] and seen[0]["run_id"] == "r1"
+    assert [e["type"] for e in drain(other)] == ["resync"]  # another app's run is not even announced
 
-        async def read():
-            async for chunk in hub.stream(None):
-                chunks.append(chunk)
 
-        reader = asyncio.create_task(read())
-        await asyncio.sleep(0.12)
-        hub.publish({"type": "checkpoint.resolved", "checkpoint_id": "c"})
-        await asyncio.sleep(0.01)
-        hub.close()
-        await asyncio.wait_for(reader, 1)
-        return backlog, chunks, hub.clients
+async def test_an_unsigned_event_reaches_no_browser():
+    broker, hub = await hub_on_broker()
+    client = hub.subscribe(ALL)
+    await emit(broker, "checkpoint.opened", {"type": "checkpoint.opened", "checkpoint": {"app": "demo", "id": "c"}},
+               sign=False)
+    assert drain(client) == []
 
-    backlog, chunks, clients = asyncio.run(scenario())
+
+async def test_a_browser_that_falls_behind_is_told_to_resync_and_streams_end_at_shutdown():
+    _broker, hub = await hub_on_broker()
+    slow = hub.subscribe(ALL)
+    for i in range(CLIENT_BUFFER + 5):
+        hub.publish({"type": "checkpoint.opened", "app": "demo", "checkpoint_id": str(i)})
+    backlog = drain(slow)
+    hub.unsubscribe(slow)
+    chunks = []
+
+    async def read():
+        async for chunk in hub.stream(None, ALL):
+            chunks.append(chunk)
+
+    reader = asyncio.create_task(read())
+    await asyncio.sleep(0.12)
+    hub.publish({"type": "checkpoint.resolved", "app": "demo", "checkpoint_id": "c"})
+    await asyncio.sleep(0.01)
+    hub.close()
+    await asyncio.wait_for(reader, 1)
     assert backlog[0] == {"type": "resync"} and len(backlog) < 10  # what it missed: re-read the page
     assert chunks[0].startswith("retry:") and chunks[1].startswith("event: hello")
     assert ": keepalive\n\n" in chunks
-    assert 'event: hitl\ndata: {"type":"checkpoint.resolved","checkpoint_id":"c"}\n\n' in chunks
-    assert clients == set()
+    assert 'event: hitl\ndata: {"type":"checkpoint.resolved","app":"demo","checkpoint_id":"c"}\n\n' in chunks
+    assert hub.clients == {}

@@ -71,10 +71,12 @@ def test_diff_escapes_html():
 
 def test_event_summaries_carry_ids_and_statuses_but_no_outputs_or_secrets():
     body = {"type": "checkpoint.opened", "occurred_at": 1.0,
-            "checkpoint": {"id": "c1", "workflow_run_id": "r1", "node_id": "draft", "round": 1, "status": "open",
+            "checkpoint": {"id": "c1", "app": "demo", "workflow_run_id": "r1", "node_id": "draft", "round": 1,
+                           "status": "open",
                            "node_output": "the draft", "secret": "form-token", "form": {"content": "x"}}}
     out = summary("checkpoint.opened", body)
-    assert out == {"type": "checkpoint.opened", "at": 1.0, "checkpoint_id": "c1", "run_id": "r1", "node_id": "draft",
+    assert out == {"type": "checkpoint.opened", "at": 1.0, "app": "demo", "checkpoint_id": "c1", "run_id": "r1",
+                   "node_id": "draft",
                    "round": 1, "status": "open", "action": None, "decided_by": None}
     node = summary("node.running", {"type": "node.running", "run": {"id": "r1", "status": "running", "inputs": {"k": 1}},
                                     "node": {"node_id": "checkpoint", "status": "running"}})

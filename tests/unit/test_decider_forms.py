@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.decider.forms import _transition, submission
-from shared.models import DecisionSubmitted, FormReport
+from services.decider.forms import submission
+from shared.models import DecisionSubmitted, EventType, FormReport
 
 FORM = {"inputs": [{"type": "paragraph", "output_variable_name": "edited"}],
         "actions": [{"id": "approve", "title": "Approve"}, {"id": "revise", "title": "Request revision"},
@@ -43,7 +43,15 @@ def test_a_form_without_a_matching_action_asks_for_one():
 
 
 def report(outcome, **extra):
-    return FormReport(workflow_run_id="r", outcome=outcome, **extra)
+    return FormReport(app="demo", workflow_run_id="r", outcome=outcome, **extra)
+
+
+def _transition(cp, r):
+    import time
+
+    from services.decider.forms import _transition as transition
+
+    return transition(cp, r, time.time())
 
 
 def test_delivery_states_follow_what_the_run_does():
@@ -58,7 +66,7 @@ def test_delivery_states_follow_what_the_run_does():
 def test_an_open_form_whose_run_moves_on_was_submitted_in_dify_or_expired_there():
     open_form = {"status": "open", "delivery": None, "action": None, "form": FORM}
     kind, values = _transition(open_form, report("run_resumed", run_status="running"))
-    assert (kind, values["decided_by"]) == ("checkpoint.resolved", "dify")
+    assert (kind, values["decided_by"]) == (EventType.resolved, "dify")
     expired = {**open_form, "form": {**FORM, "expiration_time": 1}}
     kind, values = _transition(expired, report("run_resumed", run_status="running"))
-    assert (kind, values["status"]) == ("checkpoint.expired", "expired")
+    assert (kind, values["status"]) == (EventType.expired, "expired")

@@ -43,7 +43,8 @@ def feed(recorder: Recorder, events: list[dict]) -> list:
 
 def read(recorder: Recorder, run_id: str):
     with recorder.db.read() as conn:
-        return store.get(conn, run_id), store.nodes_of(conn, run_id), store.history_of(conn, run_id)
+        return (store.get(conn, "demo", run_id), store.nodes_of(conn, "demo", run_id),
+                store.history_of(conn, "demo", run_id))
 
 
 def test_a_recorded_stream_gives_the_run_its_nodes_and_status(recorder):

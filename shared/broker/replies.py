@@ -1,6 +1,6 @@
-"""Held calls and request/reply over RabbitMQ.
+"""Held calls and request/reply over RabbitMQ (ingest, console, notifier).
 
-Each ingest process owns one reply queue. A request goes out with `reply_to` = that queue and a fresh
+Each process owns one reply queue. A request goes out with `reply_to` = that queue and a fresh
 `correlation_id`; the waiting coroutine parks on a future keyed by that id. Nothing polls the store:
 a held call costs one future and one dict entry.
 
@@ -16,8 +16,11 @@ import socket
 import uuid
 from dataclasses import dataclass
 
+from typing import Any
+
 from shared import metrics
-from shared.broker import Broker, Delivery
+from shared.broker.signing import Unverified, Verifier
+from shared.broker.types import Delivery
 from shared.logs import get_logger
 from shared.models import DecisionSubmitted, Reply
 from shared.topology import CHECKPOINT_REQUESTED, Names, Queue
@@ -36,9 +39,11 @@ class Waiter:
 
 
 class ReplyRouter:
-    def __init__(self, broker: Broker, names: Names, instance: str | None = None, role: str = "ingest") -> None:
+    def __init__(self, broker: Any, names: Names, instance: str | None = None, role: str = "ingest",
+                 verifier: Verifier | None = None) -> None:
         self.broker = broker
         self.names = names
+        self.verifier = verifier  # replies come from the decider, signed like every internal message
         self.queue = f"{names.namespace}.{role}.{instance or socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}.replies"
         self.waiters: dict[str, Waiter] = {}
         self.held_per_app: dict[str, int] = {}
@@ -50,6 +55,12 @@ class ReplyRouter:
         waiter = self.waiters.get(delivery.correlation_id or "")
         if waiter is None or waiter.future.done():
             return  # the call this answers has ended (window over, client gone): the store keeps the result
+        if self.verifier is not None:
+            try:
+                self.verifier.sender(delivery.headers, delivery.body, bots_allowed=False)
+            except Unverified as exc:
+                log.warning("reply.unverified", reason=exc.reason)
+                return
         try:
             waiter.future.set_result(Reply.model_validate_json(delivery.body))
         except ValueError as exc:

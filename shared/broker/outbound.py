@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-
-from shared.broker import Broker
+from typing import Any, Protocol
 
 
 @dataclass
@@ -14,11 +13,16 @@ class Outbound:
     body: bytes
     correlation_id: str | None = None
     persistent: bool = True
+    message_id: str | None = None
 
 
-async def publish_all(broker: Broker, outbound: list[Outbound]) -> None:
+class Publisher(Protocol):
+    async def publish(self, exchange: str, routing_key: str, body: bytes, **kwargs: Any) -> None: ...
+
+
+async def publish_all(broker: Publisher, outbound: list[Outbound]) -> None:
     """Publish with confirms, pipelined (all at once); raises if any is not confirmed."""
     if not outbound:
         return
     await asyncio.gather(*(broker.publish(o.exchange, o.routing_key, o.body, correlation_id=o.correlation_id,
-                                          persistent=o.persistent) for o in outbound))
+                                          persistent=o.persistent, message_id=o.message_id) for o in outbound))
