@@ -229,7 +229,7 @@ class Channel(ABC):
         """Verify and interpret one callback; raise CallbackRefused when it cannot be trusted."""
 
     # ------------------------------------------------------------------ helpers for adapters
-    async def _request(self, operation: str, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    async def _request(self, operation: str, method: str, url: str | httpx.URL, **kwargs: Any) -> httpx.Response:
         """One HTTP call with the adapter's timeout. Transport failures, 429 and 5xx become a
         ChannelError; the URL never appears in it (WeCom / DingTalk carry tokens in the query)."""
         if self.http is None:
