@@ -51,8 +51,10 @@ def card_problems(card: dict[str, Any]) -> list[str]:
                 walk(e.get("elements") or [], True)
             if e.get("tag") in ("input", "button") and in_form and not e.get("name"):
                 problems.append("components in a form need a name")
-            if e.get("tag") == "button" and in_form and not e.get("behaviors") and e.get("form_action_type") != "submit":
-                problems.append("a form button submits or has behaviors")
+            if e.get("tag") == "button" and in_form and (e.get("behaviors") or not e.get("form_action_type")):
+                problems.append("a button in a form has form_action_type and no behaviors")
+            if e.get("tag") == "button" and not in_form and not e.get("behaviors"):
+                problems.append("a button outside a form needs behaviors")
             if e.get("tag") == "input" and int(e.get("max_length", 1000)) > 1000:
                 problems.append("input max_length is at most 1000")
 

@@ -50,11 +50,12 @@ def test_send_gets_a_tenant_token_and_posts_a_2_0_card_with_a_form(feishu):
     assert create.query == {"receive_id_type": "chat_id"}
     card = json.loads(create.json["content"])
     assert card["schema"] == "2.0" and card["config"] == {"update_multi": True}
-    form = card["body"]["elements"][-1]
+    *_, approve, abort, form = card["body"]["elements"]
+    assert approve["behaviors"] == [{"type": "callback", "value": {"hitl": pack_value(cp["id"], "approve")}}]
+    assert abort["name"] == "hitl_3_abort" and abort["type"] == "danger"
     assert form["tag"] == "form" and form["elements"][0]["tag"] == "input"
-    buttons = {b["name"]: b for b in form["elements"][1:]}
-    assert buttons["hitl_0_approve"]["behaviors"] == [{"type": "callback", "value": {"hitl": pack_value(cp["id"], "approve")}}]
-    assert buttons["hitl_1_revise"]["form_action_type"] == "submit"
+    assert [(b["name"], b["form_action_type"]) for b in form["elements"][1:]] == \
+        [("hitl_1_revise", "submit"), ("hitl_2_edit", "submit")]
     assert ref.ref == {"message_id": "om_0000000000000001"}
 
 

@@ -84,18 +84,18 @@ def render_card(card: Card) -> dict[str, Any]:
     if card.resolved:
         elements.append({"tag": "markdown", "content": f"**{card.outcome or card.state.value}**"})
     elif card.buttons:
-        elements.append(_decision_form(card))
+        elements.extend(_decision_elements(card))
     return {"schema": "2.0", "config": {"update_multi": True},  # a shared card: every reader sees updates
             "header": {"title": {"tag": "plain_text", "content": truncate(card.title, 100)},
                        "template": TEMPLATE[card.state]},
             "body": {"elements": elements}}
 
 
-def _decision_form(card: Card) -> dict[str, Any]:
-    controls: list[dict[str, Any]] = []
-    if any(b.needs_text and not b.is_link for b in card.buttons):
-        controls.append({"tag": "input", "name": "hitl_text", "input_type": "multiline_text", "max_length": INPUT_MAX,
-                         "placeholder": {"tag": "plain_text", "content": "Feedback (revise) or the new output (edit)"}})
+def _decision_elements(card: Card) -> list[dict[str, Any]]:
+    """One-click buttons stand alone (callback behaviors); revise/edit submit a form with the text
+    input, because a button inside a form submits it instead of carrying behaviors."""
+    plain: list[dict[str, Any]] = []
+    form: list[dict[str, Any]] = []
     for i, b in enumerate(card.buttons):
         button: dict[str, Any] = {"tag": "button", "name": f"hitl_{i}_{b.action}"[:40],
                                   "text": {"tag": "plain_text", "content": truncate(b.label, 100)},
@@ -103,11 +103,17 @@ def _decision_form(card: Card) -> dict[str, Any]:
         if b.is_link:
             button["behaviors"] = [{"type": "open_url", "default_url": b.url}]
         elif b.needs_text:
-            button["form_action_type"] = "submit"  # submits the input with it
+            button["form_action_type"] = "submit"
+            form.append(button)
+            continue
         else:
             button["behaviors"] = [{"type": "callback", "value": {"hitl": b.value}}]
-        controls.append(button)
-    return {"tag": "form", "name": "hitl_decision", "elements": controls}
+        plain.append(button)
+    if form:
+        form.insert(0, {"tag": "input", "name": "hitl_text", "input_type": "multiline_text", "max_length": INPUT_MAX,
+                        "placeholder": {"tag": "plain_text", "content": "Feedback (revise) or the new output (edit)"}})
+        plain.append({"tag": "form", "name": "hitl_decision", "elements": form})
+    return plain
 
 
 class FeishuChannel(Channel):
