@@ -4,6 +4,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from .graph_checks import version_problems
 from .service_api import json_body, sim
 
 
@@ -16,7 +17,11 @@ async def register_app(request: Request) -> Response:
     if not isinstance(body.get("name"), str) or not isinstance(graph, dict) or not isinstance(graph.get("nodes"), list):
         return JSONResponse({"error": "body must be {\"name\": str, \"graph\": {\"nodes\": [...], \"edges\": [...]}}"},
                             status_code=400)
-    app = sim(request).store.register_app(body["name"], graph, body.get("api_key") or None)
+    state = sim(request)
+    problems = version_problems(graph, state.config.version)
+    if problems:
+        return JSONResponse({"error": "; ".join(problems)}, status_code=400)
+    app = state.store.register_app(body["name"], graph, body.get("api_key") or None)
     return JSONResponse({"app_id": app.id, "api_key": app.api_key, "workflow_id": app.current_workflow_id},
                         status_code=201)
 

@@ -13,11 +13,15 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import admin, forms_api, logs_api, service_api
-from .config import DIFY_VERSION, SimConfig
+from .config import SimConfig
 from .errors import ApiError, internal_server_error, method_not_allowed_html, not_found_html
 from .state import SimState
 
-DIFY_HEADERS = [(b"x-version", DIFY_VERSION.encode()), (b"x-env", b"PRODUCTION"), (b"vary", b"Cookie")]
+
+def dify_headers(release: str) -> list[tuple[bytes, bytes]]:
+    return [(b"x-version", release.encode()), (b"x-env", b"PRODUCTION"), (b"vary", b"Cookie")]
+
+
 CORS_HEADERS = [(b"access-control-allow-origin", b"*"),
                 (b"access-control-expose-headers", b"X-Env, X-Trace-Id, X-Version")]
 
@@ -27,6 +31,7 @@ class ServiceApiMiddleware:
 
     def __init__(self, app: ASGIApp, state: SimState) -> None:
         self.app, self.state = app, state
+        self.dify_headers = dify_headers(state.config.version.release)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith("/v1"):
@@ -40,7 +45,7 @@ class ServiceApiMiddleware:
                 status = message["status"]
                 headers = list(message.get("headers", []))
                 is_html = any(k == b"content-type" and v.startswith(b"text/html") for k, v in headers)
-                message = {**message, "headers": headers + ([] if is_html else CORS_HEADERS) + DIFY_HEADERS}
+                message = {**message, "headers": headers + ([] if is_html else CORS_HEADERS) + self.dify_headers}
             await send(message)
 
         try:

@@ -92,6 +92,7 @@ class Run(PausableRun):
         self.task: asyncio.Task | None = None
         self.max_execution_time_s: float | None = None
         self.max_execution_timer: asyncio.TimerHandle | None = None
+        self.stop_timer: asyncio.TimerHandle | None = None  # a stop call on its way (stop())
         self._init_pausing()
 
     # ---------------------------------------------------------------- system variables
@@ -167,12 +168,25 @@ class Run(PausableRun):
         self.final_payload = {**payload, "created_at": self.created_at}  # the record's own created_at
         self._end_stream(payload)
 
-    def stop(self) -> None:
-        """Stop or maximum execution time: the stream ends `stopped`, the record stays `running`."""
-        if self.stream_ended:
+    def stop(self, delay_s: float = 0.0) -> None:
+        """A stop call: `delay_s` later the stream ends `stopped`; the record stays `running`.
+
+        Real Dify's worker notices the stop flag on its next check, about a second after the call
+        (seen side by side); a run that finishes meanwhile finishes normally."""
+        if self.stream_ended or self.stop_timer is not None:
             return
         if self.status == "paused":
             self.request_stop_while_paused()  # nothing until the form is submitted (fixture 11)
+            return
+        self.stop_timer = asyncio.get_running_loop().call_later(max(0.0, delay_s), self.stop_now)
+
+    def stop_now(self) -> None:
+        """Stop or maximum execution time: the stream ends `stopped`, the record stays `running`."""
+        self.stop_timer = None
+        if self.stream_ended:
+            return
+        if self.status == "paused":
+            self.request_stop_while_paused()  # paused while the stop was on its way
             return
         self._end_stream(self.finished_payload("stopped", {}, "Stopped by user."))
         self.detached = True
@@ -191,7 +205,7 @@ class Run(PausableRun):
     def expire(self) -> None:
         """The maximum execution time passed. A paused run holds no worker in Dify, so it is spared."""
         if self.status != "paused":
-            self.stop()
+            self.stop_now()
 
     def _end_stream(self, payload: dict) -> None:
         self.stream_ended = True

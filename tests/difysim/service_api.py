@@ -155,7 +155,7 @@ async def stop_task(request: Request) -> Response:
         raise invalid_param("Arg user must be provided.")
     run = state.store.runs_by_task.get(request.path_params["task_id"])
     if run is not None and run.app is app and run.end_user.session_id == str(user):
-        run.stop()
+        run.stop(state.config.stop_delay_s)
     return JSONResponse({"result": "success"})  # also for unknown tasks (fixture 11)
 
 
