@@ -75,20 +75,36 @@ class Engine:
             run.finish("partial-succeeded" if run.exceptions_count else "succeeded", self.end_outputs, None)
 
     # ---------------------------------------------------------------- scheduling
-    async def walk(self, scope: Scope, start_id: str, frame: LoopFrame | None) -> WalkOutcome:
+    async def walk(self, scope: Scope, start_id: str, frame: LoopFrame | None,
+                   owner_suspends: bool = False) -> WalkOutcome:
+        """Run one scope from `start_id` until nothing is left to run.
+
+        Every node task counts as busy (pausing.py) from its creation until this walk has scheduled
+        its successors; a container (`owner_suspends`: the Loop or Iteration node that called this)
+        counts as suspended while its children run."""
+        run = self.run
         edge_taken: dict[str, bool] = {}
         scheduled = {start_id}
         ready = [start_id]
         running: dict[asyncio.Task, str] = {}
+        handed_over = 0  # finished tasks whose successors are scheduled: released after those count
+        owner_suspended = False
         loop_end = False
         try:
             while ready or running:
                 for node_id in ready:
                     running[asyncio.create_task(self.run_node(scope, scope.nodes[node_id], frame))] = node_id
+                    run.activity_started()
                 ready = []
+                if owner_suspends and not owner_suspended:
+                    run.suspend()
+                    owner_suspended = True
+                run.activity_finished(handed_over)
+                handed_over = 0
                 finished, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 for task in finished:
                     node_id = running.pop(task)
+                    handed_over += 1
                     outcome: NodeOutcome = task.result()
                     if outcome.error is not None:
                         return WalkOutcome(error=outcome.error)
@@ -99,6 +115,9 @@ class Engine:
                 task.cancel()
             if running:
                 await asyncio.gather(*running, return_exceptions=True)
+            if owner_suspended:
+                run.unsuspend()  # busy again before its children are released: no false pause
+            run.activity_finished(handed_over + len(running))
         return WalkOutcome(loop_end=loop_end)
 
     @staticmethod

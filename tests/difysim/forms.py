@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import ApiError
-from .pausing import EndWithoutResuming
+from .pausing import EndWithoutResuming, Waiter
 from .templates import render, value_to_text
 from .variables import MISSING, VariablePool
 
@@ -73,6 +73,7 @@ class Form:
         unit_s = TIMEOUT_UNIT_S.get(data.get("timeout_unit") or DEFAULT_TIMEOUT_UNIT, 3600)
         self.expires_at = self.created_at + float(DEFAULT_TIMEOUT if timeout is None else timeout) * unit_s
         self.status = WAITING
+        self.waiter: Waiter | None = None  # set by the node as it parks on this form
 
     def _resolve_defaults(self, pool: VariablePool) -> dict[str, Any]:
         values = {}
@@ -169,15 +170,17 @@ class FormRegistry:
         now = time.time() if now is None else now
         done: dict[str, list[str]] = {"timed_out": [], "stopped": []}
         for form in list(self.by_token.values()):
-            if form.status != WAITING:
+            if form.status != WAITING or form.waiter is None:
                 continue
             if global_timeout_s > 0 and now >= form.created_at + global_timeout_s:
-                form.status = EXPIRED
-                form.run.resume(EndWithoutResuming("stopped", f"Human input global timeout at node {form.node_id}",
-                                                   announce=False))
+                form.run.release(form.waiter, EndWithoutResuming(
+                    "stopped", f"Human input global timeout at node {form.node_id}", announce=False))
+                for other in self.of_run(form.run):  # the run is over: none of its forms can be decided
+                    if other.status == WAITING:
+                        other.status = EXPIRED
                 done["stopped"].append(form.run.id)
             elif now >= form.expires_at:
                 form.status = TIMEOUT
-                form.run.resume(Decision())
+                form.run.release(form.waiter, Decision())
                 done["timed_out"].append(form.run.id)
         return done

@@ -53,8 +53,10 @@ async def submit_form(request: Request) -> Response:
     faults = sim(request).faults
     if faults.resume_lost:
         return JSONResponse({})  # accepted, but nothing ever resumes the run (DIFY.md: persistence races)
+    if form.waiter is None:
+        return JSONResponse({})
     if faults.resume_ends_stopped:
-        form.run.resume(EndWithoutResuming("stopped", "Stopped by user.", announce=True))
+        form.run.release(form.waiter, EndWithoutResuming("stopped", "Stopped by user.", announce=True))
     else:
-        form.run.resume(decision)
+        form.run.release(form.waiter, decision)  # the run resumes once all its waiting forms are decided
     return JSONResponse({})

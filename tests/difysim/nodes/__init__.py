@@ -1,7 +1,8 @@
 """Node executors by DSL type. Loop is driven by the engine itself (it runs a sub-graph).
 
 To add a node type, write `async def run_x(ctx: NodeContext) -> NodeResult`
-and register it here; a node that must wait for a person calls `ctx.run.pause_until_resumed(...)`.
+and register it here; a node that must wait for a person parks with `ctx.run.add_waiter(...)` and
+`await ctx.run.wait(waiter)` (pausing.py).
 """
 from __future__ import annotations
 

@@ -19,8 +19,10 @@ TIMEOUT_HANDLE = "__timeout"
 async def run_human_input(ctx: NodeContext) -> NodeResult:
     forms = ctx.forms if ctx.forms is not None else FormRegistry()  # an engine without a registry: unreachable form
     form = forms.open(ctx.run, ctx.node, ctx.pool)
-    paused = ctx.run.workflow_paused_data([ctx.node_id], [form.reason()])
-    decision = await ctx.run.pause_until_resumed(paused, [("human_input_required", form.required_event())])
+    ctx.run.publish("human_input_required", form.required_event())
+    # The run pauses once nothing else can run, and resumes once all its waiting forms are decided (pausing.py).
+    form.waiter = ctx.run.add_waiter(ctx.node_id, form.reason())
+    decision = await ctx.run.wait(form.waiter)
     if not isinstance(decision, Decision):
         decision = Decision()  # resumed by something else than a form decision: treat as a timeout
     # The resumed worker runs the node again: one more node_started, one more step (total_steps 4 in 08).
