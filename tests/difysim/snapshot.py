@@ -25,7 +25,7 @@ def _envelope(run: "Run", event: str, data: dict) -> dict:
 
 def _node_pair(run: "Run", index: int, started: dict, finished: dict | None, paused: bool) -> list[dict]:
     base = {**{k: started.get(k) for k in NODE_KEYS}, "index": index, "predecessor_node_id": None, "inputs": None}
-    tail = {"iteration_id": None, "loop_id": started.get("loop_id")}
+    tail = {"iteration_id": started.get("iteration_id"), "loop_id": started.get("loop_id")}
     out = [_envelope(run, "node_started", {**base, "created_at": started.get("created_at"), "extras": {}, **tail})]
     if finished is None and not paused:
         return out  # still running

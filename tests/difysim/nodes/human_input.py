@@ -26,10 +26,11 @@ async def run_human_input(ctx: NodeContext) -> NodeResult:
     if not isinstance(decision, Decision):
         decision = Decision()  # resumed by something else than a form decision: treat as a timeout
     # The resumed worker runs the node again: one more node_started, one more step (total_steps 4 in 08).
-    if ctx.loop_id is None:
+    if not ctx.in_container:
         ctx.run.steps += 1
     ctx.resumed = (int(time.time()), time.monotonic())
-    ctx.run.publish("node_started", events.node_started(ctx.execution_id, ctx.node, ctx.resumed[0], ctx.loop_id))
+    ctx.run.publish("node_started", events.node_started(ctx.execution_id, ctx.node, ctx.resumed[0], ctx.loop_id,
+                                                        ctx.iteration_id))
     if decision.timed_out:
         ctx.run.publish("human_input_form_timeout", {"node_id": form.node_id, "node_title": form.node_title,
                                                      "expiration_time": form.expiration_time})
