@@ -12,7 +12,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import admin, forms_api, logs_api, service_api
+from . import admin, files_api, forms_api, logs_api, service_api
 from .config import SimConfig
 from .errors import ApiError, internal_server_error, method_not_allowed_html, not_found_html
 from .state import SimState
@@ -98,6 +98,7 @@ def create_app(config: SimConfig | None = None) -> Starlette:
         Route("/v1/workflow/{run_id}/events", service_api.reattach, methods=["GET"]),
         Route("/v1/form/human_input/{form_token}", forms_api.get_form, methods=["GET"]),
         Route("/v1/form/human_input/{form_token}", forms_api.submit_form, methods=["POST"]),
+        Route("/v1/files/upload", files_api.upload_file, methods=["POST"]),
         Route("/v1/parameters", service_api.parameters, methods=["GET"]),
         Route("/v1/info", service_api.info, methods=["GET"]),
         Route("/_sim/apps", admin.register_app, methods=["POST"]),

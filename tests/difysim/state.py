@@ -13,6 +13,7 @@ from .config import SimConfig
 from .engine import Engine
 from .forms import FormRegistry
 from .runs import Run, Store
+from .uploads import UploadedFile
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class SimState:
         self.http: httpx.AsyncClient | None = None
         self.tasks: set[asyncio.Task] = set()  # strong references: runs outlive their HTTP requests
         self.forms = FormRegistry()
+        self.uploads: dict[str, UploadedFile] = {}  # POST /v1/files/upload, by id
         self.form_checker: asyncio.Task | None = None
 
     async def startup(self) -> None:

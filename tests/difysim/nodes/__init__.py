@@ -11,6 +11,7 @@ from .code import run_code
 from .base import NodeContext, NodeResult, failure
 from .http_request import run_http_request
 from .human_input import run_human_input
+from .llm import run_llm
 from .simple import run_end, run_if_else, run_start, run_template_transform
 
 EXECUTORS = {
@@ -22,6 +23,7 @@ EXECUTORS = {
     "template-transform": run_template_transform,
     "code": run_code,
     "human-input": run_human_input,
+    "llm": run_llm,
 }
 
 __all__ = ["EXECUTORS", "NodeContext", "NodeResult", "failure"]

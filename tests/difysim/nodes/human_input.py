@@ -37,9 +37,11 @@ async def run_human_input(ctx: NodeContext) -> NodeResult:
         # Fixture 13: only the two action outputs, both empty; the inputs stay unset (null downstream).
         return NodeResult(inputs={}, outputs={"__action_id": "", "__action_value": ""}, handles=(TIMEOUT_HANDLE,))
     rendered = form.rendered_with(decision.inputs)
-    ctx.run.publish("human_input_form_filled", {"node_id": form.node_id, "node_title": form.node_title,
-                                                "rendered_content": rendered, "action_id": decision.action_id,
-                                                "action_text": decision.action_title})
+    filled = {"node_id": form.node_id, "node_title": form.node_title, "rendered_content": rendered,
+              "action_id": decision.action_id, "action_text": decision.action_title}
+    if ctx.config.version.form_filled_carries_submitted_data:
+        filled["submitted_data"] = decision.submitted  # 1.15+: the values as the submitter sent them
+    ctx.run.publish("human_input_form_filled", filled)
     outputs = {**decision.inputs, "__action_id": decision.action_id, "__action_value": decision.action_title,
                "__rendered_content": rendered}
     return NodeResult(inputs=dict(decision.inputs), outputs=outputs, handles=(decision.action_id,))
