@@ -21,7 +21,8 @@ from .frames import Frame
 from .graph import Graph, Scope
 from .nodes import EXECUTORS, NodeContext, NodeResult, failure
 from .nodes.simple import end_values
-from .runs import Run, new_id
+from .apps import new_id
+from .runs import Run
 from .templates import value_to_text
 from .variables import VariablePool
 

@@ -42,24 +42,30 @@ def parse_iso_time(value: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
+def created_by_fields(run: Run) -> dict:
+    if run.account is not None:
+        return {"created_from": run.created_from, "created_by_role": "account",
+                "created_by_account": run.account.as_json(), "created_by_end_user": None}
+    return {"created_from": run.created_from, "created_by_role": "end_user", "created_by_account": None,
+            "created_by_end_user": {"id": run.end_user.id, "type": "service-api", "is_anonymous": False,
+                                    "session_id": run.end_user.session_id}}
+
+
 def log_row(run: Run) -> dict:
     running = run.status not in TERMINAL_STATUSES
     return {
         "id": run.log_id,
         "workflow_run": {
-            "id": run.id, "version": run.workflow.version, "status": run.status, "triggered_from": "app-run",
+            "id": run.id, "version": run.workflow.version, "status": run.status, "triggered_from": run.triggered_from,
             "error": run.error, "elapsed_time": 0.0 if running else run.elapsed_time, "total_tokens": 0,
             "total_steps": run.total_steps, "created_at": run.created_at,
             "finished_at": None if running else run.finished_at,
             "exceptions_count": 0 if running else run.exceptions_count},
-        "details": None, "created_from": "service-api", "created_by_role": "end_user", "created_by_account": None,
-        "created_by_end_user": {"id": run.end_user.id, "type": "service-api", "is_anonymous": False,
-                                "session_id": run.end_user.session_id},
-        "created_at": run.created_at}
+        "details": None, **created_by_fields(run), "created_at": run.created_at}
 
 
 def _matches_keyword(run: Run, keyword: str) -> bool:
-    haystack = " ".join([run.id, run.end_user.session_id, json.dumps(run.user_inputs, ensure_ascii=False),
+    haystack = " ".join([run.id, run.session_id or "", json.dumps(run.user_inputs, ensure_ascii=False),
                          json.dumps(run.outputs, ensure_ascii=False)]).lower()
     return keyword.lower() in haystack
 
@@ -70,16 +76,18 @@ def select_runs(runs: list[Run], query: WorkflowLogQuery) -> list[Run]:
     before = parse_iso_time(query.created_at__before).timestamp() if query.created_at__before else None
     chosen = []
     for run in reversed(runs):
+        if not run.listed_in_logs:
+            continue
         if query.status and run.status != query.status:
             continue
         if after is not None and run.created_at < after:
             continue
         if before is not None and run.created_at > before:
             continue
-        if query.created_by_end_user_session_id and run.end_user.session_id != query.created_by_end_user_session_id:
+        if query.created_by_end_user_session_id and run.session_id != query.created_by_end_user_session_id:
             continue
-        if query.created_by_account:
-            continue  # service-API runs are never created by a console account
+        if query.created_by_account and (run.account is None or run.account.email != query.created_by_account):
+            continue
         if query.keyword and not _matches_keyword(run, query.keyword):
             continue
         chosen.append(run)

@@ -12,7 +12,8 @@ import httpx
 from .config import SimConfig
 from .engine import Engine
 from .forms import FormRegistry
-from .runs import Run, Store
+from .runs import Run
+from .store import Store
 from .uploads import UploadedFile
 
 logger = logging.getLogger(__name__)
