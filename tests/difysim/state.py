@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from .bulk_schedule import BulkFinisher
 from .config import SimConfig
 from .engine import Engine
 from .forms import FormRegistry
@@ -44,6 +45,7 @@ class SimState:
         self.tasks: set[asyncio.Task] = set()  # strong references: runs outlive their HTTP requests
         self.forms = FormRegistry()
         self.uploads: dict[str, UploadedFile] = {}  # POST /v1/files/upload, by id
+        self.bulk_finisher = BulkFinisher()  # finishes /_sim/apps/{app}/bulk-runs runs on schedule
         self.form_checker: asyncio.Task | None = None
 
     async def startup(self) -> None:
@@ -56,6 +58,7 @@ class SimState:
     async def shutdown(self) -> None:
         if self.form_checker is not None:
             self.form_checker.cancel()
+        await self.bulk_finisher.close()
         for task in list(self.tasks):
             task.cancel()
         if self.tasks:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .apps import App, EndUser, new_api_key, new_id
+from .logs_index import AppRunIndex
 from .runs import Run
 
 
@@ -15,7 +16,7 @@ class Store:
         self.end_users: dict[tuple[str, str], EndUser] = {}
         self.runs: dict[str, Run] = {}
         self.runs_by_task: dict[str, Run] = {}
-        self.runs_by_app: dict[str, list[Run]] = {}
+        self.logs: dict[str, AppRunIndex] = {}  # app id -> the runs its /v1/workflows/logs lists
 
     def register_app(self, name: str, dsl: dict, api_key: str | None = None) -> App:
         """Create an app, or re-publish an existing one of the same name (same id; new key only if asked)."""
@@ -37,7 +38,23 @@ class Store:
             self.end_users[key] = EndUser(new_id(), session_id)
         return self.end_users[key]
 
+    def logs_of(self, app: App) -> AppRunIndex:
+        return self.logs.setdefault(app.id, AppRunIndex())
+
     def add_run(self, run: Run) -> None:
-        self.runs[run.id] = run
-        self.runs_by_task[run.task_id] = run
-        self.runs_by_app.setdefault(run.app.id, []).append(run)
+        self.add_runs([run])
+
+    def add_runs(self, runs: list[Run]) -> None:
+        """Keep runs; the listed ones go into their app's logs index (one sort for a whole batch)."""
+        by_app: dict[str, list[Run]] = {}
+        for run in runs:
+            self.runs[run.id] = run
+            self.runs_by_task[run.task_id] = run
+            if run.listed_in_logs:
+                run.index = self.logs_of(run.app)
+                by_app.setdefault(run.app.id, []).append(run)
+        for app_id, batch in by_app.items():
+            if len(batch) == 1:
+                self.logs[app_id].add(batch[0])
+            else:
+                self.logs[app_id].add_many(batch)
