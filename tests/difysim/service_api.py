@@ -111,6 +111,8 @@ async def run_workflow(request: Request) -> Response:
 
 
 def published_workflow(app: App) -> Workflow:
+    if app.mode != "workflow":  # e.g. a chat app imported from a DSL (message not recorded)
+        raise ApiError(400, "not_workflow_app", "Please check if your Workflow app mode matches the right API route.")
     if not app.is_published:  # a console-imported app before its first publish (Dify raises ValueError)
         raise invalid_param("Workflow not published")
     return app.workflow

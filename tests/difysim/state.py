@@ -6,6 +6,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -46,6 +47,7 @@ class SimState:
         self.forms = FormRegistry()
         self.uploads: dict[str, UploadedFile] = {}  # POST /v1/files/upload, by id
         self.bulk_finisher = BulkFinisher()  # finishes /_sim/apps/{app}/bulk-runs runs on schedule
+        self.pending_imports: dict[str, Any] = {}  # console DSL imports awaiting a confirm (console_imports.py)
         self.form_checker: asyncio.Task | None = None
 
     async def startup(self) -> None:

@@ -32,6 +32,19 @@ class Store:
         app.publish(dsl)
         return app
 
+    def create_console_app(self, name: str, mode: str) -> App:
+        """An app made in the console (or by a DSL import): no API key and nothing published yet."""
+        app = App(new_id(), name, "", mode=mode)
+        self.apps_by_id[app.id] = app
+        return app
+
+    def add_api_key(self, app: App) -> str:
+        token = new_api_key()
+        self.apps_by_key[token] = app
+        if not app.api_key:
+            app.api_key = token
+        return token
+
     def end_user(self, app: App, session_id: str) -> EndUser:
         key = (app.id, session_id)
         if key not in self.end_users:
