@@ -1,18 +1,24 @@
 """How fast GET /v1/workflows/logs answers with many runs: python -m tests.difysim.bench_logs [--sizes 5000,20000,50000]
 
-Each size gets a fresh in-process simulator (httpx ASGI transport: no sockets, so the figures are the
-simulator's own cost, JSON included), N finished bulk runs spread over a day (status mix 8:1:1
-succeeded/failed/stopped, 10 end users), then every query below is timed `--repeat` times; the table
-shows the median in milliseconds. It prints figures only: nothing here asserts a time.
+Each size gets a fresh simulator — in-process by default (httpx ASGI transport: no sockets, so the
+figures are the simulator's own cost, JSON included), or with `--process` its own
+`python -m tests.difysim` over loopback HTTP — then N finished bulk runs spread over a day (status
+mix 8:1:1 succeeded/failed/stopped, 10 end users), and every query below is timed `--repeat` times;
+the table shows the median in milliseconds. It prints figures only: nothing here asserts a time.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import statistics
 import time
 from datetime import datetime, timezone
+from typing import AsyncIterator
 
+import httpx
+
+from .process import running_simulator
 from .testing import echo_graph, in_process, register
 
 LIMIT = 100
@@ -32,8 +38,19 @@ def queries(size: int, middle: float) -> dict[str, str]:
     }
 
 
-async def measure(size: int, repeat: int) -> dict[str, float]:
-    async with in_process() as client:
+@contextlib.asynccontextmanager
+async def simulator(own_process: bool) -> AsyncIterator[httpx.AsyncClient]:
+    if not own_process:
+        async with in_process() as client:
+            yield client
+        return
+    with running_simulator() as url:
+        async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+            yield client
+
+
+async def measure(size: int, repeat: int, own_process: bool = False) -> dict[str, float]:
+    async with simulator(own_process) as client:
         auth = await register(client, echo_graph())
         started = time.perf_counter()
         made = (await client.post("/_sim/apps/app/bulk-runs", json={
@@ -62,16 +79,17 @@ def table(results: dict[int, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def run(sizes: list[int], repeat: int) -> dict[int, dict[str, float]]:
-    return {size: asyncio.run(measure(size, repeat)) for size in sizes}
+def run(sizes: list[int], repeat: int, own_process: bool = False) -> dict[int, dict[str, float]]:
+    return {size: asyncio.run(measure(size, repeat, own_process)) for size in sizes}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.difysim.bench_logs", description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="5000,20000,50000")
     parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--process", action="store_true", help="a simulator process per size, over loopback HTTP")
     args = parser.parse_args()
-    print(table(run([int(s) for s in args.sizes.split(",")], args.repeat)))
+    print(table(run([int(s) for s in args.sizes.split(",")], args.repeat, args.process)))
 
 
 if __name__ == "__main__":

@@ -61,3 +61,15 @@ def test_1_17_accepts_the_newer_human_input_types(kind):
 
 def test_1_14_still_accepts_paragraph_and_text_input():
     assert register_answer(None, graph_with_input("text_input")).status_code == 201
+
+
+def test_sim_config_changes_stop_delay_and_sandbox_but_not_the_version():
+    async def scenario():
+        async with in_process(SimConfig(dify_version="1.17")) as client:
+            return (await client.post("/_sim/config", json={"stop_delay_s": 0.25, "no_sandbox": True,
+                                                            "dify_version": "1.14"})).json()
+
+    settings = asyncio.run(scenario())
+    assert (settings["stop_delay_s"], settings["no_sandbox"]) == (0.25, True)
+    assert (settings["dify_version"], settings["dify_release"]) == ("1.17", "1.17.1")
+    assert "console_token" not in settings
