@@ -4,21 +4,51 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from .apps import Draft, new_id
+from .dsl import DslError, check_app, read_dsl
+from .graph_checks import version_problems
 from .service_api import json_body, sim
 
 
 async def register_app(request: Request) -> Response:
-    """{"name", "graph": {nodes, edges, viewport}, "api_key"?} -> 201 {"app_id", "api_key"}.
+    """{"name", "graph": {nodes, edges, viewport}, "api_key"?} or {"name", "dsl": "<app DSL YAML>", "api_key"?}
+    -> 201 {"app_id", "api_key", "workflow_id"} (+ "import_status" for a DSL).
 
-    The same name again re-publishes the app (same id and key, a new workflow version)."""
+    The same name again re-publishes the app (same id and key, a new workflow version). A DSL goes
+    through the console import's checks (dsl.py; a failure is 400 with its message) and is published
+    at once; a DSL version that would make the console import wait for a confirmation is accepted
+    here, `import_status` then reads "pending"."""
     body = await json_body(request)
-    graph = body.get("graph")
-    if not isinstance(body.get("name"), str) or not isinstance(graph, dict) or not isinstance(graph.get("nodes"), list):
-        return JSONResponse({"error": "body must be {\"name\": str, \"graph\": {\"nodes\": [...], \"edges\": [...]}}"},
-                            status_code=400)
-    app = sim(request).store.register_app(body["name"], graph, body.get("api_key") or None)
-    return JSONResponse({"app_id": app.id, "api_key": app.api_key, "workflow_id": app.current_workflow_id},
-                        status_code=201)
+    state = sim(request)
+    dsl = None
+    if isinstance(body.get("name"), str) and isinstance(body.get("dsl"), str):
+        try:
+            dsl = read_dsl(body["dsl"])
+            check_app(dsl, state.config.version)
+        except DslError as exc:
+            return JSONResponse({"error": f"DSL import failed: {exc}"}, status_code=400)
+        if dsl.app.get("mode") != "workflow":
+            return JSONResponse({"error": f"only workflow apps run on the simulator, not {dsl.app.get('mode')!r}"},
+                                status_code=400)
+        graph = dsl.graph
+    else:
+        graph = body.get("graph")
+        if not isinstance(body.get("name"), str) or not isinstance(graph, dict) \
+                or not isinstance(graph.get("nodes"), list):
+            return JSONResponse({"error": "body must be {\"name\": str, \"graph\": {\"nodes\": [...], "
+                                          "\"edges\": [...]}} or {\"name\": str, \"dsl\": str}"}, status_code=400)
+    problems = version_problems(graph, state.config.version)
+    if problems:
+        return JSONResponse({"error": "; ".join(problems)}, status_code=400)
+    app = state.store.register_app(body["name"], graph, body.get("api_key") or None)
+    answer = {"app_id": app.id, "api_key": app.api_key, "workflow_id": app.current_workflow_id}
+    if dsl is not None:
+        workflow = dsl.workflow
+        app.draft = Draft(new_id(), graph, workflow.get("features") or {},
+                          list(workflow.get("environment_variables") or []),
+                          list(workflow.get("conversation_variables") or []))
+        answer["import_status"] = dsl.status
+    return JSONResponse(answer, status_code=201)
 
 
 async def list_apps(request: Request) -> Response:

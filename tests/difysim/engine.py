@@ -15,21 +15,19 @@ import httpx
 
 from . import events
 from .config import SimConfig
+from .counted_tasks import CountedTasks
 from .forms import FormRegistry
+from .frames import Frame
 from .graph import Graph, Scope
 from .nodes import EXECUTORS, NodeContext, NodeResult, failure
 from .nodes.simple import end_values
-from .runs import Run, new_id
+from .apps import new_id
+from .runs import Run
 from .templates import value_to_text
 from .variables import VariablePool
 
 SILENT_TYPES = ("loop-start", "iteration-start")  # pass-through children that emit no events
-
-
-@dataclass
-class LoopFrame:
-    loop_id: str
-    index: int
+CONTAINER_TYPES = ("loop", "iteration")  # nodes that run a sub-graph and emit only their own events
 
 
 @dataclass
@@ -75,30 +73,31 @@ class Engine:
             run.finish("partial-succeeded" if run.exceptions_count else "succeeded", self.end_outputs, None)
 
     # ---------------------------------------------------------------- scheduling
-    async def walk(self, scope: Scope, start_id: str, frame: LoopFrame | None) -> WalkOutcome:
+    def pool_of(self, frame: Frame | None) -> VariablePool:
+        return frame.pool if frame is not None else self.pool
+
+    async def walk(self, scope: Scope, start_id: str, frame: Frame | None,
+                   owner_suspends: bool = False) -> WalkOutcome:
+        """Run one scope from `start_id` until nothing is left to run. `owner_suspends`: the Loop or
+        Iteration node that called this counts as waiting while its children run (counted_tasks.py)."""
         edge_taken: dict[str, bool] = {}
         scheduled = {start_id}
         ready = [start_id]
-        running: dict[asyncio.Task, str] = {}
+        tasks: CountedTasks[str] = CountedTasks(self.run, owner_suspends)
         loop_end = False
         try:
-            while ready or running:
+            while ready or tasks:
                 for node_id in ready:
-                    running[asyncio.create_task(self.run_node(scope, scope.nodes[node_id], frame))] = node_id
+                    tasks.start(self.run_node(scope, scope.nodes[node_id], frame), node_id)
                 ready = []
-                finished, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                for task in finished:
-                    node_id = running.pop(task)
+                for task, node_id in await tasks.finished():
                     outcome: NodeOutcome = task.result()
                     if outcome.error is not None:
                         return WalkOutcome(error=outcome.error)
                     loop_end = loop_end or outcome.loop_end
                     ready.extend(self._advance(scope, node_id, outcome.handles, edge_taken, scheduled))
         finally:
-            for task in running:
-                task.cancel()
-            if running:
-                await asyncio.gather(*running, return_exceptions=True)
+            await tasks.close()
         return WalkOutcome(loop_end=loop_end)
 
     @staticmethod
@@ -121,30 +120,32 @@ class Engine:
         return ready
 
     # ---------------------------------------------------------------- one node
-    def count_step(self, frame: LoopFrame | None) -> None:
+    def count_step(self, frame: Frame | None) -> None:
         # total_steps counts top-level node starts and retries; loop children do not count (fixture 07).
         if frame is None:
             self.run.steps += 1
 
-    async def run_node(self, scope: Scope, node: dict, frame: LoopFrame | None) -> NodeOutcome:
+    async def run_node(self, scope: Scope, node: dict, frame: Frame | None) -> NodeOutcome:
         node_type = self.graph.node_type(node)
         if node_type in SILENT_TYPES:
             return NodeOutcome()
-        if node_type == "loop":
-            from .loop import run_loop  # the loop drives this engine recursively
+        if node_type in CONTAINER_TYPES:
+            from .iteration import run_iteration  # containers drive this engine recursively
+            from .loop import run_loop
 
-            outcome = await run_loop(self, node, frame)
+            outcome = await (run_loop if node_type == "loop" else run_iteration)(self, node, frame)
             if outcome.error is None:
                 self._stream_ready_ends(scope, node["id"], outcome.handles)  # after loop_completed (fixture 07)
             return outcome
         executor = EXECUTORS.get(node_type)
         data = node.get("data") or {}
         loop_id = frame.loop_id if frame else None
+        iteration_id = frame.iteration_id if frame else None
         execution_id, created_at, started = new_id(), int(time.time()), time.monotonic()
-        ctx = NodeContext(node, self.pool, self.run, self.http, self.config, loop_id, execution_id=execution_id,
-                          forms=self.forms)
+        ctx = NodeContext(node, self.pool_of(frame), self.run, self.http, self.config, loop_id,
+                          execution_id=execution_id, forms=self.forms, iteration_id=iteration_id)
         self.count_step(frame)
-        self.run.publish("node_started", events.node_started(execution_id, node, created_at, loop_id))
+        self.run.publish("node_started", events.node_started(execution_id, node, created_at, loop_id, iteration_id))
         if node_type == "end" and node["id"] not in self.streamed_ends:
             self.stream_end(ctx)  # not streamed early: after the End's node_started (fixture 15)
         retry = data.get("retry_config") or {}
@@ -159,7 +160,7 @@ class Engine:
             ctx.attempt += 1
             self.run.exceptions_count += 1
             self.count_step(frame)
-            retry_event = self._finished(execution_id, node, created_at, attempt_started, loop_id, result, "retry",
+            retry_event = self._finished(execution_id, node, created_at, attempt_started, ctx, result, "retry",
                                          result.error, self._metadata(frame))
             self.run.publish("node_retry", {**retry_event, "retry_index": ctx.attempt})
         if ctx.resumed is not None:
@@ -177,7 +178,7 @@ class Engine:
         except Exception as exc:  # an unexpected error fails the node like a node error would
             return failure(str(exc) or type(exc).__name__, type(exc).__name__)
 
-    def _conclude(self, scope: Scope, node: dict, frame: LoopFrame | None, ctx: NodeContext, result: NodeResult,
+    def _conclude(self, scope: Scope, node: dict, frame: Frame | None, ctx: NodeContext, result: NodeResult,
                   execution_id: str, created_at: int, started: float) -> NodeOutcome:
         data = node.get("data") or {}
         metadata = self._metadata(frame)
@@ -186,7 +187,7 @@ class Engine:
             self.run.exceptions_count += 1  # a final failure counts too, handled or not (fixtures 04, 05)
             strategy = data.get("error_strategy")
             if strategy not in ("fail-branch", "default-value"):
-                event = self._finished(execution_id, node, created_at, started, ctx.loop_id, result, "failed",
+                event = self._finished(execution_id, node, created_at, started, ctx, result, "failed",
                                        result.error, metadata)
                 self.run.publish("node_finished", event)
                 return NodeOutcome(error=result.error)
@@ -198,7 +199,7 @@ class Engine:
                 outputs = {**defaults, **outputs}
             handles = ("fail-branch",) if strategy == "fail-branch" else ("source",)
             metadata = {**(metadata or {}), "error_strategy": strategy}
-        self.pool.set_outputs(node["id"], outputs)
+        ctx.pool.set_outputs(node["id"], outputs)
         if self.graph.node_type(node) == "end" and frame is None:
             self.end_outputs.update(outputs)
         if not (result.failed and data.get("error_strategy") == "default-value"):
@@ -206,19 +207,20 @@ class Engine:
             # it when default values stood in (fixture 15).
             self._stream_ready_ends(scope, node["id"], handles)
         shown = NodeResult(status=status, inputs=result.inputs, process_data=result.process_data, outputs=outputs)
-        self.run.publish("node_finished", self._finished(execution_id, node, created_at, started, ctx.loop_id, shown,
+        self.run.publish("node_finished", self._finished(execution_id, node, created_at, started, ctx, shown,
                                                          status, error, metadata))
         return NodeOutcome(handles=handles, loop_end=self.graph.node_type(node) == "loop-end")
 
     @staticmethod
-    def _metadata(frame: LoopFrame | None) -> dict | None:
-        return {"loop_id": frame.loop_id, "loop_index": frame.index} if frame else None
+    def _metadata(frame: Frame | None) -> dict | None:
+        return frame.metadata() if frame else None
 
     @staticmethod
-    def _finished(execution_id: str, node: dict, created_at: int, started: float, loop_id: str | None,
+    def _finished(execution_id: str, node: dict, created_at: int, started: float, ctx: NodeContext,
                   result: NodeResult, status: str, error: str | None, metadata: dict | None) -> dict:
         return events.node_finished(execution_id, node, created_at=created_at, finished_at=int(time.time()),
-                                    loop_id=loop_id, inputs=result.inputs, process_data=result.process_data,
+                                    loop_id=ctx.loop_id, iteration_id=ctx.iteration_id, inputs=result.inputs,
+                                    process_data=result.process_data,
                                     outputs=result.outputs, status=status, error=error,
                                     elapsed_time=time.monotonic() - started, execution_metadata=metadata)
 

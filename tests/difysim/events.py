@@ -11,21 +11,22 @@ def node_base(execution_id: str, node: dict) -> dict:
             "index": 1, "predecessor_node_id": None}
 
 
-def node_started(execution_id: str, node: dict, created_at: int, loop_id: str | None) -> dict:
-    return {**node_base(execution_id, node), "inputs": None, "inputs_truncated": False,
-            "created_at": created_at, "extras": {}, "iteration_id": None, "loop_id": loop_id, "agent_strategy": None}
+def node_started(execution_id: str, node: dict, created_at: int, loop_id: str | None,
+                 iteration_id: str | None = None) -> dict:
+    return {**node_base(execution_id, node), "inputs": None, "inputs_truncated": False, "created_at": created_at,
+            "extras": {}, "iteration_id": iteration_id, "loop_id": loop_id, "agent_strategy": None}
 
 
 def node_finished(execution_id: str, node: dict, *, created_at: int, finished_at: int, loop_id: str | None,
                   inputs: Any, process_data: Any, outputs: Any, status: str, error: str | None,
-                  elapsed_time: float, execution_metadata: dict | None) -> dict:
+                  elapsed_time: float, execution_metadata: dict | None, iteration_id: str | None = None) -> dict:
     return {**node_base(execution_id, node),
             "inputs": inputs, "inputs_truncated": False,
             "process_data": process_data, "process_data_truncated": False,
             "outputs": outputs, "outputs_truncated": False,
             "status": status, "error": error, "elapsed_time": round(elapsed_time, 6),
             "execution_metadata": execution_metadata, "created_at": created_at, "finished_at": finished_at,
-            "files": [], "iteration_id": None, "loop_id": loop_id}
+            "files": [], "iteration_id": iteration_id, "loop_id": loop_id}
 
 
 def loop_started(node: dict, created_at: int, inputs: dict, loop_length: int) -> dict:
@@ -58,3 +59,27 @@ def loop_completed(node: dict, *, created_at: int, finished_at: int, inputs: dic
 
 def text_chunk(text: str, selector: list[str]) -> dict:
     return {"text": text, "from_variable_selector": list(selector)}
+
+
+def iteration_started(node: dict, created_at: int, inputs: dict, iterator_length: int) -> dict:
+    data = node.get("data") or {}
+    return {"id": node["id"], "node_id": node["id"], "node_type": "iteration", "title": data.get("title", ""),
+            "created_at": created_at, "extras": {}, "metadata": {"iterator_length": iterator_length},
+            "inputs": inputs, "inputs_truncated": False}
+
+
+def iteration_next(node: dict, created_at: int, index: int, pre_iteration_output: Any) -> dict:
+    data = node.get("data") or {}
+    return {"id": node["id"], "node_id": node["id"], "node_type": "iteration", "title": data.get("title", ""),
+            "index": index, "created_at": created_at, "pre_iteration_output": pre_iteration_output, "extras": {}}
+
+
+def iteration_completed(node: dict, *, created_at: int, finished_at: int, inputs: dict, outputs: dict, status: str,
+                        error: str | None, elapsed_time: float, steps: int, durations: dict) -> dict:
+    data = node.get("data") or {}
+    metadata = {"total_tokens": 0, "total_price": "0.0", "currency": "USD", "iteration_duration_map": durations}
+    return {"id": node["id"], "node_id": node["id"], "node_type": "iteration", "title": data.get("title", ""),
+            "outputs": outputs, "outputs_truncated": False, "created_at": created_at, "extras": {},
+            "inputs": inputs, "inputs_truncated": False, "status": status, "error": error,
+            "elapsed_time": round(elapsed_time, 6), "total_tokens": 0, "execution_metadata": metadata,
+            "finished_at": finished_at, "steps": steps}

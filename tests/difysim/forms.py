@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import ApiError
-from .pausing import EndWithoutResuming
+from .form_inputs import FormValues, is_missing, rendered_value
+from .pausing import EndWithoutResuming, Waiter
 from .templates import render, value_to_text
 from .variables import MISSING, VariablePool
 
@@ -48,7 +49,8 @@ class Decision:
     """How a paused Human Input node is resumed: an action with the form's inputs, or its timeout."""
     action_id: str | None = None  # None: the node timed out
     action_title: str = ""
-    inputs: dict = field(default_factory=dict)
+    inputs: dict = field(default_factory=dict)  # the values the node outputs (files as file objects)
+    submitted: dict = field(default_factory=dict)  # the values as submitted (1.15+ `submitted_data`)
 
     @property
     def timed_out(self) -> bool:
@@ -73,6 +75,7 @@ class Form:
         unit_s = TIMEOUT_UNIT_S.get(data.get("timeout_unit") or DEFAULT_TIMEOUT_UNIT, 3600)
         self.expires_at = self.created_at + float(DEFAULT_TIMEOUT if timeout is None else timeout) * unit_s
         self.status = WAITING
+        self.waiter: Waiter | None = None  # set by the node as it parks on this form
 
     def _resolve_defaults(self, pool: VariablePool) -> dict[str, Any]:
         values = {}
@@ -119,9 +122,14 @@ class Form:
 
     def rendered_with(self, values: dict) -> str:
         """`__rendered_content`: the content with each `{{#$output.name#}}` replaced by the submitted value."""
+        specs = {spec.get("output_variable_name"): spec for spec in self.inputs}
+
         def substitute(match: re.Match) -> str:
             name = match.group(1)
-            return value_to_text(values[name]) if name in values else match.group(0)
+            if name not in values:
+                return match.group(0)
+            shown = rendered_value(specs.get(name) or {}, values[name])
+            return value_to_text(values[name]) if shown is None else shown
 
         return OUTPUT_MARKER.sub(substitute, self.content)
 
@@ -135,18 +143,22 @@ class Form:
         if self.status in (TIMEOUT, EXPIRED) or (now or time.time()) >= self.expires_at:
             raise ApiError(412, "human_input_form_expired", f"This form has expired, form_id={self.id}")
 
-    def decide(self, action_id: Any, inputs: Any) -> Decision:
+    def decide(self, action_id: Any, inputs: Any, values: FormValues | None = None) -> Decision:
         """Validate a submission (400 `invalid_form_data`) and mark the form submitted."""
         titles = {a.get("id"): a.get("title", "") for a in self.actions}
         if action_id not in titles:
             raise ApiError(400, "invalid_form_data", f"Invalid action: {action_id}")
         inputs = inputs if isinstance(inputs, dict) else {}
-        missing = [name for name in self.input_names if inputs.get(name) is None]
+        missing = [spec.get("output_variable_name") for spec in self.inputs
+                   if is_missing(spec, inputs.get(spec.get("output_variable_name")))]
         if missing:
             raise ApiError(400, "invalid_form_data", f"Missing required inputs: {', '.join(missing)}")
+        submitted = {name: inputs[name] for name in self.input_names}
+        accepted = {spec.get("output_variable_name"): values.accept(spec, submitted[spec.get("output_variable_name")])
+                    for spec in self.inputs} if values is not None else dict(submitted)
         # No await between ensure_open() and here: of two simultaneous submits exactly one wins.
         self.status = SUBMITTED
-        return Decision(action_id, titles[action_id], {name: inputs[name] for name in self.input_names})
+        return Decision(action_id, titles[action_id], accepted, submitted)
 
 
 class FormRegistry:
@@ -169,15 +181,17 @@ class FormRegistry:
         now = time.time() if now is None else now
         done: dict[str, list[str]] = {"timed_out": [], "stopped": []}
         for form in list(self.by_token.values()):
-            if form.status != WAITING:
+            if form.status != WAITING or form.waiter is None:
                 continue
             if global_timeout_s > 0 and now >= form.created_at + global_timeout_s:
-                form.status = EXPIRED
-                form.run.resume(EndWithoutResuming("stopped", f"Human input global timeout at node {form.node_id}",
-                                                   announce=False))
+                form.run.release(form.waiter, EndWithoutResuming(
+                    "stopped", f"Human input global timeout at node {form.node_id}", announce=False))
+                for other in self.of_run(form.run):  # the run is over: none of its forms can be decided
+                    if other.status == WAITING:
+                        other.status = EXPIRED
                 done["stopped"].append(form.run.id)
             elif now >= form.expires_at:
                 form.status = TIMEOUT
-                form.run.resume(Decision())
+                form.run.release(form.waiter, Decision())
                 done["timed_out"].append(form.run.id)
         return done

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .errors import ApiError, invalid_param
+from .form_inputs import FormValues
 from .forms import Form
 from .pausing import EndWithoutResuming
 from .service_api import authenticate, json_body, sim
@@ -49,12 +50,17 @@ async def submit_form(request: Request) -> Response:
         raise invalid_param("Arg user must be provided.")  # checked before the form, like the app-token decorator
     form = find_form(request)
     form.ensure_open()
-    decision = form.decide(body.get("action"), body.get("inputs"))
-    faults = sim(request).faults
+    state = sim(request)
+    # Any `user` may decide (fixture 18); a local file input must have been uploaded by that user.
+    values = FormValues(state.uploads, form.run.app.id, str(body["user"]))
+    decision = form.decide(body.get("action"), body.get("inputs"), values)
+    faults = state.faults
     if faults.resume_lost:
         return JSONResponse({})  # accepted, but nothing ever resumes the run (DIFY.md: persistence races)
+    if form.waiter is None:
+        return JSONResponse({})
     if faults.resume_ends_stopped:
-        form.run.resume(EndWithoutResuming("stopped", "Stopped by user.", announce=True))
+        form.run.release(form.waiter, EndWithoutResuming("stopped", "Stopped by user.", announce=True))
     else:
-        form.run.resume(decision)
+        form.run.release(form.waiter, decision)  # the run resumes once all its waiting forms are decided
     return JSONResponse({})

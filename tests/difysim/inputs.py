@@ -21,12 +21,16 @@ def validate_inputs(variables: list[dict], inputs: dict) -> dict:
         if value is None or (value == "" and var.get("required")):
             if var.get("required"):
                 raise InputError(f"{name} is required in input form")
+            # Dify keeps every Start variable: one left out is null in the run's inputs, and renders
+            # as "" in templates (seen side by side with real Dify).
+            accepted[name] = None
             continue
         if kind in STRING_TYPES and not isinstance(value, str):
             raise InputError(f"(type '{kind}') {name} in input form must be a string")
         if kind == "number":
             value = _number(name, value)
             if value is None:
+                accepted[name] = None
                 continue
         if kind == "select" and value not in (var.get("options") or []):
             raise InputError(f"{name} in input form must be one of the following: {var.get('options') or []}")

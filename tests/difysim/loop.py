@@ -7,10 +7,11 @@ from typing import TYPE_CHECKING, Any
 
 from . import events
 from .conditions import evaluate_group, to_number
+from .frames import Frame
 from .variables import MISSING
 
 if TYPE_CHECKING:
-    from .engine import Engine, LoopFrame, NodeOutcome
+    from .engine import Engine, NodeOutcome
 
 
 def _coerce(value: Any, var_type: str | None) -> Any:
@@ -20,10 +21,10 @@ def _coerce(value: Any, var_type: str | None) -> Any:
     return value
 
 
-async def run_loop(engine: "Engine", node: dict, frame: "LoopFrame | None") -> "NodeOutcome":
-    from .engine import LoopFrame, NodeOutcome
+async def run_loop(engine: "Engine", node: dict, frame: Frame | None) -> "NodeOutcome":
+    from .engine import NodeOutcome
 
-    run, pool = engine.run, engine.pool
+    run, pool = engine.run, engine.pool_of(frame)
     data, loop_id = node.get("data") or {}, node["id"]
     engine.count_step(frame)  # the loop counts as one step; its children do not (fixture 07)
     count = int(data.get("loop_count") or 0)
@@ -52,7 +53,9 @@ async def run_loop(engine: "Engine", node: dict, frame: "LoopFrame | None") -> "
     else:
         for index in range(count):
             round_started = time.monotonic()
-            outcome = await engine.walk(scope, start_id, LoopFrame(loop_id, index))
+            # The loop waits while its children run (a Human Input child may pause the run here).
+            outcome = await engine.walk(scope, start_id, Frame(loop_id, "loop", index, pool, frame),
+                                        owner_suspends=True)
             durations[str(index)] = round(time.monotonic() - round_started, 6)
             variable_map[str(index)] = {k: copy.deepcopy(pool.scope(loop_id).get(k)) for k in variables}
             rounds = index + 1

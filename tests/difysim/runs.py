@@ -1,4 +1,4 @@
-"""In-memory apps, end users and run records, and the event fan-out of each run to its SSE streams.
+"""Run records, and the event fan-out of each run to its SSE streams.
 
 A run has two views that real Dify lets drift apart (fixtures 11 and 16): the *stream* view (what
 SSE clients and blocking callers see) and the *record* view (GET run, logs). A stop or the maximum
@@ -7,67 +7,36 @@ execution time ends the stream view with `stopped` while the record stays `runni
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
-import secrets
-import string
 import time
-import uuid
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
-from .graph import Graph
+from .apps import Account, App, EndUser, Workflow, new_id
+from .logs_index import AppRunIndex
 from .pausing import PausableRun
 
 TERMINAL_EVENTS = ("workflow_finished", "workflow_paused")
 CLOSE = None  # sentinel pushed to subscriber queues when their stream must end
 
 
-def new_id() -> str:
-    return str(uuid.uuid4())
-
-
-def new_api_key() -> str:
-    return "app-" + "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(24))
-
-
-@dataclass
-class Workflow:
-    """One published version of an app's graph."""
-    id: str
-    version: str  # Dify shows the publish timestamp, e.g. "2026-11-25 13:19:58.615717"
-    graph: Graph
-
-
-@dataclass
-class App:
-    id: str
-    name: str
-    api_key: str
-    workflows: dict[str, Workflow] = field(default_factory=dict)
-    current_workflow_id: str = ""
-
-    @property
-    def workflow(self) -> Workflow:
-        return self.workflows[self.current_workflow_id]
-
-    def publish(self, dsl: dict) -> Workflow:
-        wf = Workflow(new_id(), str(datetime.now()), Graph(dsl))
-        self.workflows[wf.id] = wf
-        self.current_workflow_id = wf.id
-        return wf
-
-
-@dataclass
-class EndUser:
-    id: str
-    session_id: str  # the `user` string of the service API
+# Where a run was started, as Dify's app log says (`created_from`); console debugger runs write no
+# app log at all (Dify's _save_workflow_app_log skips them), so they are never listed.
+SERVICE_API, INSTALLED_APP, DEBUGGING = "service-api", "installed-app", "debugging"
+_creation_order = itertools.count()
 
 
 class Run(PausableRun):
-    def __init__(self, app: App, workflow: Workflow, end_user: EndUser, user_inputs: dict) -> None:
+    def __init__(self, app: App, workflow: Workflow, end_user: EndUser | None, user_inputs: dict, *,
+                 account: Account | None = None, created_from: str = SERVICE_API) -> None:
+        """A run of an end user (service API) or, with `account`, of a console account."""
+        if (end_user is None) == (account is None):
+            raise ValueError("a run is started by exactly one end user or account")
+        self.index: AppRunIndex | None = None  # the logs index this run is listed in (store.py)
+        self.seq = next(_creation_order)  # breaks created_at ties in the logs, newest last
         self.id, self.task_id, self.log_id = new_id(), new_id(), new_id()
-        self.app, self.workflow, self.end_user = app, workflow, end_user
+        self.app, self.workflow, self.end_user, self.account = app, workflow, end_user, account
+        self.created_from = created_from
         self.user_inputs = user_inputs
         self.started_monotonic = time.monotonic()
         self.created_at = int(time.time())
@@ -92,11 +61,44 @@ class Run(PausableRun):
         self.task: asyncio.Task | None = None
         self.max_execution_time_s: float | None = None
         self.max_execution_timer: asyncio.TimerHandle | None = None
+        self.stop_timer: asyncio.TimerHandle | None = None  # a stop call on its way (stop())
         self._init_pausing()
+
+    @property
+    def status(self) -> str:
+        """The record's status (GET run, logs); the logs index follows every change."""
+        return self._status
+
+    @status.setter
+    def status(self, value: str) -> None:
+        old, self._status = self.__dict__.get("_status"), value
+        if old is not None and old != value and self.index is not None:
+            self.index.status_changed(self, old, value)
+
+    # ---------------------------------------------------------------- who started it
+    @property
+    def session_id(self) -> str | None:
+        """The end user's `user` string; None for a console account's run (no session to re-attach with)."""
+        return self.end_user.session_id if self.end_user is not None else None
+
+    @property
+    def listed_in_logs(self) -> bool:
+        return self.created_from != DEBUGGING
+
+    @property
+    def triggered_from(self) -> str:
+        return "debugging" if self.created_from == DEBUGGING else "app-run"
+
+    def created_by(self) -> dict:
+        """`created_by` of workflow_finished: the end user's id and `user`, or the account."""
+        if self.account is not None:
+            return self.account.as_json()
+        return {"id": self.end_user.id, "user": self.end_user.session_id}
 
     # ---------------------------------------------------------------- system variables
     def system_variables(self) -> dict[str, Any]:
-        return {"files": [], "user_id": self.end_user.session_id, "app_id": self.app.id,
+        user_id = self.session_id if self.end_user is not None else self.account.id
+        return {"files": [], "user_id": user_id, "app_id": self.app.id,
                 "workflow_id": self.workflow.id, "workflow_run_id": self.id, "timestamp": self.created_at}
 
     def stream_inputs(self) -> dict:
@@ -153,7 +155,7 @@ class Run(PausableRun):
     def finished_payload(self, status: str, outputs: dict, error: str | None) -> dict:
         return {"id": self.id, "workflow_id": self.workflow.id, "status": status, "outputs": outputs, "error": error,
                 "elapsed_time": self.elapsed(), "total_tokens": 0, "total_steps": self.steps,
-                "created_by": {"id": self.end_user.id, "user": self.end_user.session_id},
+                "created_by": self.created_by(),
                 "created_at": self.segment_created_at, "finished_at": int(time.time()),
                 "exceptions_count": self.exceptions_count, "files": []}
 
@@ -167,12 +169,25 @@ class Run(PausableRun):
         self.final_payload = {**payload, "created_at": self.created_at}  # the record's own created_at
         self._end_stream(payload)
 
-    def stop(self) -> None:
-        """Stop or maximum execution time: the stream ends `stopped`, the record stays `running`."""
-        if self.stream_ended:
+    def stop(self, delay_s: float = 0.0) -> None:
+        """A stop call: `delay_s` later the stream ends `stopped`; the record stays `running`.
+
+        Real Dify's worker notices the stop flag on its next check, about a second after the call
+        (seen side by side); a run that finishes meanwhile finishes normally."""
+        if self.stream_ended or self.stop_timer is not None:
             return
         if self.status == "paused":
             self.request_stop_while_paused()  # nothing until the form is submitted (fixture 11)
+            return
+        self.stop_timer = asyncio.get_running_loop().call_later(max(0.0, delay_s), self.stop_now)
+
+    def stop_now(self) -> None:
+        """Stop or maximum execution time: the stream ends `stopped`, the record stays `running`."""
+        self.stop_timer = None
+        if self.stream_ended:
+            return
+        if self.status == "paused":
+            self.request_stop_while_paused()  # paused while the stop was on its way
             return
         self._end_stream(self.finished_payload("stopped", {}, "Stopped by user."))
         self.detached = True
@@ -191,48 +206,10 @@ class Run(PausableRun):
     def expire(self) -> None:
         """The maximum execution time passed. A paused run holds no worker in Dify, so it is spared."""
         if self.status != "paused":
-            self.stop()
+            self.stop_now()
 
     def _end_stream(self, payload: dict) -> None:
         self.stream_ended = True
         self.publish("workflow_finished", payload)
         if not self.outcome.done():
             self.outcome.set_result(payload)
-
-
-class Store:
-    """Every app, end user and run of one simulator instance."""
-
-    def __init__(self) -> None:
-        self.apps_by_id: dict[str, App] = {}
-        self.apps_by_key: dict[str, App] = {}
-        self.apps_by_name: dict[str, App] = {}
-        self.end_users: dict[tuple[str, str], EndUser] = {}
-        self.runs: dict[str, Run] = {}
-        self.runs_by_task: dict[str, Run] = {}
-        self.runs_by_app: dict[str, list[Run]] = {}
-
-    def register_app(self, name: str, dsl: dict, api_key: str | None = None) -> App:
-        """Create an app, or re-publish an existing one of the same name (same id; new key only if asked)."""
-        app = self.apps_by_name.get(name)
-        if app is None:
-            app = App(new_id(), name, api_key or new_api_key())
-            self.apps_by_name[name] = app
-            self.apps_by_id[app.id] = app
-        elif api_key and api_key != app.api_key:
-            self.apps_by_key.pop(app.api_key, None)
-            app.api_key = api_key
-        self.apps_by_key[app.api_key] = app
-        app.publish(dsl)
-        return app
-
-    def end_user(self, app: App, session_id: str) -> EndUser:
-        key = (app.id, session_id)
-        if key not in self.end_users:
-            self.end_users[key] = EndUser(new_id(), session_id)
-        return self.end_users[key]
-
-    def add_run(self, run: Run) -> None:
-        self.runs[run.id] = run
-        self.runs_by_task[run.task_id] = run
-        self.runs_by_app.setdefault(run.app.id, []).append(run)

@@ -14,7 +14,8 @@ from . import sse
 from .errors import ApiError, internal_server_error, invalid_param, pydantic_message, run_not_found, unauthorized
 from .forms import WAITING
 from .inputs import InputError, user_input_form, validate_inputs
-from .runs import App, Run, Workflow
+from .apps import App, Workflow
+from .runs import Run
 from .snapshot import state_snapshot
 from .state import SimState
 
@@ -85,7 +86,7 @@ def blocking_answer(run: Run, payload: dict) -> JSONResponse:
 # ---------------------------------------------------------------- POST /v1/workflows[/{workflow_id}]/run
 async def run_workflow(request: Request) -> Response:
     state, app = sim(request), authenticate(request)
-    workflow = app.workflow
+    workflow = published_workflow(app)
     workflow_id = request.path_params.get("workflow_id")
     if workflow_id is not None:
         workflow = app.workflows.get(workflow_id)
@@ -106,11 +107,19 @@ async def run_workflow(request: Request) -> Response:
             # Real Dify raises this in the worker and never relays it: 200, one ping, then nothing.
             return sse.event_stream(sse.ping_then_hang(state.config))
         raise invalid_param(str(exc)) from None
-    return await start(state, app, workflow, str(body["user"]), inputs, streaming)
+    return await start(state, Run(app, workflow, state.store.end_user(app, str(body["user"])), inputs), streaming)
 
 
-async def start(state: SimState, app: App, workflow: Workflow, user: str, inputs: dict, streaming: bool) -> Response:
-    run = Run(app, workflow, state.store.end_user(app, user), inputs)
+def published_workflow(app: App) -> Workflow:
+    if app.mode != "workflow":  # e.g. a chat app imported from a DSL (message not recorded)
+        raise ApiError(400, "not_workflow_app", "Please check if your Workflow app mode matches the right API route.")
+    if not app.is_published:  # a console-imported app before its first publish (Dify raises ValueError)
+        raise invalid_param("Workflow not published")
+    return app.workflow
+
+
+async def start(state: SimState, run: Run, streaming: bool) -> Response:
+    """Execute `run`; answer as POST /v1/workflows/run does (a stream, or the blocking answer)."""
     if streaming:
         queue = run.subscribe()  # before the engine starts, so no event is missed
         state.start_run(run)
@@ -154,8 +163,8 @@ async def stop_task(request: Request) -> Response:
     if not user:
         raise invalid_param("Arg user must be provided.")
     run = state.store.runs_by_task.get(request.path_params["task_id"])
-    if run is not None and run.app is app and run.end_user.session_id == str(user):
-        run.stop()
+    if run is not None and run.app is app and run.session_id == str(user):
+        run.stop(state.config.stop_delay_s)
     return JSONResponse({"result": "success"})  # also for unknown tasks (fixture 11)
 
 
@@ -167,7 +176,7 @@ async def reattach(request: Request) -> Response:
         raise invalid_param("Arg user must be provided.")
     run_id = request.path_params["run_id"]
     run = find_run(state, app, run_id) if is_uuid(run_id) else None
-    if run is None or run.end_user.session_id != user:
+    if run is None or run.session_id != user:  # a console account's run has no end user to match
         raise run_not_found(trailing_dot=False)
     if run.status in TERMINAL_STATUSES and run.final_payload is not None:
         # A finished run: one synthesized workflow_finished whose task_id is the run id (fixture 08).
@@ -202,7 +211,7 @@ async def parameters(request: Request) -> Response:
         "speech_to_text": {"enabled": False}, "text_to_speech": {"enabled": False},
         "retriever_resource": {"enabled": False}, "annotation_reply": {"enabled": False},
         "more_like_this": {"enabled": False}, "sensitive_word_avoidance": {"enabled": False},
-        "user_input_form": user_input_form(app.workflow.graph.start_variables()),
+        "user_input_form": user_input_form(published_workflow(app).graph.start_variables()),
         "file_upload": {"image": {"enabled": False}},
         "system_parameters": {"file_size_limit": 15, "image_file_size_limit": 10, "audio_file_size_limit": 50,
                               "video_file_size_limit": 100, "workflow_file_upload_limit": 10}})

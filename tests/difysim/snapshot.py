@@ -25,7 +25,7 @@ def _envelope(run: "Run", event: str, data: dict) -> dict:
 
 def _node_pair(run: "Run", index: int, started: dict, finished: dict | None, paused: bool) -> list[dict]:
     base = {**{k: started.get(k) for k in NODE_KEYS}, "index": index, "predecessor_node_id": None, "inputs": None}
-    tail = {"iteration_id": None, "loop_id": started.get("loop_id")}
+    tail = {"iteration_id": started.get("iteration_id"), "loop_id": started.get("loop_id")}
     out = [_envelope(run, "node_started", {**base, "created_at": started.get("created_at"), "extras": {}, **tail})]
     if finished is None and not paused:
         return out  # still running
@@ -58,10 +58,15 @@ def state_snapshot(run: "Run", open_forms: list["Form"]) -> list[dict]:
         events += _node_pair(run, index, data, finished.get(execution_id), data.get("node_id") in paused_nodes)
     if run.status != "paused" or run.paused_payload is None:
         return events
+    # One human_input_required per form still open (several when parallel branches wait at once);
+    # a form decided while the others still wait is no longer offered.
     raw = {form.id: form.raw_content for form in open_forms}
     for form in open_forms:
         events.append(_envelope(run, "human_input_required", form.required_event(content=form.raw_content)))
-    reasons = [{**reason, "form_content": raw.get(reason.get("form_id"), reason.get("form_content"))}
-               for reason in run.paused_payload.get("reasons") or []]
-    events.append(_envelope(run, "workflow_paused", {**run.paused_payload, "reasons": reasons, "elapsed_time": 0.0}))
+    reasons = [{**reason, "form_content": raw[reason.get("form_id")]}
+               for reason in run.paused_payload.get("reasons") or [] if reason.get("form_id") in raw]
+    waiting_nodes = [n for n in run.paused_payload.get("paused_nodes") or []
+                     if n in {form.node_id for form in open_forms} or not open_forms]
+    events.append(_envelope(run, "workflow_paused", {**run.paused_payload, "paused_nodes": waiting_nodes,
+                                                      "reasons": reasons, "elapsed_time": 0.0}))
     return events

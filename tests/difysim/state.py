@@ -6,13 +6,17 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
+from .bulk_schedule import BulkFinisher
 from .config import SimConfig
 from .engine import Engine
 from .forms import FormRegistry
-from .runs import Run, Store
+from .runs import Run
+from .store import Store
+from .uploads import UploadedFile
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +45,9 @@ class SimState:
         self.http: httpx.AsyncClient | None = None
         self.tasks: set[asyncio.Task] = set()  # strong references: runs outlive their HTTP requests
         self.forms = FormRegistry()
+        self.uploads: dict[str, UploadedFile] = {}  # POST /v1/files/upload, by id
+        self.bulk_finisher = BulkFinisher()  # finishes /_sim/apps/{app}/bulk-runs runs on schedule
+        self.pending_imports: dict[str, Any] = {}  # console DSL imports awaiting a confirm (console_imports.py)
         self.form_checker: asyncio.Task | None = None
 
     async def startup(self) -> None:
@@ -53,6 +60,7 @@ class SimState:
     async def shutdown(self) -> None:
         if self.form_checker is not None:
             self.form_checker.cancel()
+        await self.bulk_finisher.close()
         for task in list(self.tasks):
             task.cancel()
         if self.tasks:

@@ -153,12 +153,12 @@ def test_template_transform_renders_jinja_with_node_variables():
 
 
 def test_a_node_can_pause_the_run_and_resume_it_later(monkeypatch):
-    """The hook the human-input node will use: pause_until_resumed() parks the run, resume() continues it."""
+    """The hook the human-input node uses: a waiting node pauses the run, resume() continues it."""
     from tests.difysim import nodes
     from tests.difysim.nodes.base import NodeResult
 
     async def waiting_node(ctx):
-        decision = await ctx.run.pause_until_resumed({"status": "paused", "outputs": {}})
+        decision = await ctx.run.wait(ctx.run.add_waiter(ctx.node_id, None))
         return NodeResult(outputs={"decision": decision}, handles=(decision,))
 
     monkeypatch.setitem(nodes.EXECUTORS, "fake-wait", waiting_node)
@@ -178,7 +178,8 @@ def test_a_node_can_pause_the_run_and_resume_it_later(monkeypatch):
             return paused, while_paused, after, [e["event"] for e in run.events]
 
     paused, while_paused, after, names = asyncio.run(scenario())
-    assert paused["data"]["status"] == "paused"
+    assert (paused["data"]["status"], paused["data"]["paused_nodes"], paused["data"]["reasons"]) == \
+        ("paused", ["wait"], [])
     assert (while_paused["status"], while_paused["total_steps"]) == ("paused", 2)
     assert (after["status"], after["outputs"]) == ("succeeded", {"decision": "approve"})
     assert names.count("workflow_started") == 2 and "workflow_paused" in names

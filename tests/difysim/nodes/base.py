@@ -28,6 +28,12 @@ class NodeContext:
     execution_id: str = ""  # of this node run's node_started; a resumed node announces itself again with it
     forms: "FormRegistry | None" = None  # where the human-input node opens its form
     resumed: tuple[int, float] | None = None  # (created_at, monotonic) of a paused node's resumption
+    iteration_id: str | None = None  # the Iteration this node runs in, like loop_id
+
+    @property
+    def in_container(self) -> bool:
+        """Inside a Loop or Iteration: its runs do not count in total_steps (fixture 07)."""
+        return self.loop_id is not None or self.iteration_id is not None
 
     @property
     def data(self) -> dict:

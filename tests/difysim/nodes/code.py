@@ -1,12 +1,14 @@
 """Dify's Code node (`type: code`, python3): `main(**variables)` returns a dict of the declared outputs.
 
 Real Dify runs it in its sandbox service; the simulator runs it in-process, because the graphs it
-executes are our own test and demo graphs. The demo uses it to read the checkpoint's JSON answer.
+executes are our own test and demo graphs (with `--no-sandbox` it fails like a Dify without one).
+The demo uses it to read the checkpoint's JSON answer.
 """
 from __future__ import annotations
 
-from .base import NodeContext, NodeResult, failure
 from ..variables import MISSING
+from .base import NodeContext, NodeResult, failure
+from .sandbox import SANDBOX_UNREACHABLE, sandbox_missing
 
 TYPES = {"string": str, "number": (int, float), "object": dict, "boolean": bool}
 
@@ -18,6 +20,8 @@ async def run_code(ctx: NodeContext) -> NodeResult:
     for item in ctx.data.get("variables") or []:
         value = ctx.pool.get(item.get("value_selector") or [])
         inputs[item.get("variable")] = None if value is MISSING else value
+    if sandbox_missing(ctx):
+        return failure(SANDBOX_UNREACHABLE, "CodeExecutionError", inputs=inputs)
     namespace: dict = {}
     try:
         exec(compile(ctx.data.get("code") or "", f"<code node {ctx.node_id}>", "exec"), namespace)  # noqa: S102

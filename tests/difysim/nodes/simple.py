@@ -6,6 +6,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from ..conditions import condition_model, evaluate_group
 from ..variables import MISSING
 from .base import NodeContext, NodeResult, failure
+from .sandbox import SANDBOX_UNREACHABLE, sandbox_missing
 
 _JINJA = SandboxedEnvironment(autoescape=False, keep_trailing_newline=True)
 TEMPLATE_TRANSFORM_MAX_OUTPUT = 400_000  # Dify's CODE_MAX_STRING_LENGTH default
@@ -63,6 +64,8 @@ async def run_template_transform(ctx: NodeContext) -> NodeResult:
     for item in ctx.data.get("variables") or []:
         value = ctx.pool.get(item.get("value_selector") or [])
         variables[item.get("variable")] = None if value is MISSING else value
+    if sandbox_missing(ctx):
+        return failure(SANDBOX_UNREACHABLE, "", inputs=variables)  # Dify's node sets no error_type here
     try:
         output = _JINJA.from_string(ctx.data.get("template") or "").render(**variables)
     except Exception as exc:  # a template error fails the node, as the sandbox would
