@@ -56,10 +56,18 @@ def body_template(fields: list[tuple[str, str]]) -> str:
 
 def checkpoint_fields(node_id: str, node_output: str, settings: RecipeSettings, *, round_: str,
                       max_rounds: int, message: str, mode: str | None = None) -> list[tuple[str, str]]:
-    fields = [("workflow_run_id", '"{{#sys.workflow_run_id#}}"'), ("app_id", '"{{#sys.app_id#}}"'),
+    """The checkpoint body, node_output first.
+
+    Dify inserts text raw and then repairs the JSON (DIFY.md), so text holding JSON of its own (a
+    reviewer's decision fed back by a revise loop and echoed by the node) is mangled: its keys
+    join the body, and its closing brace may end the body early. With the text first, a key it
+    brings is overridden by the real field after it (the last duplicate wins), and a brace that
+    ends the body early drops the required fields, so ingest refuses the call (400 -> retries ->
+    fail branch) instead of opening a wrong round."""
+    fields = [("node_output", node_output), ("message", json.dumps(message)),
+              ("workflow_run_id", '"{{#sys.workflow_run_id#}}"'), ("app_id", '"{{#sys.app_id#}}"'),
               ("workflow_id", '"{{#sys.workflow_id#}}"'), ("user", '"{{#sys.user_id#}}"'),
-              ("node_id", json.dumps(node_id)), ("round", round_), ("node_output", node_output),
-              ("message", json.dumps(message)), ("read_timeout_s", str(settings.read_timeout_s)),
+              ("node_id", json.dumps(node_id)), ("round", round_), ("read_timeout_s", str(settings.read_timeout_s)),
               ("timeout_s", str(settings.timeout_s)), ("on_timeout", json.dumps(settings.on_timeout)),
               ("assignees", json.dumps(settings.assignees)), ("max_rounds", str(max_rounds))]
     if mode:

@@ -73,9 +73,12 @@ def add_feedback_input(node: dict, loop_id: str) -> None:
         if variables is None:
             data["variables"] = variables = []
         variables.append({"value_selector": [loop_id, "feedback"], "variable": FEEDBACK_VAR})
+        # Without its double quotes: the output goes into the next checkpoint body as raw text, and
+        # Dify's JSON repair would read quoted keys in it (today's feedback is a JSON decision) as
+        # keys of the body itself.
         data["template"] = (str(data.get("template") or "")
                             + "{% if " + FEEDBACK_VAR + " %}\n\nReviewer feedback: {{ " + FEEDBACK_VAR
-                            + " }}{% endif %}")
+                            + " | replace('\"', '') }}{% endif %}")
         return
     if kind == "http-request":
         params = str(data.get("params") or "")
