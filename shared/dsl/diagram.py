@@ -1,14 +1,15 @@
 """A Mermaid flowchart of a workflow graph (`hitl instrument --diagram`, the README's before/after).
 
-Loops become subgraphs; an edge is labelled with its handle unless it is the plain `source`.
+Loops become subgraphs with their start child as a small circle; an edge is labelled with its
+handle unless it is the plain `source`; fail branches are dotted.
 """
 from __future__ import annotations
 
-from .graph import Graph, node_type, parent_of, title
+from .graph import Graph, node_type, title
 from .layout import position
 
 SHAPES = {"if-else": ("{", "}"), "human-input": ("[/", "/]"), "start": ("([", "])"), "end": ("([", "])")}
-HIDDEN = {"loop-start", "iteration-start"}
+STARTS = {"loop-start", "iteration-start"}
 
 
 def _id(node_id: str) -> str:
@@ -29,7 +30,8 @@ def mermaid(graph: Graph) -> str:
     def emit(nodes: list[dict], indent: str) -> None:
         for node in order(nodes):
             kind, nid = node_type(node), str(node.get("id"))
-            if kind in HIDDEN:
+            if kind in STARTS:
+                lines.append(f"{indent}{_id(nid)}((start))")
                 continue
             if kind in ("loop", "iteration"):
                 lines.append(f"{indent}subgraph {_id(nid)}[{_label(node)}]")
@@ -40,12 +42,8 @@ def mermaid(graph: Graph) -> str:
             lines.append(f"{indent}{_id(nid)}{left}{_label(node)}{right}")
 
     emit(graph.top_level(), "  ")
-    hidden = {str(n.get("id")) for n in graph.nodes if node_type(n) in HIDDEN}
     for edge in graph.edges:
         source, target = str(edge.get("source")), str(edge.get("target"))
-        if source in hidden:
-            source_node = graph.node(source)
-            source = str(parent_of(source_node) if source_node else source)  # the loop enters its first child
         handle = str(edge.get("sourceHandle") or "source")
         arrow = "-.->" if handle == "fail-branch" else "-->"
         label = "" if handle == "source" else f"|{handle}|"

@@ -22,6 +22,7 @@ RUN_LIMIT_S = 1200  # WORKFLOW_MAX_EXECUTION_TIME: every run ends here, even whi
 SERVER_MAX_READ_S = 600  # HTTP_REQUEST_MAX_READ_TIMEOUT: a node read timeout of 0/null means this
 DEFAULT_TIMEOUT_S = 300  # HITL_DEFAULT_TIMEOUT_S when the body has no timeout_s
 ROUTED = ("approve", "edit", "abort")
+STEERING = ("workflow_run_id", "node_id", "round", "read_timeout_s", "timeout_s", "on_timeout", "max_rounds", "mode")
 ACTION_IN_VALUE = re.compile(r'"action"(\s*):(\s*)"([a-z_]+)"')
 
 
@@ -105,6 +106,7 @@ class Linter:
                       '"node_output": …} (README, The checkpoint node)')
             return
         self._fields(node, fields, recall)
+        self._order(node, fields)
         self._read_timeout(node, data, fields)
         if not recall:
             self._held_timeout(node, fields)
@@ -143,6 +145,18 @@ class Linter:
         if "workflow_run_id" in fields and run_ref != "{{#sys.workflow_run_id#}}":
             self.flag(node, "body-run-id", "workflow_run_id is not {{#sys.workflow_run_id#}}: the poller cannot "
                       "match the checkpoint to its run", 'use "workflow_run_id": "{{#sys.workflow_run_id#}}"')
+
+    def _order(self, node: dict, fields: dict[str, tuple[Any, str | None]]) -> None:
+        keys = list(fields)
+        if "node_output" not in keys or not isinstance(fields["node_output"][0], str):
+            return  # an object inserted unquoted renders as JSON: nothing to mangle
+        before = [k for k in keys[:keys.index("node_output")] if k in STEERING]
+        if before:
+            self.flag(node, "text-after-fields", f"node_output comes after {', '.join(before)}: Dify inserts the text "
+                      "raw and repairs the JSON, so a text holding JSON (or a stray quote and brace) can end the body "
+                      "early and silently drop the fields after it, or replace them",
+                      'put "node_output" (and "message") first in the body; the fields after it then win, or the '
+                      "call is refused loudly")
 
     def _read_timeout(self, node: dict, data: dict, fields: dict[str, tuple[Any, str | None]]) -> None:
         read = _number((data.get("timeout") or {}).get("read")) or SERVER_MAX_READ_S

@@ -112,6 +112,15 @@ def test_a_run_id_that_is_not_the_run_s_is_flagged():
     assert codes(doc) == ["body-run-id"]
 
 
+def test_text_placed_after_the_steering_fields_is_flagged():
+    doc = good()
+    set_body(doc, '"node_output": "{{#write_draft.text#}}", ', "")
+    set_body(doc, '"max_rounds": 1}', '"max_rounds": 1, "node_output": "{{#write_draft.text#}}"}')
+    [problem] = lint(doc)
+    assert problem.code == "text-after-fields" and problem.message.startswith(
+        "node_output comes after workflow_run_id, node_id, round, read_timeout_s")
+
+
 def test_a_body_that_is_not_json_is_flagged():
     doc = good()
     data(doc, CP)["body"] = {"data": [], "type": "none"}
@@ -181,9 +190,10 @@ def hitl(*args: str) -> subprocess.CompletedProcess:
 def test_the_cli_exits_1_on_the_readme_s_minimal_recipe_and_0_on_an_instrumented_app(tmp_path):
     bad = hitl("lint", str(FIXTURE_17 / "writer-llm.with-checkpoint.yml"))
     assert bad.returncode == 1
-    assert bad.stdout.splitlines()[0] == ("Human checkpoint [checkpoint] no-case-edit: no IF/ELSE case matches edit: "
-                                          "it falls into ELSE")
-    assert "3 problem(s)" in bad.stderr
+    assert bad.stdout.splitlines()[0].startswith("Human checkpoint [checkpoint] text-after-fields: node_output comes "
+                                                 "after workflow_run_id, node_id:")
+    assert "Human checkpoint [checkpoint] no-case-edit: no IF/ELSE case matches edit: it falls into ELSE" in bad.stdout
+    assert "4 problem(s)" in bad.stderr
     out = tmp_path / "out.yml"
     made = hitl("instrument", str(FIXTURE_17 / "writer-llm.export.yml"), "--after", "Write draft", "-o", str(out))
     assert made.returncode == 0, made.stderr
