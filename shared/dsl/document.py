@@ -86,8 +86,9 @@ class Document:
                 if value:
                     var["value"] = value
                 return False
-        variables.append(to_yaml({"description": description, "id": new_id, "name": name,
-                                  "selector": ["env", name], "value": value, "value_type": "secret"}))
+        # No `selector`: Dify's import derives ["env", name] from the name (factories/variable_factory.py).
+        variables.append(to_yaml({"description": description, "id": new_id, "name": name, "value": value,
+                                  "value_type": "secret"}))
         return True
 
     def dump(self) -> str:

@@ -96,6 +96,40 @@ def test_what_was_not_touched_is_kept(name, after, var, readers, mode):
         assert edge in new_edges
 
 
+def yaml_items(text: str, section: str) -> dict[str, str]:
+    """id -> the exact text of each item of workflow.graph.<section> in a Dify-style export."""
+    lines = []
+    for line in text.split(f"    {section}:\n", 1)[1].splitlines(keepends=True):
+        if not line.startswith(("    - ", "      ")) and line.strip():  # blank lines sit inside folded text
+            break
+        lines.append(line)
+    items: list[list[str]] = []
+    for line in lines:
+        if line.startswith("    - "):
+            items.append([])
+        items[-1].append(line)
+    blocks = ["".join(item) for item in items]
+    return {re.search(r"^      id: (.+)$", b, re.M).group(1): b for b in blocks}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name, after, var, readers", CASES)
+def test_untouched_nodes_and_edges_keep_their_exact_yaml_text(name, after, var, readers, mode):
+    before = (FIXTURE_17 / name).read_text()
+    after_text = run(name, after, mode).dump()
+    old_nodes, new_nodes = yaml_items(before, "nodes"), yaml_items(after_text, "nodes")
+    reviewed_x = next(n["position"]["x"] for n in load(name).nodes if n["id"] == after)
+    left = {n["id"] for n in load(name).nodes if n["position"]["x"] < reviewed_x}
+    assert left and all(new_nodes[nid] == old_nodes[nid] for nid in left)
+    if mode != "revise":
+        assert new_nodes[after] == old_nodes[after]
+    old_edges, new_edges = yaml_items(before, "edges"), yaml_items(after_text, "edges")
+    moved = {"write_draft", "polish", "billing", "support", "draft"} if mode == "step" else {after}  # edges leaving
+    kept = {eid for eid, block in old_edges.items() if not any(f"source: {m}\n" in block for m in moved)
+            and not (mode == "revise" and f"target: {after}\n" in block)}  # the loop takes the node's place
+    assert kept and all(new_edges[eid] == old_edges[eid] for eid in kept)
+
+
 @pytest.mark.parametrize("name, after, var, readers", CASES)
 def test_plain_review_follows_the_recipe_and_moves_readers_to_the_reviewed_output(name, after, var, readers):
     doc = run(name, after, "plain")
