@@ -157,7 +157,8 @@ def _revise(graph: Graph, ids: Ids, node: dict, var: Var, successors: list[dict]
     if graph.out_edges(nid, FAIL_BRANCH):
         raise ValueError(f"{nid!r} has a fail branch, which cannot leave the revise loop; remove it or review "
                          "without --revise")
-    loop = ids.make(f"hitl_loop_{nid}")
+    loop = ids.make(f"hitl_loop_{nid}", room=len("start"))
+    ids.taken.add(f"{loop}start")
     cp, out = ids.make(f"hitl_cp_{nid}"), ids.make(f"hitl_out_{nid}")
     remember, failed = ids.make(f"hitl_remember_{nid}"), ids.make(f"hitl_failed_{nid}")
     route, fail = ids.make(f"hitl_route_{nid}"), ids.make(f"hitl_fail_{nid}")
@@ -181,7 +182,7 @@ def _revise(graph: Graph, ids: Ids, node: dict, var: Var, successors: list[dict]
     round_ref = "{{#" + loop + ".round#}}"
     body = r.body_template(r.checkpoint_fields(nid, var.template(nid), s, round_=round_ref, max_rounds=s.max_rounds,
                                                message=s.message or f"Review {label}"))
-    inner = r.Place
+    inner = r.Place  # children's positions are relative to the loop's box
     add(graph,
         r.http_checkpoint(cp, f"Review: {label}", body, s, inner(428, 68, loop)),
         r.http_checkpoint(out, f"Reviewed output: {label}", r.body_template(r.recall_fields(nid, s, round_=round_ref)),

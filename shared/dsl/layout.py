@@ -42,12 +42,14 @@ class Ids:
     def __init__(self, graph: Graph) -> None:
         self.taken = graph.ids()
 
-    def make(self, base: str) -> str:
-        clean = "".join(c if c.isalnum() or c == "_" else "_" for c in base)[:MAX_ID]
+    def make(self, base: str, room: int = 0) -> str:
+        """A new id from `base`; `room` keeps characters free for a derived id (a loop's `<id>start`)."""
+        limit = MAX_ID - room
+        clean = "".join(c if c.isalnum() or c == "_" else "_" for c in base)[:limit]
         candidate, n = clean, 2
         while candidate in self.taken or f"{candidate}start" in self.taken:
             suffix = f"_{n}"
-            candidate, n = clean[:MAX_ID - len(suffix)] + suffix, n + 1
+            candidate, n = clean[:limit - len(suffix)] + suffix, n + 1
         self.taken.add(candidate)
         return candidate
 

@@ -273,6 +273,20 @@ def test_ids_stay_unique_when_ours_are_taken():
     assert "hitl_cp_write_draft_2" in nodes(again) and validate(Graph.of(again.graph)) == []
 
 
+def test_long_node_ids_give_ids_within_dify_s_50_characters():
+    doc = load("writer-template.yml")
+    long_id = "a_very_long_node_identifier_of_forty_five_chars"
+    doc.nodes[1]["id"] = long_id
+    for e in doc.edges:
+        for key in ("source", "target"):
+            if e[key] == "write_draft":
+                e[key] = long_id
+    doc.nodes[2]["data"]["variables"][0]["value_selector"][0] = long_id
+    instrument(doc, [long_id], options(revise=True))
+    assert validate(Graph.of(doc.graph)) == []
+    assert all(len(n["id"]) <= 50 for n in doc.nodes)
+
+
 @pytest.mark.parametrize("after, kw, message", [
     ("nope", {}, "no node with id or title 'nope'"),
     ("end", {}, "'end' is a end node"),
