@@ -9,14 +9,13 @@ import os
 import sys
 from pathlib import Path
 
-from shared.dsl import document
-from shared.dsl.diagram import mermaid
+from typing import TYPE_CHECKING
+
 from shared.dsl.document import DslError
-from shared.dsl.graph import Graph
-from shared.dsl.instrument import Change, Options, instrument
-from shared.dsl.lint import lint
-from shared.dsl.recipe import TOKEN_VAR, RecipeSettings
-from shared.dsl.step import step
+from shared.dsl.recipe import TOKEN_VAR
+
+if TYPE_CHECKING:
+    from shared.dsl.instrument import Change
 
 INSTRUMENT_HELP = """\
 Reads a Dify DSL export (Studio → app menu → Export DSL) and writes one that imports cleanly, with
@@ -100,6 +99,14 @@ def _summary(changes: list[Change], source: str, target: str, token_from: str, u
 
 
 def cmd_instrument(args) -> None:
+    # Imported here: every other `hitl` command starts without the DSL machinery.
+    from shared.dsl import document
+    from shared.dsl.diagram import mermaid
+    from shared.dsl.graph import Graph
+    from shared.dsl.instrument import Options, instrument
+    from shared.dsl.recipe import RecipeSettings
+    from shared.dsl.step import step
+
     try:
         if (args.step or args.step_nodes) and args.after:
             raise DslError("--step puts a checkpoint after every node: do not combine it with --after")
@@ -137,6 +144,9 @@ def cmd_instrument(args) -> None:
 
 
 def cmd_lint(args) -> None:
+    from shared.dsl import document
+    from shared.dsl.lint import lint
+
     try:
         problems = lint(document.load_file(args.app_file))
     except DslError as exc:
