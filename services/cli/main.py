@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from services.cli import render
+from services.cli.dsl import add_dsl_commands
 from services.cli.runs import add_run_commands
 
 
@@ -146,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(fn=cmd_decide)
 
     add_run_commands(sub, lambda fn: lambda args: fn(args, api, _fail_on_error))
+    add_dsl_commands(sub)
 
     hp = sub.add_parser("hash-password", help="a password hash for a reviewer's console sign-in")
     hp.set_defaults(fn=cmd_hash_password)
