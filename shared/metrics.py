@@ -162,3 +162,11 @@ store_up = Gauge("hitl_store_up", "1 while the store takes writes from this proc
 clock_offset = Gauge("hitl_store_clock_offset_seconds", "The store's clock minus this process's clock")
 decisions_parked = Counter("hitl_decisions_parked_total", "Decisions kept until their checkpoint opens, by outcome",
                            ["outcome"])
+votes = Counter("hitl_votes_total", "Votes of quorum checkpoints", ["app"])
+# Votes per quorum checkpoint = hitl_votes_total / hitl_quorum_resolved_total.
+quorum_resolved = Counter("hitl_quorum_resolved_total", "Quorum checkpoints resolved, by how: reached | rejected",
+                          ["app", "outcome"])
+time_to_first_vote = Histogram("hitl_time_to_first_vote_seconds", "From checkpoint opened to its first vote",
+                               ["app"], buckets=DECISION_BUCKETS)
+policy_timers = Counter("hitl_policy_timers_total", "Policy timers fired: reminder | deadline_near | escalate",
+                        ["kind"])

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.limits import Json, Text
+from shared.policy import Policy
 
 
 def new_id() -> str:
@@ -55,6 +56,13 @@ class EventType(StrEnum):
     resumed = "checkpoint.resumed"
     resumed_as_stopped = "checkpoint.resumed_as_stopped"
     resume_stuck = "checkpoint.resume_stuck"
+    voted = "checkpoint.voted"  # a vote of a quorum, with the progress
+    reminder = "checkpoint.reminder"
+    deadline_near = "checkpoint.deadline_near"
+    escalated = "checkpoint.escalated"
+    claimed = "checkpoint.claimed"
+    released = "checkpoint.released"
+    reassigned = "checkpoint.reassigned"
     decision_rejected = "decision.rejected"
     decision_parked = "decision.parked"
     decision_expired = "decision.expired"
@@ -98,6 +106,7 @@ class CheckpointRequested(Message):
     kind: Literal["http", "dify-form"] = "http"
     form: Json = None  # dify-form: content, inputs, actions, defaults, expiry, node title
     form_token: Text | None = Field(default=None, repr=False)  # dify-form: a secret
+    policy: Policy | None = None  # this call's policy fields, over the app's policy
 
 
 class DecisionSubmitted(Message):
@@ -130,6 +139,20 @@ class DecisionSubmitted(Message):
         return data
 
 
+class CheckpointCommand(Message):
+    """A change to an open checkpoint that is not a decision (ingest, console → decider): claim it
+    (a soft lock others see), release the claim, or reassign it."""
+
+    type: Literal["checkpoint.command"] = "checkpoint.command"
+    checkpoint_id: Text = Field(max_length=64)
+    command: Literal["claim", "release", "reassign"]
+    actor: Text = Field(min_length=1, max_length=128)
+    channel: Text = Field(default="api", max_length=32)
+    to: Text | None = Field(default=None, max_length=128)  # reassign: a reviewer name or group:<name>
+    replace: Text | None = Field(default=None, max_length=128)  # reassign: whose seat (default: the actor's)
+    note: Text | None = Field(default=None, max_length=2000)
+
+
 class Resolution(BaseModel):
     """What the held Dify call is answered with; also the `resolution` of a resolved checkpoint."""
 
@@ -139,15 +162,16 @@ class Resolution(BaseModel):
     output: Any = None
     feedback: str | None = None
     decided_by: str
-    reason: Literal["decision", "timeout", "run_ended"] = "decision"
+    reason: Literal["decision", "timeout", "run_ended", "escalation"] = "decision"
 
 
 class Reply(Message):
     """decider → the ingest that waits (reply_to + correlation_id)."""
 
     type: Literal["reply"] = "reply"
-    outcome: Literal["resolved", "pending", "applied", "rejected", "parked"]
+    outcome: Literal["resolved", "pending", "applied", "rejected", "parked", "voted", "done"]
     checkpoint_id: str | None = None
+    progress: dict[str, Any] | None = None  # a vote: the quorum's progress; a command: the checkpoint
     resolution: Resolution | None = None
     error_code: str | None = None
     error_message: str | None = None

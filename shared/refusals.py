@@ -13,6 +13,9 @@ class Refusal(StrEnum):
     output_required = "output_required"
     not_assignee = "not_assignee"
     self_approval = "self_approval"
+    already_voted = "already_voted"  # one vote per reviewer in a quorum
+    quorum_edit = "quorum_edit"  # an edit cannot be voted on: revise instead
+    not_claimable = "not_claimable"  # claim/release/reassign that does not fit
     unknown_action = "unknown_action"  # a Dify form: no such user action
     action_required = "action_required"
     unknown_input = "unknown_input"
@@ -27,7 +30,8 @@ class Refusal(StrEnum):
         return _STATUS.get(self, 422)
 
 
-_STATUS = {Refusal.not_found: 404, Refusal.already_resolved: 409, Refusal.ambiguous: 409, Refusal.expired: 410}
+_STATUS = {Refusal.not_found: 404, Refusal.already_resolved: 409, Refusal.ambiguous: 409, Refusal.expired: 410,
+           Refusal.already_voted: 409}
 
 
 def status_of(code: str | None) -> int:

@@ -14,6 +14,8 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from shared.policy import Policy
+
 
 class AppConfig(BaseModel):
     """One Dify app that calls our checkpoints (and, later, that we start and watch)."""
@@ -25,6 +27,7 @@ class AppConfig(BaseModel):
     rate_per_s: float | None = Field(default=None, gt=0, description="Dify calls per second for this app")
     continuation_app: str | None = Field(default=None, description="app started when a detached checkpoint is decided")
     reviewers: list[str] = Field(default_factory=list, description="reviewers (names or group:<name>) granted this app")
+    policy: Policy | None = Field(default=None, description="decision policy defaults of this app's checkpoints")
 
     @property
     def watched(self) -> bool:
@@ -46,6 +49,8 @@ class ReviewerConfig(BaseModel):
     password_hash: str | None = Field(default=None, description="console sign-in; `hitl hash-password` makes one")
     end_users: list[str] = Field(default_factory=list, description="Dify end-user ids that are this person "
                                                                    "(the self-approval guard)")
+    delegate_to: str | None = Field(default=None, description="while away: checkpoints assigned to this reviewer are "
+                                                              "also assigned to this one")
 
 
 class GroupConfig(BaseModel):
@@ -130,6 +135,11 @@ class Settings(BaseSettings):
     # Per-node metric labels: the first N node ids of an app seen by a process keep their name, the
     # rest are counted as "other" (a workflow with thousands of node ids must not explode /metrics).
     metric_node_labels: int = Field(default=50, ge=0, le=1000)
+    # Dify ends every run after WORKFLOW_MAX_EXECUTION_TIME (1200 s by default): a held checkpoint whose
+    # deadline or escalation lies beyond it is refused at open (422 beyond_run_limit), not cut silently.
+    dify_run_limit_s: float = Field(default=1200.0, gt=0)
+    # The decision log's cross-checkpoint anchors (shared/store/audit.py): how often one is written.
+    audit_anchor_interval_s: float = Field(default=60.0, gt=0)
 
     prefetch: int = Field(default=64, ge=1, le=10000)
     # Threads running store work. Unset: 1 on SQLite (one writer: concurrent write transactions would
@@ -202,6 +212,9 @@ class Settings(BaseSettings):
                 if name not in (groups | {gg for r in self.reviewers for gg in r.groups}
                                 if who.startswith("group:") else reviewers):
                     raise ValueError(f"apps.{a.name}.reviewers: no reviewer or group {who!r}")
+        for r in self.reviewers:
+            if r.delegate_to and r.delegate_to not in reviewers:
+                raise ValueError(f"reviewers.{r.name}.delegate_to: no reviewer named {r.delegate_to!r}")
         for b in self.bots:
             for who in b.acts_for:
                 if who != "*" and who not in reviewers:

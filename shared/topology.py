@@ -14,6 +14,7 @@ RUN_TRACK = "run.track"  # → poller
 RUN_EVENT = "run.event"  # → poller
 FORM_DELIVER = "form.deliver"  # → poller (submit a decided Dify form)
 FORM_REPORT = "form.report"  # → decider (what became of it)
+CHECKPOINT_COMMAND = "checkpoint.command"  # → decider (claim, release, reassign)
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,7 @@ def build_topology(names: Names) -> Topology:
         Binding(names.commands, names.runs_queue, RUN_EVENT),
         Binding(names.commands, names.runs_queue, FORM_DELIVER),
         Binding(names.commands, names.checkpoints_queue, FORM_REPORT),
+        Binding(names.commands, names.checkpoints_queue, CHECKPOINT_COMMAND),
         # The poller tracks the run of every checkpoint and continues decided detached ones.
         Binding(names.events, names.runs_queue, "checkpoint.opened"),
         Binding(names.events, names.runs_queue, "checkpoint.resolved"),

@@ -16,6 +16,7 @@ import httpx
 
 from services.cli import render
 from services.cli.dsl import add_dsl_commands
+from services.cli.audit import add_audit_commands
 from services.cli.runs import add_run_commands
 
 
@@ -148,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_run_commands(sub, lambda fn: lambda args: fn(args, api, _fail_on_error))
     add_dsl_commands(sub)
+    add_audit_commands(sub)
 
     hp = sub.add_parser("hash-password", help="a password hash for a reviewer's console sign-in")
     hp.set_defaults(fn=cmd_hash_password)

@@ -71,6 +71,7 @@ def checkpoint_detail(cp: dict[str, Any]) -> str:
            f"  opened    {when(cp['created_at'])}"]
     if cp.get("assignees"):
         out.append(f"  assignees {', '.join(cp['assignees'])}")
+    out += policy_lines(cp)
     if cp.get("message"):
         out += ["", paint("Message", "bold"), "  " + cp["message"].replace("\n", "\n  ")]
     if cp.get("kind") == "dify-form":
@@ -112,9 +113,35 @@ def form_detail(cp: dict[str, Any]) -> list[str]:
     return out
 
 
+def policy_lines(cp: dict[str, Any]) -> list[str]:
+    """The policy snapshotted when the checkpoint opened, the votes so far, who has claimed it."""
+    policy = cp.get("policy") or {}
+    out = []
+    approval = policy.get("approval") or {}
+    if policy.get("required", 1) > 1:
+        out.append(f"  quorum    {policy['required']} of {len(policy.get('electorate') or [])} "
+                   f"({approval.get('mode')}{', a reject wins' if approval.get('reject_wins', True) else ''})")
+    if (cp.get("tally") or {}).get("progress"):
+        out.append(f"  votes     {cp['tally']['progress']}")
+    timers = [f"remind every {policy['remind_every_s']:.0f}s"] if policy.get("remind_every_s") else []
+    timers += [f"warn {policy['warn_before_s']:.0f}s before the deadline"] if policy.get("warn_before_s") else []
+    timers += [f"after {s['after_s']:.0f}s " + (f"add {', '.join(s['add_assignees'])}" if s.get("add_assignees")
+                                                else f"apply {s.get('apply')}") for s in policy.get("escalate") or []]
+    if timers:
+        out.append(f"  policy    {'; '.join(timers)}")
+    if policy.get("no_self_approval"):
+        out.append("  policy    the reviewer who started the run may not approve it")
+    if cp.get("claimed_by"):
+        out.append(f"  claimed   by {cp['claimed_by']} since {when(cp.get('claimed_at'))}")
+    return out
+
+
 def decision_result(data: dict[str, Any]) -> str:
-    if data.get("status") == "accepted":
-        return paint("queued", "yellow") + f": {data.get('message')} (decision {data.get('decision_id')})"
+    if data.get("status") in ("accepted", "parked"):
+        return paint(data["status"], "yellow") + f": {data.get('message')} (decision {data.get('decision_id')})"
+    if data.get("status") == "voted":
+        progress = (data.get("progress") or {}).get("progress", "")
+        return paint("vote counted", "yellow") + f" on checkpoint {data.get('checkpoint_id')}: {progress}"
     r = data.get("resolution", {})
     return (paint(f"{r.get('action')} applied", ACTION_COLOR.get(r.get("action"))) +
             f" to checkpoint {r.get('checkpoint_id')} (round {r.get('round')}) by {r.get('decided_by')}")

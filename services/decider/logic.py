@@ -11,11 +11,10 @@ when it opens (shared/store/parked.py).
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
-from services.decider import forms
-from services.decider.outcomes import Outcome, answer, event, reply_to_call, winning_view
+from services.decider import forms, policy, votes
+from services.decider.outcomes import Decided, Outcome, Refused, answer, event, reply_to_call, winning_view
 from shared.access import ALL, Scope, may_decide
 from shared.broker import Outbound
 from shared.models import (Action, CheckpointRequested, CheckpointStatus, DecisionEvent, DecisionSubmitted, EventType,
@@ -24,21 +23,9 @@ from shared.refusals import Refusal
 from shared.settings import Settings
 from shared.store import Database
 from shared.store import checkpoints as store
-from shared.store import parked
-from shared.store.rows import CheckpointRow, HistoryRow
-
-Refused = tuple[str, str]  # (Refusal code, message)
-
-
-@dataclass
-class Decided:
-    """One decision tried against one checkpoint inside a transaction."""
-
-    checkpoint: CheckpointRow  # as it is now (resolved by this decision, or as found)
-    applied: bool
-    refusal: Refused | None = None
-    duplicate_of: HistoryRow | None = None  # the same decision seen before (message id / idempotency key)
-    winning: HistoryRow | None = None
+from shared.store import parked, timers
+from shared.store.audit import shown_hash
+from shared.store.rows import CheckpointRow
 
 
 class Decider:
@@ -65,8 +52,7 @@ class Decider:
             created = cp is not None
             taken: list[tuple[DecisionSubmitted, Decided]] = []
             if cp is not None:
-                store.append_history(conn, cp["id"], "opened", actor=req.user, channel="dify", message_id=req.id,
-                                     detail={"round": round_, "mode": req.mode}, at=now)
+                self._opened(conn, cp, "opened", req, {"round": round_, "mode": req.mode}, now)
                 taken = self._take_parked(conn, cp, now)
                 cp = next((d.checkpoint for _, d in taken if d.applied), cp)
             else:
@@ -84,16 +70,25 @@ class Decider:
         return outcome
 
     @staticmethod
-    def _new_row(req: CheckpointRequested, round_: int, reply_to: str | None, correlation_id: str | None,
+    def _opened(conn, cp: CheckpointRow, kind: str, req: CheckpointRequested, detail: dict[str, Any],
+                now: float) -> None:
+        """The first history row hashes what the reviewer is shown; the policy's timers start."""
+        store.append_history(conn, cp["id"], kind, actor=req.user, channel="dify", message_id=req.id, at=now,
+                             detail={**detail, "shown": shown_hash(cp)})
+        for kind_, step, due_at in policy.timers_for(cp["policy"] or {}, cp["created_at"], cp["deadline"]):
+            timers.schedule(conn, cp["id"], kind_, step, due_at)
+
+    def _new_row(self, req: CheckpointRequested, round_: int, reply_to: str | None, correlation_id: str | None,
                  now: float) -> dict[str, Any]:
+        snapshot, assignees = policy.effective(self.settings, req)
         return dict(
             id=str(uuid.uuid4()), app=req.app, kind=req.kind, workflow_run_id=req.workflow_run_id,
             node_id=req.node_id, round=round_, status=CheckpointStatus.open, mode=req.mode,
             message=req.message, node_output=req.node_output, app_id=req.app_id, workflow_id=req.workflow_id,
             user=req.user, timeout_s=req.timeout_s, deadline=now + req.timeout_s, on_timeout=req.on_timeout,
-            default_output=req.default_output, assignees=req.assignees, max_rounds=req.max_rounds,
+            default_output=req.default_output, assignees=assignees, max_rounds=req.max_rounds,
             created_at=now, updated_at=now, reply_to=reply_to, correlation_id=correlation_id,
-            attach_count=1, published=True)
+            attach_count=1, published=True, policy=snapshot)
 
     @staticmethod
     def _locate_round(conn, req: CheckpointRequested) -> tuple[int, CheckpointRow | None]:
@@ -135,10 +130,17 @@ class Decider:
                 return answer(Outcome("rejected", None, code, message), reply_to, correlation_id)
             decided = self._decide(conn, target, dec, now)
         messages = self._decision_messages(dec, decided, announce_open=True)
+        if decided.voted:
+            return answer(Outcome("voted", decided.checkpoint, outbound=messages), reply_to, correlation_id)
         if decided.duplicate_of is not None:
-            kind = "duplicate" if decided.duplicate_of["outcome"] == "applied" else "rejected"
-            outcome = Outcome(kind, decided.checkpoint, decided.duplicate_of["code"],
-                              "the same decision was already refused" if kind == "rejected" else None, messages)
+            seen = decided.duplicate_of["outcome"]
+            if seen == "voted" and decided.checkpoint["status"] == CheckpointStatus.open:
+                return answer(Outcome("voted", decided.checkpoint, outbound=messages), reply_to, correlation_id)
+            kind = "duplicate" if seen == "applied" else "rejected"
+            code = decided.duplicate_of["code"] or (Refusal.already_voted if seen == "voted" else None)
+            message = "the same decision was already refused" if seen == "rejected" else \
+                "this vote was counted already" if seen == "voted" else None
+            outcome = Outcome(kind, decided.checkpoint, code, message, messages)
             return answer(outcome, reply_to, correlation_id, winning_view(decided.winning, decided.checkpoint),
                           applied=kind == "duplicate")
         if decided.refusal is not None:
@@ -192,6 +194,11 @@ class Decider:
         earlier = store.earlier_attempt(conn, cp["id"], dec.id, dec.idempotency_key)
         if earlier is not None:
             return Decided(cp, applied=False, duplicate_of=earlier, winning=store.winning_decision(conn, cp["id"]))
+        detail: dict[str, Any] = {"feedback": dec.feedback, "reason": dec.reason}
+        if dec.has_output:
+            detail["output"] = dec.output
+        if dec.client:
+            detail["client"] = dec.client  # what the caller said it was; the channel is what we observed
         refusal = self.refusal(cp, dec)
         output = cp["node_output"] if dec.action == Action.approve else dec.output if dec.action == Action.edit else None
         if refusal is None and cp["kind"] == "dify-form":
@@ -199,29 +206,30 @@ class Decider:
             if action_id is None:
                 refusal = mapped  # type: ignore[assignment]
             output = {"action": action_id, "inputs": mapped}
-        resolved = None
-        if refusal is None:
-            feedback = dec.feedback if dec.feedback is not None else dec.reason
-            resolved = store.resolve(conn, cp["id"], status=CheckpointStatus.resolved, action=dec.action,
-                                     output=output, feedback=feedback, decided_by=dec.actor, reason="decision",
-                                     channel=dec.channel, now=now)
-            if resolved is None:  # another decision won between our read and our update
-                cp = store.get(conn, cp["id"]) or cp
-                refusal = self.refusal(cp, dec)
-            elif cp["kind"] == "dify-form":
-                store.set_delivery(conn, cp["id"], "pending", None, now)
-                resolved["delivery"] = "pending"
-        detail: dict[str, Any] = {"feedback": dec.feedback, "reason": dec.reason}
-        if dec.has_output:
-            detail["output"] = dec.output
-        if dec.client:
-            detail["client"] = dec.client  # what the caller said it was; the channel is what we observed
+        if refusal is None and policy.required(cp) > 1:
+            decided = votes.vote(conn, cp, dec, now, detail, output)
+        elif refusal is None:
+            decided = self._resolve(conn, cp, dec, now, detail, output)
+        else:
+            decided = votes.refused(conn, cp, dec, now, detail, refusal)
+        if decided.applied and cp["kind"] == "dify-form":
+            store.set_delivery(conn, cp["id"], "pending", None, now)
+            decided.checkpoint["delivery"] = "pending"
+        return decided
+
+    def _resolve(self, conn, cp: CheckpointRow, dec: DecisionSubmitted, now: float, detail: dict[str, Any],
+                 output: Any) -> Decided:
+        feedback = dec.feedback if dec.feedback is not None else dec.reason
+        resolved = store.resolve(conn, cp["id"], status=CheckpointStatus.resolved, action=dec.action, output=output,
+                                 feedback=feedback, decided_by=dec.actor, reason="decision", channel=dec.channel,
+                                 now=now)
+        if resolved is None:  # another decision won between our read and our update
+            current = store.get(conn, cp["id"]) or cp
+            return votes.refused(conn, current, dec, now, detail, self.refusal(current, dec)
+                                 or (Refusal.already_resolved, "another decision won"))
         store.append_history(conn, cp["id"], "decision", actor=dec.actor, channel=dec.channel, action=dec.action,
-                             outcome="rejected" if refusal else "applied", code=refusal[0] if refusal else None,
-                             message_id=dec.id, idempotency_key=dec.idempotency_key, detail=detail, at=now)
-        if refusal is not None:
-            return Decided(cp, applied=False, refusal=refusal, winning=store.winning_decision(conn, cp["id"]))
-        assert resolved is not None
+                             outcome="applied", message_id=dec.id, idempotency_key=dec.idempotency_key,
+                             detail=detail, at=now)
         return Decided(resolved, applied=True)
 
     def refusal(self, cp: CheckpointRow, dec: DecisionSubmitted) -> Refused | None:
@@ -236,11 +244,20 @@ class Decider:
             return Refusal.output_required, "edit needs the new output"
         if not may_decide(self.settings, dec.actor, cp["assignees"]):
             return Refusal.not_assignee, f"{dec.actor} is not among the assignees {cp['assignees']}"
+        snapshot = cp.get("policy") or {}
+        if (snapshot.get("no_self_approval") and dec.action in (Action.approve, Action.edit)
+                and policy.is_self(self.settings, cp, dec.actor)):
+            return Refusal.self_approval, f"{dec.actor} started this run ({cp['user']}) and may not approve it"
+        if policy.required(cp) > 1 and dec.action == Action.edit:
+            return Refusal.quorum_edit, (f"this checkpoint needs {policy.required(cp)} approvals: an edit cannot "
+                                         "be voted on — revise with the change instead")
         return None
 
     def _decision_messages(self, dec: DecisionSubmitted, decided: Decided, *, announce_open: bool) -> list[Outbound]:
         """Events, the held call's answer and a form delivery for one decision's result."""
         cp = decided.checkpoint
+        if decided.voted:
+            return [self.event(EventType.voted, cp, {**dec.model_dump(mode="json"), "progress": cp.get("tally")})]
         if decided.duplicate_of is not None:
             if decided.duplicate_of["outcome"] != "applied":
                 return []
@@ -266,12 +283,13 @@ class Decider:
             round_, cp = forms.locate(conn, req)
             created = False
             if cp is None:
-                new = store.insert_if_absent(conn, forms.capture_values(req, round_, now))
+                snapshot, assignees = policy.effective(self.settings, req)
+                values = {**forms.capture_values(req, round_, now), "policy": snapshot, "assignees": assignees}
+                new = store.insert_if_absent(conn, values)
                 if new is not None:
                     created = True
-                    store.append_history(conn, new["id"], "captured", actor=req.user, channel="dify",
-                                         message_id=req.id, at=now,
-                                         detail={"round": round_, "node_title": (req.form or {}).get("node_title")})
+                    self._opened(conn, new, "captured", req,
+                                 {"round": round_, "node_title": (req.form or {}).get("node_title")}, now)
                     taken = self._take_parked(conn, new, now)
                     cp = next((d.checkpoint for _, d in taken if d.applied), new)
                 else:

@@ -11,7 +11,21 @@ from shared.models import CheckpointEvent, CheckpointStatus, EventType, Reply, R
 from shared.store.rows import CheckpointRow, HistoryRow
 from shared.views import public_view
 
-OutcomeKind = Literal["opened", "reattached", "replayed", "applied", "rejected", "duplicate", "parked", "expired"]
+OutcomeKind = Literal["opened", "reattached", "replayed", "applied", "rejected", "duplicate", "parked", "expired",
+                      "voted"]
+Refused = tuple[str, str]  # (Refusal code, message)
+
+
+@dataclass
+class Decided:
+    """One decision tried against one checkpoint inside a transaction."""
+
+    checkpoint: CheckpointRow  # as it is now (resolved by this decision, or as found)
+    applied: bool
+    refusal: Refused | None = None
+    duplicate_of: HistoryRow | None = None  # the same decision seen before (message id / idempotency key)
+    winning: HistoryRow | None = None
+    voted: bool = False  # a vote of a quorum that did not resolve it (yet)
 
 
 @dataclass
@@ -58,6 +72,8 @@ def answer(outcome: Outcome, reply_to: str | None, correlation_id: str | None,
         cp = outcome.checkpoint
         if outcome.kind == "parked":
             reply = Reply(outcome="parked", checkpoint_id=None, error_message=outcome.message)
+        elif outcome.kind == "voted" and cp is not None:
+            reply = Reply(outcome="voted", checkpoint_id=cp["id"], progress=cp.get("tally"))
         else:
             ok = outcome.kind == "applied" or applied
             reply = Reply(outcome="applied" if ok else "rejected", checkpoint_id=cp["id"] if cp else None,

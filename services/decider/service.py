@@ -11,6 +11,7 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
+from services.decider import commands
 from services.decider.logic import Decider
 from services.decider.outcomes import Outcome
 from services.decider.timers import Timers, stuck_event
@@ -20,15 +21,18 @@ from shared.broker import Outbound, Reject, publish_all
 from shared.broker.router import ANY_KEY, Context, Handlers, in_store
 from shared.broker.signing import Verifier
 from shared.logs import get_logger
-from shared.models import CheckpointRequested, CheckpointStatus, DecisionSubmitted, FormReport, RunEnded
+from shared.models import (CheckpointCommand, CheckpointRequested, CheckpointStatus, DecisionSubmitted, FormReport,
+                           Reply, RunEnded)
 from shared.refusals import Refusal
 from shared.settings import Settings
-from shared.store import Database
+from shared.store import Database, audit, retention
 from shared.store.rows import CheckpointRow
-from shared.topology import CHECKPOINT_REQUESTED, FORM_REPORT, RUN_ENDED
+from shared.topology import CHECKPOINT_COMMAND, CHECKPOINT_REQUESTED, FORM_REPORT, RUN_ENDED
+from shared.views import public_view
 
 log = get_logger(__name__)
 handlers = Handlers()
+PRUNE_EVERY_S = 3600.0
 
 
 class DeciderService:
@@ -39,6 +43,8 @@ class DeciderService:
         self.logic = Decider(db, settings)
         self.timers = Timers(db, settings)
         self._stop = asyncio.Event()
+        self._last_anchor = time.monotonic()
+        self._last_prune = 0.0
         self.router = handlers.bind(self, broker, settings.names, verifier)
 
     # ------------------------------------------------------------------ handlers
@@ -85,7 +91,13 @@ class DeciderService:
         metrics.messages_handled.labels(ctx.delivery.queue, outcome.kind).inc()
         cp = outcome.checkpoint
         ids = {"checkpoint_id": cp["id"], "run_id": cp["workflow_run_id"]} if cp else {}
-        if outcome.kind == "applied":
+        if cp is not None and outcome.kind in ("applied", "voted"):
+            self._count_vote(cp)
+        if outcome.kind == "voted":
+            assert cp is not None
+            log.info("decision.voted", action=dec.action.value, actor=dec.actor, channel=dec.channel,
+                     progress=(cp.get("tally") or {}).get("progress"), **ids)
+        elif outcome.kind == "applied":
             assert cp is not None
             self._count_resolution(cp)
             log.info("decision.applied", action=dec.action.value, actor=dec.actor, channel=dec.channel, **ids)
@@ -98,6 +110,24 @@ class DeciderService:
             # A bot gets no reply: what it sent wrongly is kept, with the reason, in the DLQ.
             if not ctx.reply_to and outcome.code != Refusal.already_resolved:
                 raise Reject(f"{outcome.code}: {outcome.message}")
+
+    @handlers.on("checkpoints", CHECKPOINT_COMMAND, CheckpointCommand, store=True)
+    def on_command(self, cmd: CheckpointCommand, ctx: Context) -> list[Outbound]:
+        """claim / release / reassign, answered on the caller's reply queue."""
+        scope = actor_apps(self.settings, cmd.actor)
+        with self.db.write() as conn:
+            cp, refusal, events = commands.apply(conn, self.settings, cmd, scope, self.db.now(),
+                                                 self.settings.names.events)
+        log.info(f"checkpoint.{cmd.command}", checkpoint_id=cmd.checkpoint_id, actor=cmd.actor,
+                 outcome="refused" if refusal else "applied", code=refusal[0] if refusal else None)
+        if not ctx.reply_to:
+            return events
+        if refusal:
+            reply = Reply(outcome="rejected", checkpoint_id=cmd.checkpoint_id, error_code=refusal[0],
+                          error_message=refusal[1])
+        else:  # the checkpoint as it is now
+            reply = Reply(outcome="done", checkpoint_id=cmd.checkpoint_id, progress=public_view(cp) if cp else None)
+        return events + [Outbound("", ctx.reply_to, reply.to_bytes(), ctx.correlation_id, persistent=False)]
 
     @handlers.on("checkpoints", RUN_ENDED, RunEnded)
     async def on_run_ended(self, ended: RunEnded, ctx: Context) -> list[Outbound]:
@@ -116,8 +146,22 @@ class DeciderService:
 
     def _count_resolution(self, cp: CheckpointRow) -> None:
         node = metrics.node_labels(cp["app"], cp["node_id"])
+        waited = max(0.0, (cp["resolved_at"] or 0) - cp["created_at"])
         metrics.checkpoints_resolved.labels(cp["app"], cp["action"], cp["reason"]).inc()
-        metrics.time_to_decision.labels(cp["app"], node).observe(max(0.0, (cp["resolved_at"] or 0) - cp["created_at"]))
+        metrics.time_to_decision.labels(cp["app"], node).observe(waited)
+        tally = cp.get("tally") or {}
+        if tally:
+            metrics.quorum_resolved.labels(cp["app"], "reached" if cp["action"] == "approve" else "rejected").inc()
+        elif cp["reason"] == "decision":  # a single decision: it was the first vote too
+            metrics.time_to_first_vote.labels(cp["app"]).observe(waited)
+
+    def _count_vote(self, cp: CheckpointRow) -> None:
+        tally = cp.get("tally") or {}
+        if not tally:
+            return
+        metrics.votes.labels(cp["app"]).inc()
+        if len(tally.get("approved") or []) + len(tally.get("rejected") or []) == 1:
+            metrics.time_to_first_vote.labels(cp["app"]).observe(max(0.0, self.db.now() - cp["created_at"]))
 
     # ------------------------------------------------------------------ the timer sweep
     async def run_timers(self) -> None:
@@ -151,6 +195,16 @@ class DeciderService:
             await publish_all(self.broker, [stuck_event(self.settings.names.events, cp)])
             metrics.resume_stuck.labels(cp["app"]).inc()
             log.warning("checkpoint.resume_stuck", checkpoint_id=cp["id"], run_id=cp["workflow_run_id"])
+        for timer in await in_store(self.broker, self.timers.due_timers):
+            events, resolved = await in_store(self.broker, self.timers.fire, timer["id"])
+            await publish_all(self.broker, events)
+            if events:
+                metrics.policy_timers.labels(timer["kind"]).inc()
+                log.info(f"checkpoint.{timer['kind']}", checkpoint_id=timer["checkpoint_id"], step=timer["step"],
+                         resolved=resolved is not None)
+            if resolved is not None:
+                await self._announce(resolved)
+                self._count_resolution(resolved)
         expired = await in_store(self.broker, self.timers.expire_parked)
         if expired:
             await publish_all(self.broker, expired)
@@ -160,6 +214,26 @@ class DeciderService:
             for cp in await in_store(self.broker, self.timers.unpublished):
                 await self._announce(cp)
                 log.info("checkpoint.republished", checkpoint_id=cp["id"])
+        if self.settings.retention_days and time.monotonic() - self._last_prune >= PRUNE_EVERY_S:
+            self._last_prune = time.monotonic()
+            done = await in_store(self.broker, self.prune)
+            if done.checkpoints or done.runs or done.parked:
+                self._last_prune = 0.0  # more to do: the next sweep takes the next batch
+                log.info("retention.pruned", checkpoints=done.checkpoints, runs=done.runs, parked=done.parked)
+        if time.monotonic() - self._last_anchor >= self.settings.audit_anchor_interval_s:
+            self._last_anchor = time.monotonic()
+            written = await in_store(self.broker, self.anchor)
+            if written:
+                log.info("audit.anchored", checkpoints=len(written["heads"]))
+
+    def prune(self) -> retention.Pruned:
+        with self.db.write() as conn:
+            now = self.db.now()
+            return retention.prune(conn, now - self.settings.retention_days * 86400, now)
+
+    def anchor(self) -> dict[str, Any] | None:
+        with self.db.write() as conn:
+            return audit.anchor(conn, self.db.now())
 
     async def _announce(self, cp: CheckpointRow) -> None:
         await publish_all(self.broker, self.timers.announce_resolution(cp))

@@ -5,15 +5,20 @@ expiry), swept by every decider replica against the store's clock: they survive 
 process and fire once (conditional updates decide who fires)."""
 from __future__ import annotations
 
-from services.decider import forms
+from typing import Any
+
+from services.decider import forms, policy
 from services.decider.outcomes import closing_event, event, reply_to_call
 from shared.broker import Outbound
-from shared.models import Action, CheckpointStatus, DecisionEvent, EventType, FormReport, OnTimeout
+from shared.models import Action, CheckpointStatus, DecisionEvent, DecisionSubmitted, EventType, FormReport, OnTimeout
 from shared.settings import Settings
 from shared.store import Database
 from shared.store import checkpoints as store
-from shared.store import parked
-from shared.store.rows import CheckpointRow
+from shared.store import parked, timers
+from shared.store.rows import CheckpointRow, TimerRow
+
+TIMER_EVENTS = {"reminder": EventType.reminder, "deadline_near": EventType.deadline_near,
+                "escalate": EventType.escalated}
 
 
 class Timers:
@@ -23,7 +28,12 @@ class Timers:
         self.events_exchange = settings.names.events
 
     def announce_resolution(self, cp: CheckpointRow) -> list[Outbound]:
-        return reply_to_call(cp) + [event(self.events_exchange, closing_event(cp), cp)]
+        """The held call's answer and the closing event — and a decided Dify form's submission, which
+        must not be lost if the first publish after the commit was."""
+        out = reply_to_call(cp) + [event(self.events_exchange, closing_event(cp), cp)]
+        if cp["kind"] == "dify-form" and cp["delivery"] == "pending":
+            out.append(forms.delivery_command(self.settings.names.commands, cp, None))
+        return out
 
     # ------------------------------------------------------------------ deadlines
     def due_ids(self) -> list[str]:
@@ -37,10 +47,7 @@ class Timers:
             cp = store.get(conn, checkpoint_id)
             if cp is None or cp["status"] != CheckpointStatus.open or cp["deadline"] > now:
                 return None
-            action, output = {
-                OnTimeout.approve: (Action.approve, cp["node_output"]),
-                OnTimeout.default: (Action.edit, cp["default_output"]),
-            }.get(OnTimeout(cp["on_timeout"]), (Action.abort, None))
+            action, output = self._default(cp)
             resolved = store.resolve(conn, cp["id"], status=CheckpointStatus.expired, action=action, output=output,
                                      feedback=None, decided_by="system", reason="timeout", channel="deadline",
                                      now=now, published=False)
@@ -49,6 +56,84 @@ class Timers:
             store.append_history(conn, cp["id"], "expired", actor="system", channel="deadline", action=action,
                                  outcome="applied", detail={"on_timeout": cp["on_timeout"]}, at=now)
         return resolved
+
+    # ------------------------------------------------------------------ policy timers
+    def due_timers(self) -> list[TimerRow]:
+        with self.db.read() as conn:
+            return timers.due(conn, self.db.now())
+
+    def fire(self, timer_id: int) -> tuple[list[Outbound], CheckpointRow | None]:
+        """Fire one due timer, once across every replica: (events, the checkpoint if it resolved)."""
+        with self.db.write() as conn:
+            now = self.db.now()
+            timer = timers.get(conn, timer_id)
+            if timer is None or timer["fired_at"] is not None:
+                return [], None
+            cp = store.lock(conn, timer["checkpoint_id"])
+            if cp is None or cp["status"] != CheckpointStatus.open:
+                timers.fire(conn, timer_id, now, outcome="skipped")
+                return [], None
+            if not timers.fire(conn, timer_id, now):
+                return [], None
+            if timer["kind"] == "escalate":
+                return self._escalate(conn, cp, timer, now)
+            snapshot = cp["policy"] or {}
+            if timer["kind"] == "reminder":
+                every = float(snapshot.get("remind_every_s") or 0)
+                if every and timer["due_at"] + every < cp["deadline"]:  # the next one, one at a time
+                    timers.schedule(conn, cp["id"], "reminder", timer["step"] + 1, timer["due_at"] + every)
+            detail = {"step": timer["step"], "assignees": cp["assignees"], "deadline": cp["deadline"]}
+            store.append_history(conn, cp["id"], timer["kind"], actor="policy", channel="policy", outcome="fired",
+                                 detail=detail, at=now)
+        return [event(self.events_exchange, TIMER_EVENTS[timer["kind"]], cp, detail)], None
+
+    def _escalate(self, conn, cp: CheckpointRow, timer: TimerRow, now: float) -> tuple[list[Outbound], CheckpointRow | None]:
+        steps = (cp["policy"] or {}).get("escalate") or []
+        step: dict[str, Any] = steps[timer["step"] - 1] if timer["step"] <= len(steps) else {}
+        detail: dict[str, Any] = {"step": timer["step"], "after_s": step.get("after_s")}
+        if step.get("add_assignees"):
+            added = [a for a in step["add_assignees"] if a not in cp["assignees"]]
+            assignees, delegated = policy.with_delegates(self.settings, list(cp["assignees"]) + added)
+            snapshot = {**(cp["policy"] or {}), "assignees": assignees,
+                        "electorate": policy.electorate(self.settings, cp["app"], assignees)}
+            cp = store.update_open(conn, cp["id"], now, assignees=assignees, policy=snapshot) or cp
+            detail.update(added=added, delegated=delegated)
+        out = []
+        resolved = None
+        if step.get("apply"):
+            resolved, why = self._apply(conn, cp, step["apply"], now)
+            detail.update(applied=step["apply"], outcome="applied" if resolved else "not_applied", why=why)
+        store.append_history(conn, cp["id"], "escalated", actor="policy", channel="policy",
+                             action=resolved["action"] if resolved else None,
+                             outcome="applied" if resolved else "fired", detail=detail, at=now)
+        out.append(event(self.events_exchange, EventType.escalated, resolved or cp, detail))
+        return out, resolved  # a resolution is announced (and a form submitted) by announce_resolution
+
+    def _apply(self, conn, cp: CheckpointRow, apply: str, now: float) -> tuple[CheckpointRow | None, str | None]:
+        """An escalation step decides, as `policy`, reason `escalation`: approve, abort, or the
+        checkpoint's own default (its on_timeout)."""
+        action, output = {"approve": (Action.approve, cp["node_output"]), "abort": (Action.abort, None)}.get(
+            apply, self._default(cp))
+        if cp["kind"] == "dify-form":
+            dec = DecisionSubmitted(checkpoint_id=cp["id"], action=action, actor="policy", channel="policy",
+                                    output=output, has_output=action == Action.edit)
+            action_id, mapped = forms.submission(cp, dec)
+            if action_id is None:
+                return None, f"{mapped[1]}"  # type: ignore[index]
+            output = {"action": action_id, "inputs": mapped}
+        resolved = store.resolve(conn, cp["id"], status=CheckpointStatus.resolved, action=action, output=output,
+                                 feedback=f"escalation: {apply}", decided_by="policy", reason="escalation",
+                                 channel="policy", now=now, published=False)
+        if resolved is not None and resolved["kind"] == "dify-form":
+            store.set_delivery(conn, cp["id"], "pending", None, now)
+            resolved["delivery"] = "pending"
+        return resolved, None if resolved else "another decision won"
+
+    @staticmethod
+    def _default(cp: CheckpointRow) -> tuple[Action, Any]:
+        return {OnTimeout.approve: (Action.approve, cp["node_output"]),
+                OnTimeout.default: (Action.edit, cp["default_output"])}.get(OnTimeout(cp["on_timeout"]),
+                                                                             (Action.abort, None))
 
     # ------------------------------------------------------------------ runs that ended
     def cancel_run(self, app: str, run_id: str, run_status: str) -> list[CheckpointRow]:

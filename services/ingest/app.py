@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.ingest import checkpoints, decisions, gateway, runs_api
+from services.ingest import checkpoints, decisions, gateway, policies_api, runs_api
 from services.ingest.fastpath import CheckpointFastPath
 from services.ingest.http import ApiError, error_response
 from shared.broker.replies import ReplyRouter
@@ -48,6 +48,7 @@ def create_app(settings: Settings, db: Database, broker: Any, *, start_broker: b
     app.state.replies = replies
     app.state.dify_clients = {}
     app.include_router(checkpoints.router)  # documents the endpoint; CheckpointFastPath serves it
+    app.include_router(policies_api.router)  # before decisions: /v1/checkpoints/bulk-decision is not an id
     app.include_router(decisions.router)
     app.include_router(runs_api.router)
     app.include_router(gateway.router)  # Dify's own paths, forwarded

@@ -18,6 +18,7 @@ from shared.broker import BrokerError
 from shared.broker.replies import ShuttingDown
 from shared.logs import get_logger
 from shared.models import CheckpointRequested
+from shared.policy import Policy
 from shared.settings import AppConfig, Settings
 
 log = get_logger(__name__)
@@ -70,14 +71,31 @@ def prepare(state, app: AppConfig, raw: bytes) -> Held:
     if call.on_timeout == "default" and "default_output" not in data:
         raise ApiError(400, "invalid_field", "default_output: required when on_timeout is 'default'",
                        field="default_output")
+    policy = call.policy()
+    beyond_run_limit(call, policy.over(app.policy), settings)
     req = CheckpointRequested(
         app=app.name, workflow_run_id=call.workflow_run_id, node_id=call.node_id, round=call.round,
         node_output=call.node_output, message=call.message, app_id=call.app_id, workflow_id=call.workflow_id,
         user=call.user, timeout_s=call.timeout_s or settings.default_timeout_s, on_timeout=call.on_timeout,
         default_output=call.default_output, assignees=call.assignees,
-        max_rounds=call.max_rounds or settings.default_max_rounds, mode=call.mode)
+        max_rounds=call.max_rounds or settings.default_max_rounds, mode=call.mode, policy=policy)
     return Held(app.name, req.id, req.to_bytes(), hold_window(call, settings), call.workflow_run_id, call.node_id,
                 call.mode)
+
+
+def beyond_run_limit(call: CheckpointCall, policy: Policy, settings: Settings) -> None:
+    """A held call ends with its Dify run (WORKFLOW_MAX_EXECUTION_TIME, 1200 s by default): a deadline
+    or an escalation step later than that could never happen. Say so at open, never cut it silently."""
+    if call.mode != "hold":
+        return
+    limit = settings.dify_run_limit_s
+    timeout = call.timeout_s or settings.default_timeout_s
+    late = [f"timeout_s {timeout:.0f}"] if timeout > limit else []
+    late += [f"escalate after_s {s.after_s:.0f}" for s in policy.escalate or [] if s.after_s >= limit]
+    if late:
+        raise ApiError(422, "beyond_run_limit", f"{', '.join(late)} is beyond Dify's run limit of {limit:.0f}s "
+                                                "(HITL_DIFY_RUN_LIMIT_S): a held call ends with its run; use "
+                                                "mode \"detached\" or a Human Input node for longer waits")
 
 
 async def serve_checkpoint_call(state, app: AppConfig, raw: bytes) -> Response:

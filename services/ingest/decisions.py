@@ -50,6 +50,9 @@ async def submit(request: Request, decision: DecisionSubmitted) -> Response:
     if reply.outcome == "parked":
         return compact_json({"status": "parked", "decision_id": decision.id, "status_url": status_url,
                              "message": reply.error_message}, status=202)
+    if reply.outcome == "voted":
+        return compact_json({"status": "voted", "decision_id": decision.id, "checkpoint_id": reply.checkpoint_id,
+                             "progress": reply.progress})
     if reply.outcome == "applied" and reply.resolution is not None:
         return compact_json({"status": "applied", "decision_id": decision.id,
                              "resolution": reply.resolution.model_dump(mode="json")})

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.limits import Json, Text
 from shared.models import Action, OnTimeout
+from shared.policy import Approval, EscalationStep, Policy
 from shared.views import ID_PATTERN
 
 class CheckpointCall(BaseModel):
@@ -34,6 +35,16 @@ class CheckpointCall(BaseModel):
     max_rounds: int | None = Field(default=None, ge=1, le=1000)
     mode: Literal["hold", "detached"] = "hold"
     read_timeout_s: float | None = Field(default=None, gt=0, le=24 * 3600)
+    # Decision policy fields (shared/policy.py), over the app's policy.
+    approval: Approval | None = None
+    no_self_approval: bool | None = None
+    remind_every_s: float | None = Field(default=None, ge=10, le=7 * 24 * 3600)
+    warn_before_s: float | None = Field(default=None, gt=0, le=30 * 24 * 3600)
+    escalate: list[EscalationStep] | None = Field(default=None, max_length=10)
+
+    def policy(self) -> Policy:
+        return Policy(approval=self.approval, no_self_approval=self.no_self_approval,
+                      remind_every_s=self.remind_every_s, warn_before_s=self.warn_before_s, escalate=self.escalate)
 
     @field_validator("message", mode="before")
     @classmethod
@@ -86,3 +97,39 @@ class NodeConfirmation(BaseModel):
     @property
     def run_id(self) -> str | None:
         return self.workflow_run_id or self.workflow_id
+
+
+class ClaimBody(BaseModel):
+    """POST /v1/checkpoints/{id}/claim and /release."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    note: Text | None = Field(default=None, max_length=2000)
+
+
+class ReassignBody(BaseModel):
+    """POST /v1/checkpoints/{id}/reassign: hand a seat (yours, or `replace`'s) to `to`."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    to: Text = Field(min_length=1, max_length=128)
+    replace: Text | None = Field(default=None, max_length=128)
+    note: Text | None = Field(default=None, max_length=2000)
+
+
+class BulkFilter(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    app: Text | None = Field(default=None, max_length=64)
+    node_id: Text | None = Field(default=None, max_length=128)
+    run_id: Text | None = Field(default=None, max_length=64)
+
+
+class BulkDecisionBody(BaseModel):
+    """POST /v1/checkpoints/bulk-decision: the same decision for each open checkpoint named by `ids`
+    or matched by `filter`; `preview` lists them without deciding."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    ids: list[Text] | None = Field(default=None, max_length=500)
+    filter: BulkFilter | None = None
+    action: Action
+    feedback: Text | None = Field(default=None, max_length=100_000)
+    reason: Text | None = Field(default=None, max_length=10_000)
+    preview: bool = False

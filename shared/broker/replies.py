@@ -22,7 +22,7 @@ from shared import metrics
 from shared.broker.signing import Unverified, Verifier
 from shared.broker.types import Delivery
 from shared.logs import get_logger
-from shared.models import DecisionSubmitted, Reply
+from shared.models import DecisionSubmitted, Message, Reply
 from shared.topology import CHECKPOINT_REQUESTED, Names, Queue
 
 log = get_logger(__name__)
@@ -92,11 +92,16 @@ class ReplyRouter:
     async def submit_decision(self, decision: DecisionSubmitted, wait_s: float) -> Reply | None:
         """Publish a decision and wait for the decider's verdict; None if it did not come in time
         (the decision is durable in its queue and will still be applied)."""
+        return await self.request(self.names.decisions, "", decision, wait_s)
+
+    async def request(self, exchange: str, routing_key: str, message: Message, wait_s: float) -> Reply | None:
+        """Publish a message that the decider answers on this process's reply queue; None when the
+        answer did not come within `wait_s` (the message is durable in its queue all the same)."""
         correlation_id = uuid.uuid4().hex
         waiter = Waiter(asyncio.get_running_loop().create_future())
         self.waiters[correlation_id] = waiter
         try:
-            await self.broker.publish(self.names.decisions, "", decision.to_bytes(), message_id=decision.id,
+            await self.broker.publish(exchange, routing_key, message.to_bytes(), message_id=message.id,
                                       correlation_id=correlation_id, reply_to=self.queue, timeout_s=wait_s)
             return await asyncio.wait_for(asyncio.shield(waiter.future), wait_s)
         except asyncio.TimeoutError:

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, func, or_, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from shared.store import audit
 from shared.store.rows import CheckpointRow, HistoryRow, as_row, as_rows
 from shared.store.tables import checkpoints, history
 
@@ -36,7 +37,6 @@ _INSERT_IF_ABSENT = {
 _ATTACH = (update(checkpoints).where(c.id == bindparam("b_id"), c.status == OPEN)
            .values(attach_count=c.attach_count + 1).returning(c.id))
 _RESOLVE = update(checkpoints).where(c.id == bindparam("b_id"), c.status == OPEN).returning(*checkpoints.c)
-_APPEND_HISTORY = history.insert()
 _FIRST_DECISION_BY_MESSAGE = (select(history).where(history.c.checkpoint_id == bindparam("b_id"),
                                                     history.c.kind == "decision",
                                                     or_(history.c.message_id == bindparam("b_message"),
@@ -173,11 +173,11 @@ def count_open(conn: Connection, apps: Collection[str] | None = None) -> int:
 def append_history(conn: Connection, checkpoint_id: str, kind: str, *, actor: str | None = None,
                    channel: str | None = None, action: str | None = None, outcome: str | None = None,
                    code: str | None = None, message_id: str | None = None, idempotency_key: str | None = None,
-                   detail: dict[str, Any] | None = None, at: float | None = None) -> None:
-    conn.execute(_APPEND_HISTORY, dict(
-        checkpoint_id=checkpoint_id, at=time.time() if at is None else at, kind=kind, actor=actor, channel=channel,
-        action=action, outcome=outcome, code=code, message_id=message_id, idempotency_key=idempotency_key,
-        detail=detail))
+                   detail: dict[str, Any] | None = None, at: float | None = None) -> str:
+    """Append to the checkpoint's hash-chained history (shared/store/audit.py); returns the new head."""
+    return audit.append(conn, checkpoint_id, dict(
+        at=time.time() if at is None else at, kind=kind, actor=actor, channel=channel, action=action,
+        outcome=outcome, code=code, message_id=message_id, idempotency_key=idempotency_key, detail=detail))
 
 
 def history_of(conn: Connection, checkpoint_id: str) -> list[HistoryRow]:
@@ -204,3 +204,16 @@ def decision_by_message(conn: Connection, message_id: str) -> HistoryRow | None:
     q = (select(history).where(history.c.message_id == message_id, history.c.kind == "decision")
          .order_by(history.c.id).limit(1))
     return as_row(conn.execute(q).first())
+
+
+def lock(conn: Connection, checkpoint_id: str) -> CheckpointRow | None:
+    """The checkpoint, read with a row lock (PostgreSQL) for the rest of the transaction: votes of a
+    quorum arriving at once are counted one after the other. SQLite's write transactions are serial."""
+    return as_row(conn.execute(select(checkpoints).where(c.id == checkpoint_id).with_for_update()).first())
+
+
+def update_open(conn: Connection, checkpoint_id: str, now: float, **values: Any) -> CheckpointRow | None:
+    """Change fields of an open checkpoint (tally, assignees, claim); None if it is no longer open."""
+    result = conn.execute(update(checkpoints).where(c.id == checkpoint_id, c.status == OPEN)
+                          .values(**values, updated_at=now).returning(*checkpoints.c))
+    return as_row(result.first())

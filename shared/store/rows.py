@@ -45,6 +45,11 @@ class CheckpointRow(TypedDict):
     delivery: str | None
     delivery_detail: str | None
     delivered_at: float | None
+    policy: dict[str, Any] | None
+    tally: dict[str, Any] | None
+    claimed_by: str | None
+    claimed_at: float | None
+    head_hash: str | None
 
 
 class HistoryRow(TypedDict):
@@ -60,6 +65,28 @@ class HistoryRow(TypedDict):
     message_id: str | None
     idempotency_key: str | None
     detail: dict[str, Any] | None
+    prev_hash: str | None
+    hash: str | None
+
+
+class VoteRow(TypedDict):
+    checkpoint_id: str
+    voter: str
+    action: str
+    channel: str | None
+    at: float
+    message_id: str | None
+    feedback: str | None
+
+
+class TimerRow(TypedDict):
+    id: int
+    checkpoint_id: str
+    kind: str  # reminder | deadline_near | escalate
+    step: int
+    due_at: float
+    fired_at: float | None
+    outcome: str | None
 
 
 class RunRow(TypedDict):

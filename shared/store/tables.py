@@ -49,6 +49,13 @@ checkpoints = Table(
     Column("delivery", String(24)),  # pending | delivered | resumed | resume_stuck | resumed_as_stopped | failed
     Column("delivery_detail", Text),
     Column("delivered_at", Float),
+    # Decision policies (shared/policy.py): the effective policy snapshotted at open, the votes so far,
+    # a soft claim others see, and the hash of the newest history row (the chain's head).
+    Column("policy", JSON),
+    Column("tally", JSON),
+    Column("claimed_by", String(128)),
+    Column("claimed_at", Float),
+    Column("head_hash", String(64)),
     # The app is part of the key: app B naming app A's run opens its own checkpoint (STYLE 14).
     UniqueConstraint("app", "workflow_run_id", "node_id", "round", name="uq_checkpoint_key"),
     Index("ix_checkpoints_status_deadline", "status", "deadline"),
@@ -72,6 +79,9 @@ history = Table(
     Column("message_id", String(64)),
     Column("idempotency_key", String(200)),
     Column("detail", JSON),
+    # Tamper evidence (shared/store/audit.py): SHA-256 over the canonical row and the previous row's hash.
+    Column("prev_hash", String(64)),
+    Column("hash", String(64)),
     Index("ix_history_checkpoint", "checkpoint_id", "id"),
     Index("ix_history_message", "message_id"),
     Index("ix_history_idem", "checkpoint_id", "idempotency_key"),
@@ -183,4 +193,44 @@ hitl_keys = Table(
     Column("name", String(64), primary_key=True),
     Column("value", String(128), nullable=False),
     Column("created_at", Float, nullable=False),
+)
+
+
+# One vote per reviewer and checkpoint (a quorum); the checkpoint resolves when the policy says so.
+votes = Table(
+    "votes", metadata,
+    Column("checkpoint_id", String(36), primary_key=True),
+    Column("voter", String(128), primary_key=True),
+    Column("action", String(16), nullable=False),
+    Column("channel", String(32)),
+    Column("at", Float, nullable=False),
+    Column("message_id", String(64)),
+    Column("feedback", Text),
+)
+
+# Reminders, deadline warnings and escalation steps: rows swept by every decider against the store's
+# clock; firing is a conditional update, so a step fires once whatever the number of replicas.
+timers = Table(
+    "checkpoint_timers", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("checkpoint_id", String(36), nullable=False),
+    Column("kind", String(16), nullable=False),  # reminder | deadline_near | escalate
+    Column("step", Integer, nullable=False),
+    Column("due_at", Float, nullable=False),
+    Column("fired_at", Float),
+    Column("outcome", String(16)),  # fired | skipped (the checkpoint had closed)
+    UniqueConstraint("checkpoint_id", "kind", "step", name="uq_timer"),
+    Index("ix_timers_due", "fired_at", "due_at"),
+)
+
+# A chain across the store: each anchor records the chain heads of the checkpoints that changed since
+# the previous one (or, kind "prune", the heads of what retention deleted) and hashes the previous.
+audit_anchors = Table(
+    "audit_anchors", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False),
+    Column("kind", String(16), nullable=False),  # anchor | prune
+    Column("heads", JSON, nullable=False),
+    Column("prev_hash", String(64)),
+    Column("hash", String(64), nullable=False),
 )

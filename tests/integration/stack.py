@@ -81,6 +81,9 @@ class Stack:
         return await self.http.post(f"/v1/checkpoints/{checkpoint_id}/decision", json=body,
                                     headers={"Authorization": f"Bearer {REVIEWERS[reviewer]}"})
 
+    async def post(self, path: str, body: dict[str, Any], reviewer: str = "alice"):
+        return await self.http.post(path, json=body, headers={"Authorization": f"Bearer {REVIEWERS[reviewer]}"})
+
     async def get(self, path: str, reviewer: str = "alice"):
         return await self.http.get(path, headers={"Authorization": f"Bearer {REVIEWERS[reviewer]}"})
 
