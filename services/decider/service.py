@@ -176,7 +176,6 @@ class DeciderService:
                 await self.sweep(republish)
             except Exception as exc:  # the loop must outlive a broker or store outage
                 log.warning("timers.sweep_failed", error=f"{type(exc).__name__}: {exc}"[:300])
-            metrics.store_up.set(1 if self.db.health.up else 0)
             metrics.clock_offset.set(self.db.clock_offset_s)
             try:
                 await asyncio.wait_for(self._stop.wait(), self.settings.deadline_scan_interval_s)

@@ -24,6 +24,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
 
+from shared import metrics
 from shared.store.errors import StoreUnavailable, is_unavailable
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
@@ -38,6 +39,7 @@ class StoreHealth:
     transaction reports how it ended; readiness and the `hitl_store_up` gauge read it."""
 
     def __init__(self) -> None:
+        metrics.store_up.set(1)
         self.up = True
         self.since = time.time()
         self.last_error: str | None = None
@@ -46,11 +48,13 @@ class StoreHealth:
         if self.up:
             self.since = time.time()
         self.up = False
+        metrics.store_up.set(0)
         self.last_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
 
     def worked(self) -> None:
         if not self.up:
             self.since = time.time()
+            metrics.store_up.set(1)
         self.up = True
         self.last_error = None
 
