@@ -5,7 +5,10 @@ and Dify's node retry sends the same call, which re-attaches to the same checkpo
 """
 from __future__ import annotations
 
+import asyncio
+import json
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from fastapi import APIRouter, Request
@@ -20,9 +23,12 @@ from shared.logs import get_logger
 from shared.models import CheckpointRequested
 from shared.policy import Policy
 from shared.settings import AppConfig, Settings
+from shared.store import checkpoints as store
+from shared.store.errors import StoreUnavailable
 
 log = get_logger(__name__)
 router = APIRouter()
+TEXT = "text/plain; charset=utf-8"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +43,8 @@ class Held:
     workflow_run_id: str
     node_id: str
     mode: str
+    answer: str = "decision"  # "text": the decision's text alone (see answer_text)
+    round: int | None = None
 
 
 def hold_window(call: CheckpointCall, settings: Settings) -> float:
@@ -47,12 +55,27 @@ def hold_window(call: CheckpointCall, settings: Settings) -> float:
     return max(1.0, min(call.read_timeout_s - settings.hold_margin_s, settings.hold_max_s))
 
 
-def answer(reply) -> Response:
+def answer(reply, form: str = "decision") -> Response:
     if reply.outcome == "pending":
+        if form == "text":
+            return Response(b"", media_type=TEXT)
         return compact_json({"action": "pending", "checkpoint_id": reply.checkpoint_id})
     r = reply.resolution
+    if form == "text":
+        return answer_text(r.action, r.output, r.feedback)
     return compact_json({"action": r.action, "checkpoint_id": r.checkpoint_id, "round": r.round, "output": r.output,
                          "feedback": r.feedback, "decided_by": r.decided_by, "reason": r.reason})
+
+
+def answer_text(action: str, output: Any, feedback: str | None) -> Response:
+    """`"answer": "text"`: the decision's text alone, for a workflow to use as is without a Code node —
+    the output for approve and edit (a string as it is, anything else as compact JSON), the feedback
+    for revise and abort."""
+    if action in ("approve", "edit"):
+        text = output if isinstance(output, str) else json.dumps(output, separators=(",", ":"), ensure_ascii=False)
+    else:
+        text = feedback or ""
+    return Response(text.encode(), media_type=TEXT)
 
 
 def still_waiting(held: Held, settings: Settings, why: str) -> Response:
@@ -80,7 +103,7 @@ def prepare(state, app: AppConfig, raw: bytes) -> Held:
         default_output=call.default_output, assignees=call.assignees,
         max_rounds=call.max_rounds or settings.default_max_rounds, mode=call.mode, policy=policy)
     return Held(app.name, req.id, req.to_bytes(), hold_window(call, settings), call.workflow_run_id, call.node_id,
-                call.mode)
+                call.mode, call.answer, call.round)
 
 
 def beyond_run_limit(call: CheckpointCall, policy: Policy, settings: Settings) -> None:
@@ -104,6 +127,10 @@ async def serve_checkpoint_call(state, app: AppConfig, raw: bytes) -> Response:
     settings: Settings = state.settings
     held = prepare(state, app, raw)
     structlog.contextvars.bind_contextvars(run_id=held.workflow_run_id, node_id=held.node_id)
+    if held.answer == "text":
+        decided = await recall(state, held)
+        if decided is not None:
+            return decided
     if held.mode == "hold" and state.replies.held_per_app.get(held.app, 0) >= settings.max_held_per_app:
         # A runaway workflow must not hold every socket of this process; Dify's node retry sends it again.
         metrics.http_errors.labels("too_many_held").inc()
@@ -121,7 +148,27 @@ async def serve_checkpoint_call(state, app: AppConfig, raw: bytes) -> Response:
         log.info("checkpoint.hold_window_ended", window_s=held.window_s)
         return still_waiting(held, settings,
                              f"no decision within this call's {held.window_s:.0f}s window; retry re-attaches")
-    return answer(reply)
+    return answer(reply, held.answer)
+
+
+async def recall(state, held: Held) -> Response | None:
+    """A text call asks again for a checkpoint it names (run, node, round): it never opens one. Decided:
+    answered from the store at once; still open: None, and the call is held like any other."""
+    def find():
+        with state.db.read() as conn:
+            if held.round is not None:
+                return store.by_key(conn, held.app, held.workflow_run_id, held.node_id, held.round)
+            return store.latest(conn, held.app, held.workflow_run_id, held.node_id)
+    try:
+        cp = await asyncio.to_thread(find)
+    except StoreUnavailable:
+        return still_waiting(held, state.settings, "the store is not reachable right now; retry")
+    if cp is None:
+        raise ApiError(404, "not_found", "no checkpoint for this run, node and round: a text answer names a "
+                                         "checkpoint that was called before")
+    if cp["status"] == "open":
+        return None
+    return answer_text(cp["action"] or "", cp["output"], cp["feedback"])
 
 
 @router.post("/v1/checkpoints")

@@ -35,6 +35,9 @@ class CheckpointCall(BaseModel):
     max_rounds: int | None = Field(default=None, ge=1, le=1000)
     mode: Literal["hold", "detached"] = "hold"
     read_timeout_s: float | None = Field(default=None, gt=0, le=24 * 3600)
+    # "text": answer the decision's text alone (the output for approve/edit, the feedback otherwise),
+    # for a workflow that uses the answer as is; such a call never opens a checkpoint.
+    answer: Literal["decision", "text"] = "decision"
     # Decision policy fields (shared/policy.py), over the app's policy.
     approval: Approval | None = None
     no_self_approval: bool | None = None
