@@ -46,11 +46,11 @@ def bot_scope(settings: Settings, bot: BotConfig, actor: str) -> tuple[Scope, st
         return frozenset(), f"bot {bot.name!r} may not act for {actor!r}"
     apps = reviewer_apps(settings, reviewer)
     bot_apps = frozenset(bot.apps)
-    return (bot_apps if apps is ALL else apps & bot_apps), None
+    return (bot_apps if apps is None else apps & bot_apps), None
 
 
 def in_scope(scope: Scope, app: str) -> bool:
-    return scope is ALL or app in scope
+    return scope is None or app in scope
 
 
 def is_admin(reviewer: ReviewerConfig) -> bool:

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -26,9 +27,16 @@ def ops_routes(checks: Callable[[], dict[str, bool]]) -> list[Route]:
     return [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics)]
 
 
+class QuietServer(uvicorn.Server):
+    """A uvicorn server that leaves SIGTERM / SIGINT to the process: the process decides the order of
+    its shutdown (answer held calls, end event streams, stop consuming) before the server drains."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 def ops_server(host: str, port: int, checks: Callable[[], dict[str, bool]]) -> uvicorn.Server:
     app = Starlette(routes=ops_routes(checks))
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # the process owns signal handling
-    return server
+    return QuietServer(config)

@@ -36,6 +36,8 @@ _STATUS = {Refusal.not_found: 404, Refusal.already_resolved: 409, Refusal.ambigu
 
 def status_of(code: str | None) -> int:
     """The HTTP status for a refusal code as it travels in a Reply (a string)."""
+    if code is None:
+        return 422
     try:
         return Refusal(code).status
     except ValueError:

@@ -83,10 +83,9 @@ def stop_event_on_signals() -> asyncio.Event:
 async def serve_until_signalled(config, before_drain: Callable[[], None]) -> None:
     """Serve a uvicorn `config` until SIGTERM or SIGINT; then `before_drain()` (answer what must not
     wait for the drain: held calls, event streams) and let the server finish its requests."""
-    import uvicorn
+    from shared.health import QuietServer
 
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # ours, so the drain above runs first
+    server = QuietServer(config)  # our signal handlers, so the drain above runs first
     stop = stop_event_on_signals()
     serving = asyncio.create_task(server.serve())
     await asyncio.wait([serving, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)

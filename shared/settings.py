@@ -173,13 +173,13 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Settings":
+    def _consistent(self) -> Settings:
         if self.hold_default_s > self.hold_max_s:
             raise ValueError(f"hold_default_s ({self.hold_default_s}) is above hold_max_s ({self.hold_max_s})")
         for label, items, key in (("apps", self.apps, "name"), ("reviewers", self.reviewers, "name"),
                                   ("groups", self.groups, "name"), ("bots", self.bots, "name")):
-            names = [getattr(i, key) for i in items]
-            dupes = sorted({n for n in names if names.count(n) > 1})
+            listed = [getattr(i, key) for i in items]
+            dupes = sorted({n for n in listed if listed.count(n) > 1})
             if dupes:
                 raise ValueError(f"{label}: duplicate names {dupes}")
         names = {a.name for a in self.apps}

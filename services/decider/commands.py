@@ -5,6 +5,7 @@ it in the history, each with its event."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from services.decider import policy
 from services.decider.outcomes import Refused, event
@@ -28,6 +29,7 @@ def apply(conn, settings: Settings, cmd: CheckpointCommand, scope: Scope, now: f
         return cp, (Refusal.already_resolved, f"checkpoint is {cp['status']}"), []
     reviewer = settings.reviewer(cmd.actor)
     admin = bool(reviewer and is_admin(reviewer))
+    detail: dict[str, Any]
     if not (admin or may_decide(settings, cmd.actor, cp["assignees"])):
         return cp, (Refusal.not_assignee, f"{cmd.actor} is not among the assignees {cp['assignees']}"), []
     if cmd.command == "claim":

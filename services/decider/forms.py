@@ -12,8 +12,16 @@ import uuid
 from typing import Any
 
 from shared.broker import Outbound
-from shared.models import (ABORT_ACTION_IDS, Action, CheckpointRequested, CheckpointStatus, DecisionSubmitted,
-                           EventType, FormDelivery, FormReport)
+from shared.models import (
+    ABORT_ACTION_IDS,
+    Action,
+    CheckpointRequested,
+    CheckpointStatus,
+    DecisionSubmitted,
+    EventType,
+    FormDelivery,
+    FormReport,
+)
 from shared.refusals import Refusal
 from shared.store import checkpoints as store
 from shared.store.rows import CheckpointRow
@@ -102,9 +110,9 @@ def apply_report(conn, report: FormReport, now: float) -> list[tuple[EventType, 
             continue
         kind, values = change
         state = values.pop("delivery_state", None) or values.pop("delivery")
-        if values:  # the checkpoint itself closes (Dify expired the form, or it was submitted in Dify)
-            if store.resolve(conn, cp["id"], **values, now=now, published=False) is None:
-                continue
+        # The checkpoint itself closes (Dify expired the form, or it was submitted in Dify).
+        if values and store.resolve(conn, cp["id"], **values, now=now, published=False) is None:
+            continue
         store.set_delivery(conn, cp["id"], state, report.detail, now)
         store.append_history(conn, cp["id"], kind.value.removeprefix("checkpoint."), actor="dify", channel="poller",
                              outcome=state, code=report.outcome, at=now,

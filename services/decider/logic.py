@@ -14,16 +14,23 @@ import uuid
 from typing import Any
 
 from services.decider import forms, policy, votes
-from services.decider.outcomes import Decided, Outcome, Refused, answer, event, reply_to_call, winning_view
+from services.decider.outcomes import (Decided, Outcome, OutcomeKind, Refused, answer, event, reply_to_call,
+                                       winning_view)
 from shared.access import ALL, Scope, may_decide
 from shared.broker import Outbound
-from shared.models import (Action, CheckpointRequested, CheckpointStatus, DecisionEvent, DecisionSubmitted, EventType,
-                           Reply)
+from shared.models import (
+    Action,
+    CheckpointRequested,
+    CheckpointStatus,
+    DecisionEvent,
+    DecisionSubmitted,
+    EventType,
+    Reply,
+)
 from shared.refusals import Refusal
 from shared.settings import Settings
-from shared.store import Database
+from shared.store import Database, parked, timers
 from shared.store import checkpoints as store
-from shared.store import parked, timers
 from shared.store.audit import shown_hash
 from shared.store.rows import CheckpointRow
 
@@ -136,11 +143,11 @@ class Decider:
             seen = decided.duplicate_of["outcome"]
             if seen == "voted" and decided.checkpoint["status"] == CheckpointStatus.open:
                 return answer(Outcome("voted", decided.checkpoint, outbound=messages), reply_to, correlation_id)
-            kind = "duplicate" if seen == "applied" else "rejected"
-            code = decided.duplicate_of["code"] or (Refusal.already_voted if seen == "voted" else None)
-            message = "the same decision was already refused" if seen == "rejected" else \
-                "this vote was counted already" if seen == "voted" else None
-            outcome = Outcome(kind, decided.checkpoint, code, message, messages)
+            kind: OutcomeKind = "duplicate" if seen == "applied" else "rejected"
+            seen_code = decided.duplicate_of["code"] or (Refusal.already_voted if seen == "voted" else None)
+            seen_why = {"rejected": "the same decision was already refused",
+                        "voted": "this vote was counted already"}.get(seen or "")
+            outcome = Outcome(kind, decided.checkpoint, seen_code, seen_why, messages)
             return answer(outcome, reply_to, correlation_id, winning_view(decided.winning, decided.checkpoint),
                           applied=kind == "duplicate")
         if decided.refusal is not None:
@@ -166,7 +173,7 @@ class Decider:
         return open_[0] if open_ else max(found, key=lambda c: c["created_at"])
 
     def _park(self, conn, dec: DecisionSubmitted, scope: Scope, now: float) -> Outcome:
-        apps = sorted(scope) if scope is not ALL else sorted(a.name for a in self.settings.apps)
+        apps = sorted(scope) if scope is not None else sorted(a.name for a in self.settings.apps)
         assert dec.workflow_run_id and dec.node_id
         fresh = parked.park(conn, message_id=dec.id, run_id=dec.workflow_run_id, node_id=dec.node_id, apps=apps,
                             actor=dec.actor, decision=dec.model_dump(mode="json"), now=now,
@@ -200,7 +207,7 @@ class Decider:
         if dec.client:
             detail["client"] = dec.client  # what the caller said it was; the channel is what we observed
         refusal = self.refusal(cp, dec)
-        output = cp["node_output"] if dec.action == Action.approve else dec.output if dec.action == Action.edit else None
+        output = {Action.approve: cp["node_output"], Action.edit: dec.output}.get(dec.action)
         if refusal is None and cp["kind"] == "dify-form":
             action_id, mapped = forms.submission(cp, dec)
             if action_id is None:

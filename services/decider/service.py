@@ -21,8 +21,15 @@ from shared.broker import Outbound, Reject, publish_all
 from shared.broker.router import ANY_KEY, Context, Handlers, in_store
 from shared.broker.signing import Verifier
 from shared.logs import get_logger
-from shared.models import (CheckpointCommand, CheckpointRequested, CheckpointStatus, DecisionSubmitted, FormReport,
-                           Reply, RunEnded)
+from shared.models import (
+    CheckpointCommand,
+    CheckpointRequested,
+    CheckpointStatus,
+    DecisionSubmitted,
+    FormReport,
+    Reply,
+    RunEnded,
+)
 from shared.refusals import Refusal
 from shared.settings import Settings
 from shared.store import Database, audit, retention
@@ -179,7 +186,7 @@ class DeciderService:
             metrics.clock_offset.set(self.db.clock_offset_s)
             try:
                 await asyncio.wait_for(self._stop.wait(), self.settings.deadline_scan_interval_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def sweep(self, republish: bool = True) -> None:

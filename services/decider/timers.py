@@ -12,9 +12,8 @@ from services.decider.outcomes import closing_event, event, reply_to_call
 from shared.broker import Outbound
 from shared.models import Action, CheckpointStatus, DecisionEvent, DecisionSubmitted, EventType, FormReport, OnTimeout
 from shared.settings import Settings
-from shared.store import Database
+from shared.store import Database, parked, timers
 from shared.store import checkpoints as store
-from shared.store import parked, timers
 from shared.store.rows import CheckpointRow, TimerRow
 
 TIMER_EVENTS = {"reminder": EventType.reminder, "deadline_near": EventType.deadline_near,
@@ -87,7 +86,8 @@ class Timers:
                                  detail=detail, at=now)
         return [event(self.events_exchange, TIMER_EVENTS[timer["kind"]], cp, detail)], None
 
-    def _escalate(self, conn, cp: CheckpointRow, timer: TimerRow, now: float) -> tuple[list[Outbound], CheckpointRow | None]:
+    def _escalate(self, conn, cp: CheckpointRow, timer: TimerRow,
+                  now: float) -> tuple[list[Outbound], CheckpointRow | None]:
         steps = (cp["policy"] or {}).get("escalate") or []
         step: dict[str, Any] = steps[timer["step"] - 1] if timer["step"] <= len(steps) else {}
         detail: dict[str, Any] = {"step": timer["step"], "after_s": step.get("after_s")}

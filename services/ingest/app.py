@@ -90,7 +90,8 @@ def create_app(settings: Settings, db: Database, broker: Any, *, start_broker: b
     async def readyz() -> JSONResponse:
         checks = {"broker": broker.ready, "store": await asyncio.to_thread(db.ready)}
         ok = all(checks.values())
-        return JSONResponse({"status": "ready" if ok else "not_ready", "checks": checks}, status_code=200 if ok else 503)
+        return JSONResponse({"status": "ready" if ok else "not_ready", "checks": checks},
+                            status_code=200 if ok else 503)
 
     @app.get("/metrics")
     async def metrics_endpoint() -> Response:

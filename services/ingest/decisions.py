@@ -15,8 +15,16 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from services.ingest.http import (ApiError, check_id, compact_json, page_bounds, read_json, read_store, reviewer_auth,
-                                  validate)
+from services.ingest.http import (
+    ApiError,
+    check_id,
+    compact_json,
+    page_bounds,
+    read_json,
+    read_store,
+    reviewer_auth,
+    validate,
+)
 from services.ingest.schemas import DecisionBody, NodeConfirmation
 from shared.access import Scope, reviewer_apps
 from shared.broker import BrokerError

@@ -96,7 +96,7 @@ async def forward(request: Request) -> Response:
     except ApiError as exc:
         return dify_error(exc.status, exc.code, exc.message)
     headers = {k: v for k, v in request.headers.items() if k.lower() in FORWARDED_REQUEST_HEADERS}
-    url = normalize_base_url(app.dify_base_url) + path
+    url = normalize_base_url(app.dify_base_url or "") + path
     client = upstream_client(request)
     try:
         upstream_request = client.build_request(request.method, url, params=request.query_params, content=body,

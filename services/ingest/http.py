@@ -19,6 +19,7 @@ from shared.store.errors import StoreUnavailable
 from shared.views import valid_id
 
 T = TypeVar("T")
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="hitl"'}
 
 
 class ApiError(Exception):
@@ -127,8 +128,7 @@ def bearer(request: Request) -> str:
 def bearer_token(header: str) -> str:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>",
-                       headers={"WWW-Authenticate": 'Bearer realm="hitl"'})
+        raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>", headers=CHALLENGE)
     return token.strip()
 
 
@@ -139,14 +139,14 @@ def app_auth(request: Request, settings: Settings) -> AppConfig:
 def app_for_header(authorization: str, settings: Settings) -> AppConfig:
     app = settings.app_for_token(bearer_token(authorization))
     if app is None:
-        raise ApiError(401, "unauthorized", "unknown checkpoint token", headers={"WWW-Authenticate": 'Bearer realm="hitl"'})
+        raise ApiError(401, "unauthorized", "unknown checkpoint token", headers=CHALLENGE)
     return app
 
 
 def reviewer_auth(request: Request, settings: Settings) -> ReviewerConfig:
     reviewer = settings.reviewer_for_token(bearer(request))
     if reviewer is None:
-        raise ApiError(401, "unauthorized", "unknown reviewer token", headers={"WWW-Authenticate": 'Bearer realm="hitl"'})
+        raise ApiError(401, "unauthorized", "unknown reviewer token", headers=CHALLENGE)
     return reviewer
 
 

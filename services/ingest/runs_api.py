@@ -2,15 +2,23 @@
 events. Reviewer tokens, except POST /v1/events (the app's checkpoint token, like a checkpoint call)."""
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.ingest.http import (ApiError, app_auth, check_id, compact_json, page_bounds, read_json, read_store,
-                                  reviewer_auth, validate)
+from services.ingest.http import (
+    ApiError,
+    app_auth,
+    check_id,
+    compact_json,
+    page_bounds,
+    read_json,
+    read_store,
+    reviewer_auth,
+    validate,
+)
 from shared.access import Scope, in_scope, reviewer_apps
 from shared.broker import BrokerError
 from shared.dify import DifyClient, DifyError, check_run_id

@@ -15,6 +15,7 @@ from shared.models import Action, OnTimeout
 from shared.policy import Approval, EscalationStep, Policy
 from shared.views import ID_PATTERN
 
+
 class CheckpointCall(BaseModel):
     """POST /v1/checkpoints (and /api/user-confirmation): the body of the checkpoint HTTP node."""
 

@@ -37,7 +37,10 @@ class SettlingBroker(Protocol):
 
     async def run_handler(self, handler: Any, delivery: Delivery) -> None: ...
 
-    async def publish(self, exchange: str, routing_key: str, body: bytes, **kwargs: Any) -> None: ...
+    async def publish(self, exchange: str, routing_key: str, body: bytes, *, headers: dict[str, Any] | None = ...,
+                      message_id: str | None = ..., correlation_id: str | None = ..., reply_to: str | None = ...,
+                      persistent: bool = ..., timeout_s: float = ..., content_type: str = ...,
+                      sign: bool = ...) -> None: ...
 
 
 async def handle_delivery(broker: SettlingBroker, consumer: Consumer, delivery: Delivery) -> object | None:

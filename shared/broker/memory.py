@@ -21,7 +21,7 @@ from shared.broker.dispatch import handle_delivery
 from shared.broker.errors import BrokerUnavailable, PublishNotConfirmed
 from shared.broker.signing import INTERNAL_HEADER, signature
 from shared.broker.types import Consumer, Delivery, Handler
-from shared.topology import Queue, Topology
+from shared.topology import Binding, Queue, Topology
 
 
 @dataclass
@@ -96,7 +96,7 @@ class MemoryBroker:
     async def wait_ready(self, timeout_s: float) -> None:
         try:
             await asyncio.wait_for(self._ready.wait(), timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise BrokerUnavailable(f"in-memory broker not started within {timeout_s:.0f}s") from None
 
     def stop_consuming(self) -> None:
@@ -196,8 +196,8 @@ class MemoryBroker:
         kind = self.exchanges.get(exchange)
         if kind is None:
             raise PublishNotConfirmed(f"no exchange {exchange}")
-        bindings = [b for b in self.topology.bindings if b.exchange == exchange]
-        bindings += [_Binding(ex, c.declare.name, key) for c in self.consumers if c.declare is not None
+        bindings: list[Binding] = [b for b in self.topology.bindings if b.exchange == exchange]
+        bindings += [Binding(ex, c.declare.name, key) for c in self.consumers if c.declare is not None
                      for ex, key in c.bindings if ex == exchange]
         out = []
         for b in bindings:
@@ -247,10 +247,3 @@ class MemoryBroker:
         if settle is None and not consumer.auto_ack:  # unacked: redelivered, like a channel that died
             message.redelivered = True
             self.queues[consumer.queue].appendleft(message)
-
-
-@dataclass(frozen=True)
-class _Binding:
-    exchange: str
-    queue: str
-    routing_key: str

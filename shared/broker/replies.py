@@ -15,7 +15,6 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass
-
 from typing import Any
 
 from shared import metrics
@@ -44,7 +43,8 @@ class ReplyRouter:
         self.broker = broker
         self.names = names
         self.verifier = verifier  # replies come from the decider, signed like every internal message
-        self.queue = f"{names.namespace}.{role}.{instance or socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}.replies"
+        where = f"{instance or socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
+        self.queue = f"{names.namespace}.{role}.{where}.replies"
         self.waiters: dict[str, Waiter] = {}
         self.held_per_app: dict[str, int] = {}
         broker.consume(self.queue, self._on_reply, declare=Queue(self.queue, durable=False), exclusive=True,
@@ -104,7 +104,7 @@ class ReplyRouter:
             await self.broker.publish(exchange, routing_key, message.to_bytes(), message_id=message.id,
                                       correlation_id=correlation_id, reply_to=self.queue, timeout_s=wait_s)
             return await asyncio.wait_for(asyncio.shield(waiter.future), wait_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
         finally:
             self.waiters.pop(correlation_id, None)

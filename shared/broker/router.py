@@ -95,7 +95,7 @@ class Handlers:
             return fn
         return declare
 
-    def bind(self, service: Any, broker: Any, names: Names, verifier: Verifier) -> "Router":
+    def bind(self, service: Any, broker: Any, names: Names, verifier: Verifier) -> Router:
         router = Router(service, broker, names, verifier, self.routes)
         for queue in sorted({r.queue for r in self.routes}):
             broker.consume(router.queue_name(queue), router.dispatch)

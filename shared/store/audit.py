@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,12 +34,12 @@ def canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str)
 
 
-def row_hash(row: dict[str, Any], prev: str | None) -> str:
+def row_hash(row: Mapping[str, Any], prev: str | None) -> str:
     body = canonical({k: row.get(k) for k in HASHED_FIELDS})
     return hashlib.sha256(f"{prev or ''}\n{body}".encode()).hexdigest()
 
 
-def shown_hash(cp: dict[str, Any]) -> str:
+def shown_hash(cp: Mapping[str, Any]) -> str:
     """What the reviewer was shown when the checkpoint opened."""
     return hashlib.sha256(canonical({k: cp.get(k) for k in SHOWN_FIELDS}).encode()).hexdigest()
 

@@ -9,8 +9,16 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, and_, delete, select
 
 from shared.store import audit
-from shared.store.tables import (checkpoints, history, node_executions, parked_decisions, run_history, runs, timers,
-                                 votes)
+from shared.store.tables import (
+    checkpoints,
+    history,
+    node_executions,
+    parked_decisions,
+    run_history,
+    runs,
+    timers,
+    votes,
+)
 from shared.views import RUN_TERMINAL
 
 BATCH = 500
@@ -41,9 +49,10 @@ def prune(conn: Connection, before: float, now: float, batch: int = BATCH) -> Pr
     r = runs.c
     old_runs = conn.execute(select(r.app, r.id).where(r.status.in_(sorted(RUN_TERMINAL)), r.updated_at < before)
                             .limit(batch)).all()
+    n, h = node_executions.c, run_history.c
     for app, run_id in old_runs:
-        conn.execute(delete(node_executions).where(and_(node_executions.c.app == app, node_executions.c.run_id == run_id)))
-        conn.execute(delete(run_history).where(and_(run_history.c.app == app, run_history.c.run_id == run_id)))
+        conn.execute(delete(node_executions).where(and_(n.app == app, n.run_id == run_id)))
+        conn.execute(delete(run_history).where(and_(h.app == app, h.run_id == run_id)))
         conn.execute(delete(runs).where(and_(r.app == app, r.id == run_id)))
     done.runs = len(old_runs)
     p = parked_decisions.c

@@ -11,12 +11,13 @@ import time
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, func, or_, select, true, update
+from sqlalchemy import ColumnElement, Connection, Table, and_, func, or_, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from shared.store.rows import NodeRow, RunHistoryRow, RunRow, as_row, as_rows
 from shared.store.tables import discovery_watermarks, node_executions, run_history, runs
 from shared.views import NODE_FINAL, RUN_TERMINAL
+
 r = runs.c
 
 
@@ -96,7 +97,7 @@ def continuation_for(conn: Connection, checkpoint_id: str) -> RunRow | None:
 
 def listing(conn: Connection, *, apps: Collection[str] | None = None, status: str | None = None,
             app: str | None = None, limit: int = 50, offset: int = 0) -> tuple[list[RunRow], int]:
-    cond = [true() if apps is None else r.app.in_(sorted(apps))]
+    cond: list[ColumnElement[bool]] = [true() if apps is None else r.app.in_(sorted(apps))]
     if status:
         cond.append(r.status == status)
     if app:
