@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -52,6 +53,8 @@ def create_app(settings: Settings, db: Database, broker: Any, *, start_broker: b
     app.include_router(decisions.router)
     app.include_router(runs_api.router)
     app.include_router(gateway.router)  # Dify's own paths, forwarded
+
+    app.openapi = lambda: openapi_with_bodies(app)  # type: ignore[method-assign]
 
     if fast_path:
         app.add_middleware(CheckpointFastPath)
@@ -98,6 +101,19 @@ def create_app(settings: Settings, db: Database, broker: Any, *, start_broker: b
         return Response(await asyncio.to_thread(generate_latest), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def openapi_with_bodies(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, with the request-body models our routes declare (http.documented) moved
+    into components, where their `$ref`s point."""
+    if app.openapi_schema is None:
+        spec = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        components = spec.setdefault("components", {}).setdefault("schemas", {})
+        for path in spec.get("paths", {}).values():
+            for operation in path.values():
+                components.update(operation.pop("x-hitl-schemas", {}) if isinstance(operation, dict) else {})
+        app.openapi_schema = spec
+    return app.openapi_schema
 
 
 class DateHeader:

@@ -14,7 +14,8 @@ import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from services.ingest.http import ApiError, app_for_header, compact_json, parse_json_object, read_body, validate
+from services.ingest.http import (ApiError, app_for_header, compact_json, documented, parse_json_object, read_body,
+                                  validate)
 from services.ingest.schemas import CheckpointCall
 from shared import metrics
 from shared.broker import BrokerError
@@ -171,8 +172,8 @@ async def recall(state, held: Held) -> Response | None:
     return answer_text(cp["action"] or "", cp["output"], cp["feedback"])
 
 
-@router.post("/v1/checkpoints")
-@router.post("/api/user-confirmation")
+@router.post("/v1/checkpoints", openapi_extra=documented(CheckpointCall))
+@router.post("/api/user-confirmation", openapi_extra=documented(CheckpointCall))
 async def checkpoint_call(request: Request) -> Response:
     # Who calls is checked before the body is read: an unknown caller costs no memory.
     app = app_for_header(request.headers.get("authorization", ""), request.app.state.settings)

@@ -19,6 +19,7 @@ from services.ingest.http import (
     ApiError,
     check_id,
     compact_json,
+    documented,
     page_bounds,
     read_json,
     read_store,
@@ -75,7 +76,7 @@ def client_of(request: Request) -> str | None:
     return claimed if claimed.isalnum() else None
 
 
-@router.post("/v1/checkpoints/{checkpoint_id}/decision")
+@router.post("/v1/checkpoints/{checkpoint_id}/decision", openapi_extra=documented(DecisionBody))
 async def decide(checkpoint_id: str, request: Request) -> Response:
     actor, scope = scope_of(request)
     check_id(checkpoint_id)
@@ -94,7 +95,7 @@ async def decide(checkpoint_id: str, request: Request) -> Response:
     return await submit(request, decision)
 
 
-@router.post("/api/node-confirmation")
+@router.post("/api/node-confirmation", openapi_extra=documented(NodeConfirmation))
 async def node_confirmation(request: Request) -> Response:
     actor, _scope = scope_of(request)
     body = validate(NodeConfirmation, await read_json(request, request.app.state.settings.body_limit_bytes))

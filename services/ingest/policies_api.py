@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from services.ingest.decisions import client_of, scope_of
-from services.ingest.http import ApiError, check_id, compact_json, read_json, read_store, validate
+from services.ingest.http import ApiError, check_id, compact_json, documented, read_json, read_store, validate
 from services.ingest.schemas import BulkDecisionBody, ClaimBody, ReassignBody
 from shared.access import may_decide
 from shared.broker import BrokerError
@@ -46,28 +46,28 @@ async def command(request: Request, checkpoint_id: str, name: str, **fields: Any
     raise ApiError(status_of(code), code, reply.error_message or "refused", checkpoint_id=checkpoint_id)
 
 
-@router.post("/v1/checkpoints/{checkpoint_id}/claim")
+@router.post("/v1/checkpoints/{checkpoint_id}/claim", openapi_extra=documented(ClaimBody))
 async def claim(checkpoint_id: str, request: Request) -> Response:
     scope_of(request)  # who calls is checked before the body is read
     body = validate(ClaimBody, await read_json(request, request.app.state.settings.body_limit_bytes))
     return await command(request, checkpoint_id, "claim", note=body.note)
 
 
-@router.post("/v1/checkpoints/{checkpoint_id}/release")
+@router.post("/v1/checkpoints/{checkpoint_id}/release", openapi_extra=documented(ClaimBody))
 async def release(checkpoint_id: str, request: Request) -> Response:
     scope_of(request)
     body = validate(ClaimBody, await read_json(request, request.app.state.settings.body_limit_bytes))
     return await command(request, checkpoint_id, "release", note=body.note)
 
 
-@router.post("/v1/checkpoints/{checkpoint_id}/reassign")
+@router.post("/v1/checkpoints/{checkpoint_id}/reassign", openapi_extra=documented(ReassignBody))
 async def reassign(checkpoint_id: str, request: Request) -> Response:
     scope_of(request)
     body = validate(ReassignBody, await read_json(request, request.app.state.settings.body_limit_bytes))
     return await command(request, checkpoint_id, "reassign", to=body.to, replace=body.replace, note=body.note)
 
 
-@router.post("/v1/checkpoints/bulk-decision")
+@router.post("/v1/checkpoints/bulk-decision", openapi_extra=documented(BulkDecisionBody))
 async def bulk_decision(request: Request) -> Response:
     actor, scope = scope_of(request)
     state = request.app.state

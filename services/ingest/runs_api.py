@@ -13,6 +13,7 @@ from services.ingest.http import (
     app_auth,
     check_id,
     compact_json,
+    documented,
     page_bounds,
     read_json,
     read_store,
@@ -106,7 +107,7 @@ async def start_run(request: Request, app: str, scope: Scope, inputs: dict[str, 
                          **{k: v for k, v in link.items() if v is not None}}, status=201)
 
 
-@router.post("/v1/runs")
+@router.post("/v1/runs", openapi_extra=documented(StartBody))
 async def post_run(request: Request) -> Response:
     name, scope = reviewer_scope(request)
     body = validate(StartBody, await read_json(request, request.app.state.settings.body_limit_bytes))
@@ -114,7 +115,7 @@ async def post_run(request: Request) -> Response:
                            workflow_id=body.workflow_id)
 
 
-@router.post("/v1/runs/track")
+@router.post("/v1/runs/track", openapi_extra=documented(TrackBody))
 async def track_run(request: Request) -> Response:
     _name, scope = reviewer_scope(request)
     body = validate(TrackBody, await read_json(request, request.app.state.settings.body_limit_bytes))
@@ -127,7 +128,7 @@ async def track_run(request: Request) -> Response:
     return compact_json({"status": "tracking", "workflow_run_id": body.run_id, "app": body.app}, status=202)
 
 
-@router.post("/v1/runs/{run_id}/rerun")
+@router.post("/v1/runs/{run_id}/rerun", openapi_extra=documented(RerunBody))
 async def rerun(run_id: str, request: Request) -> Response:
     name, scope = reviewer_scope(request)
     check_id(run_id)
@@ -200,7 +201,7 @@ async def show_run(run_id: str, request: Request) -> Response:
     return compact_json(found)
 
 
-@router.post("/v1/events")
+@router.post("/v1/events", openapi_extra=documented(WorkflowEvent))
 async def workflow_event(request: Request) -> Response:
     app = app_auth(request, request.app.state.settings)
     body = validate(WorkflowEvent, await read_json(request, request.app.state.settings.body_limit_bytes))
