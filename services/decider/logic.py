@@ -54,12 +54,12 @@ class Decider:
             # With the round in the call (the recipe sends it) the insert comes first: a new
             # checkpoint, the common case, then costs two statements.
             round_, existing = (req.round, None) if req.round is not None else self._locate_round(conn, req)
-            cp = None if existing is not None else \
-                store.insert_if_absent(conn, self._new_row(req, round_, reply_to, correlation_id, now))
+            cp = None if existing is not None else self._open(
+                conn, self._new_row(req, round_, reply_to, correlation_id, now), "opened", req,
+                {"round": round_, "mode": req.mode}, now)
             created = cp is not None
             taken: list[tuple[DecisionSubmitted, Decided]] = []
             if cp is not None:
-                self._opened(conn, cp, "opened", req, {"round": round_, "mode": req.mode}, now)
                 taken = self._take_parked(conn, cp, now)
                 cp = next((d.checkpoint for _, d in taken if d.applied), cp)
             else:
@@ -77,13 +77,17 @@ class Decider:
         return outcome
 
     @staticmethod
-    def _opened(conn, cp: CheckpointRow, kind: str, req: CheckpointRequested, detail: dict[str, Any],
-                now: float) -> None:
-        """The first history row hashes what the reviewer is shown; the policy's timers start."""
-        store.append_history(conn, cp["id"], kind, actor=req.user, channel="dify", message_id=req.id, at=now,
-                             detail={**detail, "shown": shown_hash(cp)})
-        for kind_, step, due_at in policy.timers_for(cp["policy"] or {}, cp["created_at"], cp["deadline"]):
-            timers.schedule(conn, cp["id"], kind_, step, due_at)
+    def _open(conn, values: dict[str, Any], kind: str, req: CheckpointRequested, detail: dict[str, Any],
+              now: float) -> CheckpointRow | None:
+        """Insert a new checkpoint with its first history row (which hashes what the reviewer is
+        shown) and start its policy's timers; None when its key exists already."""
+        first = dict(at=now, kind=kind, actor=req.user, channel="dify", action=None, outcome=None, code=None,
+                     message_id=req.id, idempotency_key=None, detail={**detail, "shown": shown_hash(values)})
+        cp = store.insert_with_history(conn, values, first)
+        if cp is not None:
+            for kind_, step, due_at in policy.timers_for(cp["policy"] or {}, cp["created_at"], cp["deadline"]):
+                timers.schedule(conn, cp["id"], kind_, step, due_at)
+        return cp
 
     def _new_row(self, req: CheckpointRequested, round_: int, reply_to: str | None, correlation_id: str | None,
                  now: float) -> dict[str, Any]:
@@ -227,11 +231,19 @@ class Decider:
     def _resolve(self, conn, cp: CheckpointRow, dec: DecisionSubmitted, now: float, detail: dict[str, Any],
                  output: Any) -> Decided:
         feedback = dec.feedback if dec.feedback is not None else dec.reason
-        resolved = store.resolve(conn, cp["id"], status=CheckpointStatus.resolved, action=dec.action, output=output,
-                                 feedback=feedback, decided_by=dec.actor, reason="decision", channel=dec.channel,
-                                 now=now)
+        fields: dict[str, Any] = dict(status=CheckpointStatus.resolved, action=dec.action, output=output,
+                                      feedback=feedback, decided_by=dec.actor, reason="decision",
+                                      channel=dec.channel, now=now)
+        row = dict(at=now, kind="decision", actor=dec.actor, channel=dec.channel, action=dec.action, outcome="applied",
+                   code=None, message_id=dec.id, idempotency_key=dec.idempotency_key, detail=detail)
+        # The common case in two statements; when another row was appended since `cp` was read (or a
+        # decision won meanwhile), under the row's lock.
+        resolved = store.resolve_with_history(conn, cp, row, **fields)
+        if resolved is not None:
+            return Decided(resolved, applied=True)
+        current = store.lock(conn, cp["id"]) or cp
+        resolved = store.resolve(conn, cp["id"], **fields) if current["status"] == CheckpointStatus.open else None
         if resolved is None:  # another decision won between our read and our update
-            current = store.get(conn, cp["id"]) or cp
             return votes.refused(conn, current, dec, now, detail, self.refusal(current, dec)
                                  or (Refusal.already_resolved, "another decision won"))
         store.append_history(conn, cp["id"], "decision", actor=dec.actor, channel=dec.channel, action=dec.action,
@@ -292,11 +304,10 @@ class Decider:
             if cp is None:
                 snapshot, assignees = policy.effective(self.settings, req)
                 values = {**forms.capture_values(req, round_, now), "policy": snapshot, "assignees": assignees}
-                new = store.insert_if_absent(conn, values)
+                new = self._open(conn, values, "captured", req,
+                                 {"round": round_, "node_title": (req.form or {}).get("node_title")}, now)
                 if new is not None:
                     created = True
-                    self._opened(conn, new, "captured", req,
-                                 {"round": round_, "node_title": (req.form or {}).get("node_title")}, now)
                     taken = self._take_parked(conn, new, now)
                     cp = next((d.checkpoint for _, d in taken if d.applied), new)
                 else:

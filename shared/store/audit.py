@@ -63,6 +63,21 @@ def append(conn: Connection, checkpoint_id: str, values: dict[str, Any]) -> str:
     return digest
 
 
+def prepare(checkpoint_id: str, values: dict[str, Any], prev: str | None) -> dict[str, Any]:
+    """A history row ready to insert after `prev`, with its hashes: for callers that set the checkpoint's
+    head in a statement they run anyway (the hot path's insert or resolve) instead of a read and an
+    update of their own."""
+    row = {"checkpoint_id": checkpoint_id, **values}
+    return {**row, "prev_hash": prev, "hash": row_hash(row, prev)}
+
+
+def insert_prepared(conn: Connection, row: dict[str, Any]) -> None:
+    conn.execute(_INSERT, row)
+
+
+_INSERT = history.insert()
+
+
 def anchor(conn: Connection, now: float | None = None, kind: str = "anchor",
            heads: dict[str, str] | None = None) -> dict[str, Any] | None:
     """Write the next anchor: the heads of checkpoints changed since the last one (or `heads`, for a

@@ -37,6 +37,10 @@ _INSERT_IF_ABSENT = {
 _ATTACH = (update(checkpoints).where(c.id == bindparam("b_id"), c.status == OPEN)
            .values(attach_count=c.attach_count + 1).returning(c.id))
 _RESOLVE = update(checkpoints).where(c.id == bindparam("b_id"), c.status == OPEN).returning(*checkpoints.c)
+# The same, also moving the history chain's head — only if nobody appended since we read it.
+_RESOLVE_CHAINED = (update(checkpoints).where(c.id == bindparam("b_id"), c.status == OPEN,
+                                              c.head_hash.is_not_distinct_from(bindparam("b_prev")))
+                    .returning(*checkpoints.c))
 _FIRST_DECISION_BY_MESSAGE = (select(history).where(history.c.checkpoint_id == bindparam("b_id"),
                                                     history.c.kind == "decision",
                                                     or_(history.c.message_id == bindparam("b_message"),
@@ -130,6 +134,34 @@ def resolve(conn: Connection, checkpoint_id: str, *, status: str, action: str, o
         b_id=checkpoint_id, status=status, action=action, output=output, feedback=feedback, decided_by=decided_by,
         reason=reason, decision_channel=channel, resolved_at=now, updated_at=now, published=published))
     return as_row(result.first())
+
+
+def resolve_with_history(conn: Connection, cp: CheckpointRow, history_values: dict[str, Any], *, status: str,
+                         action: str, output: Any, feedback: str | None, decided_by: str, reason: str,
+                         channel: str | None, now: float) -> CheckpointRow | None:
+    """Close an open checkpoint and append its history row in two statements: the row is chained to
+    the head read with `cp`, and the resolve moves the head in the same UPDATE. None when another
+    decision won, or another row was appended since `cp` was read (the caller then takes the
+    slower path: `resolve` and `append_history` under the row's lock)."""
+    row = audit.prepare(cp["id"], history_values, cp["head_hash"])
+    result = conn.execute(_RESOLVE_CHAINED, dict(
+        b_id=cp["id"], b_prev=cp["head_hash"], status=status, action=action, output=output, feedback=feedback,
+        decided_by=decided_by, reason=reason, decision_channel=channel, resolved_at=now, updated_at=now,
+        published=True, head_hash=row["hash"]))
+    resolved: CheckpointRow | None = as_row(result.first())
+    if resolved is not None:
+        audit.insert_prepared(conn, row)
+    return resolved
+
+
+def insert_with_history(conn: Connection, values: dict[str, Any],
+                        history_values: dict[str, Any]) -> CheckpointRow | None:
+    """insert_if_absent, with the checkpoint's first history row (its chain starts here) — two statements."""
+    row = audit.prepare(values["id"], history_values, None)
+    created = insert_if_absent(conn, {**values, "head_hash": row["hash"]})
+    if created is not None:
+        audit.insert_prepared(conn, row)
+    return created
 
 
 def mark_published(conn: Connection, checkpoint_id: str) -> None:
