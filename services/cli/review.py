@@ -121,7 +121,8 @@ def cmd_decide(args: argparse.Namespace, api: Api) -> None:
     cp = resolve(api, args.id)
     data = api.post(f"/v1/checkpoints/{cp['id']}/decision", decision_body(args, cp))
     revised = data.get("status") == "applied" and args.action == "revise"
-    wait_s = args.wait if args.wait is not None else DEFAULT_REVISE_WAIT_S
+    form = cp.get("kind") == "dify-form"  # a form's revise is one of its actions: the graph says what follows
+    wait_s = args.wait if args.wait is not None else 0.0 if form else DEFAULT_REVISE_WAIT_S
     after = next_round(api, cp, wait_s) if revised else None
     if args.json:
         output({**data, "next_checkpoint": after} if revised else data, True, str)
@@ -129,6 +130,8 @@ def cmd_decide(args: argparse.Namespace, api: Api) -> None:
     print(render.decision_result(data))
     if revised and after is not None:
         print(f"round {after['round']} is open: {after['id']}   (hitl show {render.short_id(after['id'])})")
+    elif revised and form:
+        print(f"if the workflow brings this form back, round {cp['round'] + 1} can be waited for: {wait_hint(cp)}")
     elif revised:
         print(f"round {cp['round'] + 1} opens when the workflow calls the checkpoint again: {wait_hint(cp)}")
 
@@ -244,7 +247,8 @@ def add_review_commands(sub: argparse._SubParsersAction, bind: Callable[..., Any
     d.add_argument("--input", dest="form_input", action="append", metavar="NAME=VALUE",
                    help="Dify form: an input value")
     d.add_argument("--wait", type=float, metavar="SECONDS",
-                   help=f"revise: how long to wait for the next round (default {DEFAULT_REVISE_WAIT_S:.0f}; 0: not)")
+                   help=f"revise: how long to wait for the next round (default {DEFAULT_REVISE_WAIT_S:.0f}, "
+                        "Dify forms 0; 0: not)")
     d.add_argument("--json", action="store_true", help="the API's JSON (with next_checkpoint after a revise)")
     d.set_defaults(fn=bind(cmd_decide))
 

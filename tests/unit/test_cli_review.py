@@ -165,6 +165,27 @@ async def test_revise_with_json_adds_the_next_checkpoint_to_the_apis_answer(worl
     assert data["next_checkpoint"] is None
 
 
+async def test_a_forms_revise_does_not_wait_and_says_how_to_if_the_form_comes_back(world):
+    from shared.models import Reply, Resolution
+
+    cp = world.add_checkpoint(kind="dify-form", run_id=RUN, node_id="review_form", node_output={"edited": "x"})
+    real = world.app.state.replies
+
+    class Applied:
+        async def submit_decision(self, decision, wait_s):
+            return Reply(outcome="applied", resolution=Resolution(action="revise", checkpoint_id=cp["id"], round=1,
+                                                                  decided_by="alice"))
+
+        def fail_all(self):
+            real.fail_all()
+
+    world.app.state.replies = Applied()
+    answer = await world.hitl("decide", cp["id"], "revise", "--action", "revise")
+    assert answer.code == 0, answer.text
+    assert "if the workflow brings this form back" in answer.out
+    assert f"hitl wait --run {RUN} --node review_form --round 2" in answer.out
+
+
 async def test_wait_on_a_revised_checkpoint_prints_the_next_round(world):
     cp = world.add_checkpoint(run_id=RUN)
     await world.hitl("decide", cp["id"], "revise", "--feedback", "x", "--wait", "0")
