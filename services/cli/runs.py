@@ -95,7 +95,7 @@ def add_run_commands(sub: argparse._SubParsersAction, bind: Callable[..., Any]) 
                             "live and a Dify form (Human Input) becomes a checkpoint.",
                 examples=['hitl run writer --input topic="release notes"',
                           'hitl run writer --input topic=pricing --input words=300 --user me'])
-    p.add_argument("app")
+    p.add_argument("app", metavar="APP", help="the app name in HITL_APPS")
     p.add_argument("--input", action="append", metavar="KEY=VALUE", help="an input (JSON values are taken as JSON)")
     p.add_argument("--user", help="Dify's user for the run (default hitl:<you>)")
     p.add_argument("--json", action="store_true", help="the API's JSON")
