@@ -4,7 +4,7 @@ colours; and the one rule that decides a node's displayed state, so the CLI and 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 CHECKPOINT_HIDDEN = frozenset({"reply_to", "correlation_id", "published", "secret"})
@@ -20,6 +20,10 @@ ACTION_COLOR = {"approve": "green", "edit": "green", "revise": "yellow", "abort"
 RUN_COLOR = {"succeeded": "green", "partial-succeeded": "green", "failed": "red", "exception": "red",
              "running": "yellow", "retry": "yellow", "paused": "blue", "waiting": "blue", "stopped": "grey"}
 RUN_TERMINAL = frozenset({"succeeded", "failed", "stopped", "partial-succeeded"})
+# What a tracked run's status is recorded as (DIFY.md "Run and node status values", and not_found for
+# a run Dify does not know): what GET /v1/runs?status= and `hitl runs --status` accept.
+TRACKED_RUN_STATUSES = ("running", "paused", "succeeded", "partial-succeeded", "failed", "stopped", "scheduled",
+                        "not_found")
 NODE_FINAL = frozenset({"succeeded", "failed", "exception", "stopped"})
 
 
@@ -53,3 +57,21 @@ def node_state(node: Mapping[str, Any], run_status: str, waiting: bool) -> str:
 
 def node_label(state: str) -> str:
     return "waiting for a person" if state == "waiting" else state
+
+
+def loop_iterations(nodes: Sequence[Mapping[str, Any]]) -> list[int | None]:
+    """Which iteration of its Loop each node execution (in run order) belongs to, 0-based; None
+    outside a loop. Dify reports `loop_index` only when a child node finishes, so a running child
+    (the HTTP node holding a checkpoint in round 2) counts as one more than the earlier executions
+    of the same node in the same loop."""
+    seen: dict[tuple[Any, Any], int] = {}
+    out: list[int | None] = []
+    for node in nodes:
+        if node.get("loop_id") is None and node.get("loop_index") is None:
+            out.append(None)
+            continue
+        key = (node.get("loop_id"), node.get("node_id"))
+        index = node.get("loop_index")
+        out.append(index if index is not None else seen.get(key, 0))
+        seen[key] = (out[-1] or 0) + 1
+    return out

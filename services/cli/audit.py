@@ -10,6 +10,8 @@ import time
 from datetime import datetime
 from typing import Any
 
+from services.cli.helptext import command
+
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -80,24 +82,36 @@ def cmd_prune(args: argparse.Namespace) -> None:
           + f" older than {datetime.fromtimestamp(before).isoformat(timespec='seconds')}")
 
 
+STORE_ENV = (("HITL_DATABASE_URL", "the store (the services' own)"),
+             ("HITL_CONFIG_FILE", "a YAML/JSON file with the same settings (the environment wins)"))
+
+
 def add_audit_commands(sub) -> None:
-    a = sub.add_parser("audit", help="the tamper-evident decision log",
-                       description="Every history row is chained by SHA-256 to the one before it; `verify` "
-                                   "recomputes every chain and names the first broken link; `export` writes the "
-                                   "rows with their hashes as JSON lines. Reads HITL_DATABASE_URL.",
-                       epilog="example: hitl audit verify; hitl audit export --since 7d > audit.jsonl")
+    a = command(sub, "audit", summary="the tamper-evident decision log",
+                description="Every history row is chained by SHA-256 to the one before it, per checkpoint, and "
+                            "anchors chain the checkpoints' heads across the store. `verify` recomputes all of "
+                            "it and names the first broken link; `export` writes the rows with their hashes.",
+                examples=["hitl audit verify", "hitl audit export --since 7d > audit.jsonl"], env=STORE_ENV)
     asub = a.add_subparsers(dest="audit_command", required=True)
-    v = asub.add_parser("verify", help="recompute every chain; exit 1 and name the first broken link")
+    v = command(asub, "verify", summary="recompute every chain; exit 1 and name the first broken link",
+                description="Recomputes every checkpoint's history chain, what each reviewer was shown when the "
+                            "checkpoint opened, and the anchors across the store; prints what it checked, or "
+                            "the first broken link (an edited or removed row, a changed output, a checkpoint "
+                            "deleted with its history) and exits 1.",
+                examples=["hitl audit verify"], env=STORE_ENV)
     v.set_defaults(fn=cmd_verify)
-    e = asub.add_parser("export", help="history rows and anchors with their hashes, as JSON lines")
+    e = command(asub, "export", summary="history rows and anchors with their hashes, as JSON lines",
+                description="Writes every history row since a moment (with prev_hash and hash), then the "
+                            "anchors, one JSON object per line, for an archive or another system to check.",
+                examples=["hitl audit export --since 2026-11-01 > november.jsonl"], env=STORE_ENV)
     e.add_argument("--since", type=moment, default=0.0, help="a Unix time, an ISO date, or an age like 7d")
-    e.add_argument("--format", choices=["jsonl"], default="jsonl")
+    e.add_argument("--format", choices=["jsonl"], default="jsonl", help="the output format: JSON lines")
     e.set_defaults(fn=cmd_export)
-    p = sub.add_parser("prune", help="delete what is older than the retention period",
-                       description="Deletes resolved checkpoints (with history, votes, timers), finished runs "
-                                   "(with nodes and history) and settled parked decisions older than --older-than; "
-                                   "a prune anchor keeps the decision log verifiable. Reads HITL_DATABASE_URL. "
-                                   "The decider does the same on its own when HITL_RETENTION_DAYS is set.",
-                       epilog="example: hitl prune --older-than 90d")
-    p.add_argument("--older-than", type=duration_s, required=True, help="e.g. 90d, 12h")
+    p = command(sub, "prune", summary="delete what is older than the retention period",
+                description="Deletes resolved checkpoints (with history, votes, timers), finished runs (with "
+                            "nodes and history) and settled parked decisions older than --older-than; a prune "
+                            "anchor keeps the decision log verifiable. The decider does the same on its own "
+                            "when HITL_RETENTION_DAYS is set.",
+                examples=["hitl prune --older-than 90d"], env=STORE_ENV)
+    p.add_argument("--older-than", type=duration_s, required=True, help="an age: a number with s, m, h or d")
     p.set_defaults(fn=cmd_prune)

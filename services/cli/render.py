@@ -5,10 +5,10 @@ import json
 import os
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from shared.views import ACTION_COLOR, RUN_COLOR, STATUS_COLOR, node_label, node_state
+from shared.views import ACTION_COLOR, RUN_COLOR, STATUS_COLOR, loop_iterations, node_label, node_state
 
 COLORS = {"green": "32", "red": "31", "yellow": "33", "blue": "34", "grey": "90", "bold": "1"}
 
@@ -26,7 +26,7 @@ def error(text: str) -> str:
 def when(ts: float | None) -> str:
     if not ts:
         return "-"
-    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def countdown(deadline: float | None) -> str:
@@ -39,19 +39,48 @@ def countdown(deadline: float | None) -> str:
     return f"{minutes}m{seconds:02d}s" if minutes < 120 else f"{minutes // 60}h"
 
 
+def short_id(value: str | None, n: int = 8) -> str:
+    """The first characters of an id, as the console shows it; `hitl show` / `decide` take it back."""
+    return (value or "")[:n]
+
+
+def cut(text: str | None, width: int) -> str:
+    text = text or "-"
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def outcome_of(cp: dict[str, Any]) -> tuple[str, str | None]:
+    """(the word shown for a checkpoint's state, its colour): the action once decided."""
+    if cp["status"] == "resolved":
+        return cp.get("action") or "resolved", ACTION_COLOR.get(cp.get("action") or "")
+    return cp["status"], STATUS_COLOR.get(cp["status"])
+
+
 def checkpoint_table(data: dict[str, Any]) -> str:
     rows = data.get("checkpoints", [])
     if not rows:
         return "no checkpoints"
-    lines = [f"{'ID':36}  {'STATUS':9}  {'APP':10}  {'NODE':16}  {'RND':>3}  {'LEFT':>7}  RUN"]
+    lines = [f"{'ID':8}  {'STATUS':9}  {'KIND':9}  {'APP':10}  {'NODE':16}  {'RND':>3}  {'LEFT':>7}  "
+             f"{'ASSIGNEES':16}  {'DECIDED BY':12}  RUN"]
     for cp in rows:
-        status = cp["status"] if cp["status"] != "resolved" else (cp.get("action") or "resolved")
-        color = STATUS_COLOR.get(cp["status"]) if cp["status"] != "resolved" else ACTION_COLOR.get(cp.get("action"))
+        status, color = outcome_of(cp)
         left = countdown(cp["deadline"]) if cp["status"] == "open" else ""
-        lines.append(f"{cp['id']:36}  {paint(f'{status:9}', color)}  {cp['app'][:10]:10}  {cp['node_id'][:16]:16}  "
-                     f"{cp['round']:>3}  {left:>7}  {cp['workflow_run_id']}")
-    lines.append(f"{data.get('total', len(rows))} in all")
+        assignees = ", ".join(cp.get("assignees") or []) or "anyone"
+        lines.append(f"{short_id(cp['id']):8}  {paint(f'{status:9}', color)}  {cut(cp.get('kind') or 'http', 9):9}  "
+                     f"{cut(cp['app'], 10):10}  {cut(cp['node_id'], 16):16}  {cp['round']:>3}  {left:>7}  "
+                     f"{cut(assignees, 16):16}  {cut(cp.get('decided_by'), 12):12}  {cp['workflow_run_id']}")
+    shown = len(rows)
+    total = data.get("total", shown)
+    lines.append(f"{total} in all" + (f" (first {shown} shown: --limit for more)" if total > shown else ""))
     return "\n".join(lines)
+
+
+def checkpoint_line(cp: dict[str, Any]) -> str:
+    """One checkpoint on one line (ambiguous prefixes, `hitl wait`)."""
+    status, color = outcome_of(cp)
+    decided = f" by {cp['decided_by']}" if cp.get("decided_by") else ""
+    return (f"{cp['id']}  {paint(status, color)}{decided}  {cp['app']}  {cp['node_id']}  round {cp['round']}  "
+            f"run {cp['workflow_run_id']}")
 
 
 def pretty(value: Any) -> str:
@@ -62,9 +91,11 @@ def pretty(value: Any) -> str:
 
 def checkpoint_detail(cp: dict[str, Any]) -> str:
     status_color = STATUS_COLOR.get(cp["status"])
-    out = [paint(f"Checkpoint {cp['id']}", "bold"),
+    kind = f"  ({cp['kind']})" if cp.get("kind") not in (None, "http") else ""
+    out = [paint(f"Checkpoint {cp['id']}", "bold") + kind,
            f"  status    {paint(cp['status'], status_color)}"
-           + (f"  ({paint(cp['action'], ACTION_COLOR.get(cp['action']))} by {cp['decided_by']}, {cp['reason']})"
+           + (f"  ({paint(cp['action'], ACTION_COLOR.get(cp['action']))} by {cp['decided_by']}"
+              + (f" via {cp['decision_channel']}" if cp.get("decision_channel") else "") + f", {cp['reason']})"
               if cp.get("action") else f"  (deadline in {countdown(cp['deadline'])}, then {cp['on_timeout']})"),
            f"  app       {cp['app']}   run {cp['workflow_run_id']}   node {cp['node_id']}   round {cp['round']}"
            f"/{cp['max_rounds']}",
@@ -87,29 +118,37 @@ def checkpoint_detail(cp: dict[str, Any]) -> str:
         out += ["", paint("Rounds", "bold")]
         for r in rounds:
             mark = "→" if r["checkpoint_id"] == cp["id"] else " "
-            out.append(f" {mark} {r['round']:>2}  {r['status']:9} {r.get('action') or '':8} {r.get('feedback') or ''}")
+            out.append(f" {mark} {r['round']:>2}  {r['status']:9} {r.get('action') or '':8} "
+                       f"{r.get('feedback') or ''}".rstrip())
     out += ["", paint("History", "bold")]
     for h in cp.get("history", []):
-        what = h["kind"] + (f" {h['action']}" if h.get("action") else "") + (f" → {h['outcome']}" if h.get("outcome") else "")
+        what = h["kind"] + (f" {h['action']}" if h.get("action") else "") + \
+            (f" → {h['outcome']}" if h.get("outcome") else "")
         if h.get("code"):
             what += f" ({h['code']})"
         color = "red" if h.get("outcome") == "rejected" else None
-        out.append(f"  {when(h['at'])}  {(h.get('actor') or '-')[:12]:12} {(h.get('channel') or '-'):8} {paint(what, color)}")
+        out.append(f"  {when(h['at'])}  {(h.get('actor') or '-')[:12]:12} {(h.get('channel') or '-'):8} "
+                   f"{paint(what, color)}")
     return "\n".join(out)
+
+
+DELIVERY_COLOR = {"resumed": "green", "resume_stuck": "red", "resumed_as_stopped": "red", "failed": "red"}
 
 
 def form_detail(cp: dict[str, Any]) -> list[str]:
     form = cp.get("form") or {}
     out = ["", paint("Dify form", "bold") + f"  (Human Input node {form.get('node_title') or cp['node_id']}, "
-           f"expires {when(form.get('expiration_time'))})", "  " + (form.get("form_content") or "").replace("\n", "\n  ")]
+           f"expires {when(form.get('expiration_time'))})",
+           "  " + (form.get("form_content") or "").replace("\n", "\n  ")]
     defaults = form.get("resolved_default_values") or {}
     for i in form.get("inputs") or []:
         name = i.get("output_variable_name")
         out.append(f"  input {name} ({i.get('type')}): {defaults.get(name, '')!r}")
     out.append("  actions: " + ", ".join(f"{a.get('id')} ({a.get('title')})" for a in form.get("actions") or []))
     if cp.get("delivery"):
-        color = {"resumed": "green", "resume_stuck": "red", "resumed_as_stopped": "red", "failed": "red"}.get(cp["delivery"])
-        out.append("  delivery: " + paint(cp["delivery"], color) + (f" — {cp['delivery_detail']}" if cp.get("delivery_detail") else ""))
+        color = DELIVERY_COLOR.get(cp["delivery"])
+        detail = f" — {cp['delivery_detail']}" if cp.get("delivery_detail") else ""
+        out.append("  delivery: " + paint(cp["delivery"], color) + detail)
     return out
 
 
@@ -137,14 +176,33 @@ def policy_lines(cp: dict[str, Any]) -> list[str]:
 
 
 def decision_result(data: dict[str, Any]) -> str:
-    if data.get("status") in ("accepted", "parked"):
-        return paint(data["status"], "yellow") + f": {data.get('message')} (decision {data.get('decision_id')})"
+    follow = f"hitl decision {data.get('decision_id')}"
+    if data.get("status") == "accepted":
+        return paint("queued", "yellow") + f": {data.get('message')}\n  what became of it: {follow}"
+    if data.get("status") == "parked":
+        return paint("parked", "blue") + f": {data.get('message')}\n  what became of it: {follow}"
     if data.get("status") == "voted":
         progress = (data.get("progress") or {}).get("progress", "")
         return paint("vote counted", "yellow") + f" on checkpoint {data.get('checkpoint_id')}: {progress}"
     r = data.get("resolution", {})
-    return (paint(f"{r.get('action')} applied", ACTION_COLOR.get(r.get("action"))) +
+    return (paint(f"{r.get('action')} applied", ACTION_COLOR.get(r.get("action") or "")) +
             f" to checkpoint {r.get('checkpoint_id')} (round {r.get('round')}) by {r.get('decided_by')}")
+
+
+DECISION_STATES = {  # GET /v1/decisions/{id} → (colour, what it means)
+    "applied": ("green", "to checkpoint {checkpoint_id} at {at}"),
+    "refused": ("red", "{code}, for checkpoint {checkpoint_id} at {at}"),
+    "parked": ("blue", "waits for its checkpoint to open, until {expires_at}"),
+    "expired": ("yellow", "its checkpoint did not open before {expires_at}"),
+}
+
+
+def decision_status(data: dict[str, Any]) -> str:
+    status = data.get("status") or "?"
+    color, text = DECISION_STATES.get(status, (None, ""))
+    fields = {k: data.get(k) or "-" for k in ("checkpoint_id", "code")}
+    fields.update(at=when(data.get("at")), expires_at=when(data.get("expires_at")))
+    return f"decision {data.get('decision_id')}: {paint(status, color)}" + (f" {text.format(**fields)}" if text else "")
 
 
 # ---------------------------------------------------------------------- runs
@@ -162,10 +220,25 @@ def run_table(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def node_line(node: dict[str, Any], state: str, iteration: int | None) -> str:
+    """One node execution as the console's timeline shows it: title and id, loop iteration, state, time."""
+    color = RUN_COLOR.get(state, "grey")
+    title = node.get("title") or node["node_id"]
+    ident = node["node_id"] if node.get("title") and node["node_id"] != node.get("title") else ""
+    loop = f"loop {iteration + 1}" if iteration is not None else ""
+    label = node_label(state)
+    took = f"{node['elapsed_time']:.2f}s" if node.get("elapsed_time") is not None else ""
+    extra = (f"  retries {node['retries']}" if node.get("retries") else "") + \
+        (f"  {paint(node['error'], 'red')}" if node.get("error") else "")
+    return (f"  {paint('●', color)} {cut(title, 24):24} {cut(ident, 18) if ident else '':18} {loop:8} "
+            f"{paint(f'{label:22}', color)} {took:>8}{extra}")
+
+
 def run_detail(run: dict[str, Any]) -> str:
+    stale = f"  (Dify's record says {run['dify_status']}: it never catches up after a stop)" \
+        if run.get("stale_record") else ""
     out = [paint(f"Run {run['id']}", "bold"),
-           f"  status    {paint(run['status'], RUN_COLOR.get(run['status']))}"
-           + (f"  (Dify's record says {run['dify_status']}: it never catches up after a stop)" if run.get("stale_record") else ""),
+           f"  status    {paint(run['status'], RUN_COLOR.get(run['status']))}{stale}",
            f"  app       {run['app']}   source {run['source']}   task {run.get('task_id') or '-'}",
            f"  started   {when(run.get('created_at'))}   finished {when(run.get('finished_at'))}"]
     if run.get("parent_run_id"):
@@ -175,14 +248,8 @@ def run_detail(run: dict[str, Any]) -> str:
     waiting = any(c["status"] == "open" for c in run.get("checkpoints", []))
     if run.get("nodes"):
         out += ["", paint("Nodes", "bold")]
-        for n in run["nodes"]:
-            state = node_state(n, run["status"], waiting)
-            label = node_label(state)
-            took = f"{n['elapsed_time']:.2f}s" if n.get("elapsed_time") is not None else ""
-            extra = (f"  retries {n['retries']}" if n.get("retries") else "") + \
-                    (f"  {paint(n['error'], 'red')}" if n.get("error") else "")
-            out.append(f"  {paint('●', RUN_COLOR.get(state, 'grey'))} {n['node_id'][:20]:20} "
-                       f"{paint(f'{label:22}', RUN_COLOR.get(state, 'grey'))} {took:>8}{extra}")
+        out += [node_line(n, node_state(n, run["status"], waiting), i)
+                for n, i in zip(run["nodes"], loop_iterations(run["nodes"]), strict=True)]
     elif not run.get("streamed"):
         out += ["", "  (node-level status is recorded for runs started through dify-hitl or its gateway)"]
     if run["status"] == "paused" and not waiting:
@@ -191,6 +258,7 @@ def run_detail(run: dict[str, Any]) -> str:
     if run.get("checkpoints"):
         out += ["", paint("Checkpoints", "bold")]
         for c in run["checkpoints"]:
-            out.append(f"  {c['id']}  {c['node_id']}  round {c['round']}  {c['status']}"
-                       + (f"  {c['action']} by {c['decided_by']}" if c.get("action") else ""))
+            status, color = outcome_of(c)
+            out.append(f"  {short_id(c['id'])}  {c['node_id']}  round {c['round']}  {paint(status, color)}"
+                       + (f" by {c['decided_by']}" if c.get("decided_by") else ""))
     return "\n".join(out)

@@ -11,7 +11,7 @@ from shared.runner import boot, make_broker, run, serve_until_signalled
 log = get_logger("console")
 
 
-async def main() -> None:
+async def serve() -> None:
     runtime = boot("console")
     settings, db = runtime.settings, runtime.db
     console = load_console_settings()
@@ -29,9 +29,9 @@ async def main() -> None:
     db.dispose()
 
 
-def entry() -> None:
-    run(main())
+def main() -> None:
+    run(serve())
 
 
 if __name__ == "__main__":
-    entry()
+    main()

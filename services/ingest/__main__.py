@@ -10,7 +10,7 @@ from shared.runner import boot, make_broker, run, serve_until_signalled
 log = get_logger("ingest")
 
 
-async def main() -> None:
+async def serve() -> None:
     runtime = boot("ingest")
     settings, db = runtime.settings, runtime.db
     broker = make_broker(runtime, "ingest")
@@ -31,9 +31,9 @@ async def main() -> None:
     db.dispose()
 
 
-def entry() -> None:
-    run(main())
+def main() -> None:
+    run(serve())
 
 
 if __name__ == "__main__":
-    entry()
+    main()

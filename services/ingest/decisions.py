@@ -33,7 +33,7 @@ from shared.models import Action, CheckpointStatus, DecisionSubmitted
 from shared.refusals import status_of
 from shared.store import checkpoints as store
 from shared.store import parked
-from shared.views import public_view
+from shared.views import public_view, valid_id
 
 router = APIRouter()
 
@@ -137,17 +137,37 @@ async def decision_status(decision_id: str, request: Request) -> Response:
     return compact_json(found)
 
 
+MIN_ID_PREFIX = 6
+
+
 @router.get("/v1/checkpoints")
 async def list_checkpoints(request: Request, status: str | None = None, app: str | None = None,
-                           run_id: str | None = None, limit: int = 50, offset: int = 0) -> Response:
+                           run_id: str | None = None, limit: int = 50, offset: int = 0,
+                           id_prefix: str | None = None) -> Response:
     _actor, scope = scope_of(request)
     if status is not None and status not in {s.value for s in CheckpointStatus}:
         raise ApiError(400, "invalid_field", f"status: one of {[s.value for s in CheckpointStatus]}", field="status")
     page_bounds(limit, offset)
+    if id_prefix is not None:
+        return await checkpoints_by_prefix(request, scope, id_prefix, limit,
+                                           combined=status is not None or app is not None or run_id is not None
+                                           or offset != 0)
     rows, total = await read_store(request, lambda conn: store.listing(
         conn, apps=scope, status=status, app=app, run_id=run_id, limit=limit, offset=offset))
     return compact_json({"total": total, "limit": limit, "offset": offset,
                          "checkpoints": [public_view(r) for r in rows]})
+
+
+async def checkpoints_by_prefix(request: Request, scope: Scope, prefix: str, limit: int, combined: bool) -> Response:
+    """`?id_prefix=3f2a9c`: the checkpoints of the reviewer's apps whose id starts so (a short id
+    typed in a terminal is resolved here, in scope like every read). A lookup, not a filter."""
+    if combined:
+        raise ApiError(400, "invalid_field", "id_prefix: a lookup of its own; do not combine it with status, app, "
+                                             "run_id or offset", field="id_prefix")
+    if len(prefix) < MIN_ID_PREFIX or not valid_id(prefix):
+        raise ApiError(400, "invalid_field", f"id_prefix: at least {MIN_ID_PREFIX} id characters", field="id_prefix")
+    rows, total = await read_store(request, lambda conn: store.by_id_prefix(conn, prefix, apps=scope, limit=limit))
+    return compact_json({"total": total, "limit": limit, "offset": 0, "checkpoints": [public_view(r) for r in rows]})
 
 
 @router.get("/v1/checkpoints/{checkpoint_id}")

@@ -28,7 +28,7 @@ from shared.runstarter import RunNotStarted, RunStarter
 from shared.store import checkpoints as checkpoint_store
 from shared.store import runs as run_store
 from shared.topology import RUN_EVENT, RUN_TRACK
-from shared.views import ID_PATTERN, public_run
+from shared.views import ID_PATTERN, TRACKED_RUN_STATUSES, public_run
 
 router = APIRouter()
 
@@ -173,6 +173,8 @@ async def stop_run(run_id: str, request: Request) -> Response:
 async def list_runs(request: Request, status: str | None = None, app: str | None = None, limit: int = 50,
                     offset: int = 0) -> Response:
     _name, scope = reviewer_scope(request)
+    if status is not None and status not in TRACKED_RUN_STATUSES:
+        raise ApiError(400, "invalid_field", f"status: one of {list(TRACKED_RUN_STATUSES)}", field="status")
     page_bounds(limit, offset)
     rows, total = await read_store(request, lambda conn: run_store.listing(conn, apps=scope, status=status, app=app,
                                                                            limit=limit, offset=offset))

@@ -11,9 +11,10 @@ their results come back to the loop through asyncio, never by touching pika from
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -24,6 +25,7 @@ from pika.spec import Basic
 
 from shared import metrics
 from shared.broker.errors import BrokerUnavailable, PublishNotConfirmed
+from shared.broker.lease import RENEW_AT, ChannelLease, delivery_count, fresh_headers
 from shared.broker.signing import INTERNAL_HEADER, signature
 from shared.broker.types import Consumer, Delivery, Handler
 from shared.logs import get_logger
@@ -338,6 +340,33 @@ class Broker:
         finally:
             if ch.is_open:
                 ch.close()
+
+    @contextlib.asynccontextmanager
+    async def lease(self, queue: str, limit: int) -> AsyncIterator[ChannelLease]:
+        """Up to `limit` messages of `queue`, held unacked until `ack`ed; the rest go back at the end
+        (shared/broker/lease.py)."""
+        await self.wait_ready(OP_TIMEOUT_S)
+        assert self._loop is not None  # set by start(), which ready implies
+        ch = await self._open_channel(watch=False)  # a failing get closes this channel only
+        held = ChannelLease(ch, queue, self._loop)
+        try:
+            await held.fill(limit)
+            yield held
+        finally:
+            held.release()
+            await held.close()
+
+    async def peek(self, queue: str, limit: int = 100) -> list[Delivery]:
+        """Up to `limit` messages of `queue`, left in it. One worn by many peeks (RENEW_AT) is replaced
+        by a fresh copy (confirmed first), so that looking never uses up a message's delivery limit."""
+        async with self.lease(queue, limit) as held:
+            for delivery in held.deliveries:
+                if delivery_count(delivery) >= RENEW_AT:
+                    await self.publish("", queue, delivery.body, headers=fresh_headers(delivery),
+                                       message_id=delivery.message_id, correlation_id=delivery.correlation_id,
+                                       reply_to=delivery.reply_to, timeout_s=10, sign=False)
+                    await held.ack(delivery)
+            return list(held.deliveries)
 
     async def queue_depth(self, name: str) -> int:
         """Messages ready in a queue (passive declare); for readiness checks and tests."""

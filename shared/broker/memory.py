@@ -11,8 +11,9 @@ next n publishes unconfirmed, like a lost connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -141,6 +142,25 @@ class MemoryBroker:
             return None
         return self._delivery(queue, messages.popleft())
 
+    @contextlib.asynccontextmanager
+    async def lease(self, queue: str, limit: int) -> AsyncIterator[_MemoryLease]:
+        """Like Broker.lease: held messages leave the queue only when acked; the rest go back to its
+        head, in order, when the lease ends — also when the holder fails mid-way (a crash)."""
+        if queue not in self.queues:
+            raise BrokerUnavailable(f"no queue {queue}")
+        messages = self.queues[queue]
+        held = _MemoryLease(queue, [messages.popleft() for _ in range(min(limit, len(messages)))], self._delivery)
+        try:
+            yield held
+        finally:
+            for message in reversed(held.unacked()):
+                message.redelivered = True
+                messages.appendleft(message)
+
+    async def peek(self, queue: str, limit: int = 100) -> list[Delivery]:
+        async with self.lease(queue, limit) as held:
+            return list(held.deliveries)
+
     async def queue_depth(self, name: str) -> int:
         if name not in self.queues:
             raise BrokerUnavailable(f"no queue {name}")
@@ -247,3 +267,19 @@ class MemoryBroker:
         if settle is None and not consumer.auto_ack:  # unacked: redelivered, like a channel that died
             message.redelivered = True
             self.queues[consumer.queue].appendleft(message)
+
+
+class _MemoryLease:
+    def __init__(self, queue: str, messages: list[_Message],
+                 as_delivery: Callable[[str, _Message], Delivery]) -> None:
+        self.queue = queue
+        self._held = [(as_delivery(queue, m), m) for m in messages]
+        self.deliveries = [d for d, _ in self._held]
+        self._acked: set[int] = set()
+
+    async def ack(self, delivery: Delivery) -> None:
+        self._acked.add(id(delivery))
+
+    def unacked(self) -> list[_Message]:
+        return [m for d, m in self._held if id(d) not in self._acked]
+

@@ -196,6 +196,21 @@ def listing(conn: Connection, *, apps: Collection[str] | None = None, status: st
     return rows, total
 
 
+def by_id_prefix(conn: Connection, prefix: str, *, apps: Collection[str] | None = None,
+                 limit: int = 10) -> tuple[list[CheckpointRow], int]:
+    """Checkpoints in `apps` whose id starts with `prefix` (what `hitl show 3f2a9c` means), and how many.
+
+    The range on the primary key lets every store use its index; the LIKE after it (wildcards
+    escaped: `_` is an id character) keeps only true prefixes under any collation."""
+    if not prefix:
+        return [], 0
+    upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    where = and_(_in_apps(apps), c.id >= prefix, c.id < upper, c.id.startswith(prefix, autoescape=True))
+    rows = as_rows(conn.execute(select(checkpoints).where(where).order_by(c.id).limit(limit)))
+    total = conn.execute(select(func.count()).select_from(checkpoints).where(where)).scalar_one()
+    return rows, total
+
+
 def count_open(conn: Connection, apps: Collection[str] | None = None) -> int:
     q = select(func.count()).select_from(checkpoints).where(c.status == OPEN, _in_apps(apps))
     return conn.execute(q).scalar_one()

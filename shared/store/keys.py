@@ -18,3 +18,8 @@ def get_or_create(conn: Connection, name: str) -> str:
     conn.execute(insert(hitl_keys).values(name=name, value=secrets.token_urlsafe(48), created_at=time.time())
                  .on_conflict_do_nothing(index_elements=["name"]))
     return conn.execute(select(hitl_keys.c.value).where(hitl_keys.c.name == name)).scalar_one()
+
+
+def get(conn: Connection, name: str) -> str | None:
+    """The key named `name`, if some process has created it (operator tools read, never create)."""
+    return conn.execute(select(hitl_keys.c.value).where(hitl_keys.c.name == name)).scalar()
