@@ -9,16 +9,18 @@ from starlette.applications import Starlette
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from services.console import pages, review
+from services.console import oidc, pages, review, signin
 from services.console.auth import AuthMiddleware, Sessions
 from services.console.config import ConsoleSettings
 from services.console.live import EventHub
+from services.console.oidc import OidcClient
 from services.console.web import templates
 from shared.broker.replies import ReplyRouter
 from shared.broker.signing import Verifier
 from shared.health import ops_routes
 from shared.settings import Settings
 from shared.store import Database
+from shared.store.errors import StoreUnavailable
 
 HERE = Path(__file__).resolve().parent
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -66,27 +68,31 @@ def create_app(settings: Settings, console: ConsoleSettings, db: Database, broke
             await broker.close()
 
     routes = [
-        Route("/login", pages.login_form, methods=["GET"]),
-        Route("/login", pages.login, methods=["POST"]),
-        Route("/logout", pages.logout, methods=["POST"]),
+        Route("/login", signin.login_form, methods=["GET"], name="login_form"),
+        Route("/login", signin.login, methods=["POST"]),
+        Route("/login/oidc", oidc.start, methods=["GET"], name="oidc_start"),
+        Route("/login/oidc/callback", oidc.callback, methods=["GET"], name="oidc_callback"),
+        Route("/logout", signin.logout, methods=["POST"]),
         Route("/", pages.inbox, methods=["GET"]),
         Route("/checkpoints/{checkpoint_id}", review.checkpoint_page, methods=["GET"]),
         Route("/checkpoints/{checkpoint_id}/decision", review.decide, methods=["POST"]),
         Route("/runs", pages.runs, methods=["GET"]),
         Route("/runs/{run_id}", pages.run, methods=["GET"]),
         Route("/events", pages.events, methods=["GET"]),
-        Route("/api/session", pages.session_info, methods=["GET"]),
+        Route("/api/session", signin.session_info, methods=["GET"]),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         *ops_routes(lambda: {"broker": broker.ready, "store": db.ready()}),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: pages.not_found})
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers={404: pages.not_found, StoreUnavailable: pages.store_unavailable})
     app.state.settings = settings
     app.state.console = console
     app.state.db = db
     app.state.broker = broker
     app.state.replies = replies
     app.state.hub = hub
-    app.state.sessions = Sessions(settings, console)
+    app.state.sessions = Sessions(settings, console, db)
+    app.state.oidc = OidcClient(console) if console.oidc_enabled else None
     app.state.templates = templates()
     app.add_middleware(AuthMiddleware, sessions=app.state.sessions)
     app.add_middleware(SecurityHeaders)
