@@ -72,8 +72,9 @@ def client_address(request: Request, trusted_hops: int) -> str:
 class LoginThrottle:
     """Failed sign-ins per (client address, name) in a sliding minute. A pair at the limit waits until
     its oldest failure is a minute old — even with the right password, so that guessing gains
-    nothing from a pause. Memory is bounded: past `max_keys` pairs the longest-quiet pair is forgotten
-    (never everyone at once)."""
+    nothing from a pause. Memory is bounded: past `max_keys` pairs the longest-quiet pair that is
+    not waiting is forgotten (never everyone at once, and flooding other names does not free a
+    pair that is waiting its cool-down)."""
 
     def __init__(self, limit: int, max_keys: int, window_s: float = 60.0) -> None:
         self.limit, self.max_keys, self.window_s = limit, max_keys, window_s
@@ -107,7 +108,18 @@ class LoginThrottle:
         self.failures[key] = recent
         self.failures.move_to_end(key)
         while len(self.failures) > self.max_keys:
-            self.failures.popitem(last=False)
+            self._evict_one(now)
+
+    def _evict_one(self, now: float, scan: int = 64) -> None:
+        """Forget the oldest pair that is not waiting (among the `scan` oldest); if all of those wait, the
+        oldest of them."""
+        for i, (key, recent) in enumerate(self.failures.items()):
+            if i >= scan:
+                break
+            if len(recent) < self.limit or recent[-self.limit] + self.window_s <= now:
+                del self.failures[key]
+                return
+        self.failures.popitem(last=False)
 
 
 class Sessions:

@@ -66,9 +66,9 @@ def render_page(request: Request, template: str, status: int = 200, **context) -
     html = request.app.state.templates.get_template(template).render(
         request=request, session=session, csrf=session.csrf if session else "", now=time.time(),
         console=request.app.state.console, **context)
-    # A lone surrogate anywhere in what is shown (a message, a node id) cannot be encoded: replace it
-    # rather than fail the page.
-    return HTMLResponse(html.encode("utf-8", errors="replace"), status_code=status)
+    # A lone surrogate anywhere in what is shown (a JSON output can carry one) cannot be encoded: replace
+    # it rather than fail the page; NUL, which HTML does not allow, is shown as U+FFFD as browsers would.
+    return HTMLResponse(html.replace("\x00", "\ufffd").encode("utf-8", errors="replace"), status_code=status)
 
 
 def json_error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
