@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from starlette.applications import Starlette
 from starlette.routing import Mount, Route
@@ -24,17 +25,28 @@ from shared.store.errors import StoreUnavailable
 
 HERE = Path(__file__).resolve().parent
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-       "font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
-SECURITY_HEADERS = [(b"content-security-policy", CSP.encode()), (b"x-content-type-options", b"nosniff"),
-                    (b"referrer-policy", b"same-origin"), (b"x-frame-options", b"DENY")]
+       "font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'{extra}; frame-ancestors 'none'")
+
+
+def security_headers(console: ConsoleSettings) -> list[tuple[bytes, bytes]]:
+    """The headers of every answer. Sign-out posts a form whose answer redirects to the identity provider
+    (RP-initiated logout), and browsers hold a form's redirects to form-action: the issuer's origin is
+    allowed there, nothing else."""
+    extra = ""
+    if console.oidc_enabled and console.oidc_issuer:
+        issuer = urlparse(console.oidc_issuer)
+        extra = f" {issuer.scheme}://{issuer.netloc}"
+    return [(b"content-security-policy", CSP.format(extra=extra).encode()), (b"x-content-type-options", b"nosniff"),
+            (b"referrer-policy", b"same-origin"), (b"x-frame-options", b"DENY")]
 
 
 class SecurityHeaders:
     """CSP without inline script or style (the templates carry data in data-* attributes), and no caching
     of pages that show checkpoints."""
 
-    def __init__(self, app) -> None:
+    def __init__(self, app, headers: list[tuple[bytes, bytes]]) -> None:
         self.app = app
+        self.headers = headers
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -43,7 +55,7 @@ class SecurityHeaders:
 
         async def with_headers(message) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", [])) + SECURITY_HEADERS
+                headers = list(message.get("headers", [])) + self.headers
                 if not static:
                     headers.append((b"cache-control", b"no-store"))
                 message = {**message, "headers": headers}
@@ -95,5 +107,5 @@ def create_app(settings: Settings, console: ConsoleSettings, db: Database, broke
     app.state.oidc = OidcClient(console) if console.oidc_enabled else None
     app.state.templates = templates()
     app.add_middleware(AuthMiddleware, sessions=app.state.sessions)
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(SecurityHeaders, headers=security_headers(console))
     return app

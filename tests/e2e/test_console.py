@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -30,6 +31,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SHOTS = Path(__file__).resolve().parent / "screenshots"
+NODE_DIR = Path(__file__).resolve().parent / "node"  # package.json + lock: oidc-provider, axe-core
+PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True, "device_scale_factor": 2}
 ALICE_PASSWORD = "correct horse battery"
 REVIEWER = {"Authorization": "Bearer rv-alice-token"}
 LIVE_S = 1.5  # "within a second", plus the browser's own scheduling
@@ -54,13 +57,14 @@ def stack(tmp_path_factory, rabbitmq_url):
             drop()
 
 
-def start_console(stack: ProcessStack) -> None:
+def start_console(stack: ProcessStack, extra_env: dict[str, str] | None = None) -> None:
     """`python -m services.console` with the stack's environment, on its own port; alice has a password."""
     reviewers = [dict(r, password_hash=hash_password(ALICE_PASSWORD, iterations=20_000)) if r["name"] == "alice" else r
                  for r in REVIEWERS]
     stack.ports["console"] = free_port()
     env = {**stack.env, "HITL_CONSOLE_PORT": str(stack.ports["console"]), "HITL_REVIEWERS": json.dumps(reviewers),
-           "HITL_CONSOLE_SECRET": "e2e-console-secret-0123456789"}
+           "HITL_CONSOLE_SECRET": "e2e-console-secret-0123456789",
+           "HITL_CONSOLE_DIFY_WEB_URL": "https://dify.example.internal", **(extra_env or {})}
     log = open(stack.workdir / "console.log", "ab")
     stack.procs["console"] = subprocess.Popen([sys.executable, "-m", "services.console"], cwd=ROOT, env=env,
                                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -86,11 +90,16 @@ def e2e(stack):
 
 @pytest.fixture
 def open_page(browser, stack):
-    """open_page(name, password, path) → a signed-in page (its own browser context: its own cookies)."""
+    """open_page(name, password, path) → a signed-in page (its own browser context: its own cookies);
+    phone=True: a 390 px touch screen; axe=True: the page may inject axe-core (CSP bypassed)."""
     contexts = []
 
-    def make(name: str = "alice", password: str = ALICE_PASSWORD, path: str = "/"):
-        context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=stack.url("console"))
+    def make(name: str = "alice", password: str = ALICE_PASSWORD, path: str = "/", phone: bool = False,
+             axe: bool = False, timezone: str | None = None):
+        shape = PHONE if phone else {"viewport": {"width": 1280, "height": 900}}
+        context = browser.new_context(**shape, base_url=stack.url("console"), bypass_csp=axe,
+                                      **({"timezone_id": timezone} if timezone else {}))
+        local_only(context)
         contexts.append(context)
         page = context.new_page()
         page.set_default_timeout(10_000)
@@ -148,6 +157,35 @@ def shot(page, name: str) -> None:
     SHOTS.mkdir(exist_ok=True)
     page.wait_for_timeout(150)  # let a live swap finish painting
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True, animations="disabled")
+
+
+def local_only(context) -> None:
+    """Nothing leaves the machine: a request to any host but this one (a page's web font) is aborted."""
+    context.route(re.compile(r"^https?://(?!127\.0\.0\.1[:/]|localhost[:/])"), lambda route: route.abort())
+
+
+def node_modules() -> Path:
+    """tests/e2e/node's packages, installed from the committed lock file (npm ci) when missing."""
+    wanted = [NODE_DIR / "node_modules" / "axe-core" / "axe.min.js", NODE_DIR / "node_modules" / "oidc-provider"]
+    if not all(p.exists() for p in wanted):
+        if shutil.which("npm") is None:
+            pytest.skip("npm is not installed (apt-get install -y npm)")
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=NODE_DIR, check=True, timeout=600)
+    return NODE_DIR / "node_modules"
+
+
+def contrast_failures(page) -> list[str]:
+    """axe-core's WCAG AA colour-contrast rule (4.5:1 for text) on the page as it is now."""
+    if not page.evaluate("!!window.axe"):
+        page.add_script_tag(path=str(node_modules() / "axe-core" / "axe.min.js"))
+    violations = page.evaluate("""async () => (await axe.run(document, {runOnly: {type: "rule",
+        values: ["color-contrast"]}, resultTypes: ["violations"]})).violations""")
+    return [f"{n['target']}: {n['failureSummary']}" for v in violations for n in v["nodes"]]
+
+
+def sideways_scroll(page) -> int:
+    """How many pixels the page scrolls sideways (0: it fits)."""
+    return page.evaluate("Math.max(document.documentElement.scrollWidth, document.body.scrollWidth) - innerWidth")
 
 
 def post_decision(page, checkpoint_id: str, body: dict, *, csrf: bool = True, form: bool = False) -> tuple[int, dict]:
