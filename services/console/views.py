@@ -114,7 +114,10 @@ def checkpoint(conn, checkpoint_id: str, scope: Scope, console: ConsoleSettings)
             h["channel"] = f"{h['channel']} ({client})"
     run = run_store.get(conn, cp["app"], cp["workflow_run_id"])
     nodes = scrub(run_store.nodes_of(conn, cp["app"], cp["workflow_run_id"]), secrets_of([row]))
-    context = {"inputs": scrub(run.get("inputs"), secrets_of([row])) if run else None,
+    inputs = scrub(run.get("inputs"), secrets_of([row])) if run else None
+    pairs = list(inputs.items()) if isinstance(inputs, dict) else []
+    context = {"inputs": inputs, "own_inputs": [(k, v) for k, v in pairs if not str(k).startswith("sys.")],
+               "system_inputs": [(k, v) for k, v in pairs if str(k).startswith("sys.")],
                "node_title": node_title(cp, nodes), "user": cp.get("user") or (run or {}).get("user"),
                "dify_link": dify_run_link(console, cp),
                "started_at": (run or {}).get("created_at")}

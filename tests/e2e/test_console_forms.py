@@ -102,6 +102,8 @@ def test_a_form_appears_live_is_revised_with_edited_text_and_the_page_follows_th
     assert page.locator('[data-live="delivery"] .pill').inner_text() == "waiting for a decision"
     assert [b.inner_text().split("\n")[-1].strip() for b in page.locator("[data-form-action]").all()] == \
         ["Approve", "Request revision", "Abort"]
+    assert page.locator('[data-live="rounds"]').count() == 0  # a form is one pause: no rounds table
+    assert "Dify takes the form's Timeout branch" in page.locator(".cp-head").inner_text()
     for html in (page.content(), page_html(page, f"/checkpoints/{cp['id']}"), page_html(page, "/"),
                  page_html(page, f"/runs/{run_id}"), page_html(page, "/runs")):
         assert token not in html

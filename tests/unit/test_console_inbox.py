@@ -130,7 +130,7 @@ def test_paging_shows_totals_and_a_page_that_is_not_a_number_is_a_400(store):
     client = TestClient(app_on(db, url))
     sign_in(client, "dave", PASSWORD)
     page2 = client.get("/?page=2").text
-    assert re.search(r"120 open · showing 51–100", page2) and "page 2 of 3" in page2
+    assert re.search(r"120 open checkpoints · showing 51–100", page2) and "page 2 of 3" in page2
     assert len(re.findall(r'<tr data-href="/checkpoints/', page2)) == 50
     for bad in ("abc", "0", "99999999999999999999", "-1"):
         answer = client.get(f"/?page={bad}")
