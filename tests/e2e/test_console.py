@@ -65,7 +65,7 @@ def start_console(stack: ProcessStack, extra_env: dict[str, str] | None = None) 
     env = {**stack.env, "HITL_CONSOLE_PORT": str(stack.ports["console"]), "HITL_REVIEWERS": json.dumps(reviewers),
            "HITL_CONSOLE_SECRET": "e2e-console-secret-0123456789",
            "HITL_CONSOLE_DIFY_WEB_URL": "https://dify.example.internal", **(extra_env or {})}
-    log = open(stack.workdir / "console.log", "ab")
+    log = open(stack.workdir / "console.log", "ab")  # noqa: SIM115  (the process writes it for its whole life)
     stack.procs["console"] = subprocess.Popen([sys.executable, "-m", "services.console"], cwd=ROOT, env=env,
                                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     stack.wait_http(stack.url("console") + "/readyz", "console")

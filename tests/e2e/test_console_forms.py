@@ -39,8 +39,9 @@ def stack(tmp_path_factory, rabbitmq_url):
     env = {"HITL_RESUME_TIMEOUT_S": "3", "HITL_POLL_MAX_INTERVAL_S": "1"}
     try:
         with ProcessStack(work, database_url=database_url, rabbitmq_url=rabbitmq_url, env=env) as stack:
-            r = httpx.post(f"{stack.sim_url}/_sim/apps", json={"name": "forms", "graph": json.loads(FIXTURE.read_text()),
-                                                               "api_key": DIFY_APP_KEY})
+            graph = json.loads(FIXTURE.read_text())
+            app = {"name": "forms", "graph": graph, "api_key": DIFY_APP_KEY}
+            r = httpx.post(f"{stack.sim_url}/_sim/apps", json=app)
             r.raise_for_status()
             start_console(stack)
             yield stack

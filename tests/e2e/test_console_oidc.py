@@ -48,11 +48,12 @@ def console(tmp_path_factory, rabbitmq_url, provider_port):
         database_url, drop = _fresh_postgres_db(os.environ["DATABASE_URL"])
     console_port = free_port()
     base = f"http://127.0.0.1:{console_port}"
-    log = open(work / "oidc-provider.log", "ab")
+    log = open(work / "oidc-provider.log", "ab")  # noqa: SIM115  (the provider writes it for its whole life)
     provider = subprocess.Popen(
         ["node", "oidc_provider.mjs"], cwd=NODE_DIR, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         env={**os.environ, "OIDC_PORT": str(provider_port), "OIDC_ACCOUNTS": json.dumps(ACCOUNTS),
-             "OIDC_REDIRECT_URIS": f"{base}/login/oidc/callback", "OIDC_POST_LOGOUT_URIS": f"{base}/login?signed_out=1"})
+             "OIDC_REDIRECT_URIS": f"{base}/login/oidc/callback",
+             "OIDC_POST_LOGOUT_URIS": f"{base}/login?signed_out=1"})
     env = {
         "HITL_APPS": json.dumps([{"name": "demo", "checkpoint_token": APP_TOKEN},
                                  {"name": "contracts", "checkpoint_token": "contracts-app-token"}]),
