@@ -114,6 +114,7 @@ async def store_unavailable(request: Request, _exc: Exception) -> Response:
     else:
         response = render_page(request, "not_found.html", status=503, scope="", open_count="–",
                                title="Store unavailable",
-                               message="The store does not answer right now; this page reloads when it is back.")
+                               message="The store does not answer right now. Nothing is lost: reload this page "
+                                       "in a moment.")
     response.headers["Retry-After"] = "5"
     return response

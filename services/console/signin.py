@@ -78,7 +78,10 @@ async def logout(request: Request) -> Response:
     target = "/login?signed_out=1"
     oidc = getattr(request.app.state, "oidc", None)
     if session.method == "oidc" and oidc is not None:
-        after = str(request.url_for("login_form")) + "?signed_out=1"
+        configured = request.app.state.console.oidc_redirect_url  # behind a proxy: the public address
+        base = configured.rsplit("/login/oidc/callback", 1)[0] + "/login" if configured \
+            else str(request.url_for("login_form"))
+        after = base + "?signed_out=1"
         target = await oidc.logout_url(session.id_token, after) or target
     response = RedirectResponse(target, status_code=303)
     sessions.end(response)

@@ -189,3 +189,20 @@ def test_a_store_that_is_unreachable_from_the_start_is_a_503_not_a_sign_out(sqli
     client.cookies.set(COOKIE, "a-token-from-before-the-outage")
     answer = client.get("/", follow_redirects=False)
     assert answer.status_code == 503 and answer.json()["error"]["code"] == "store_unavailable"
+
+
+def test_an_identity_provider_session_keeps_its_groups_and_ends_when_only_reviewers_may_sign_in(sqlite_url):
+    from services.console.auth import oidc_reviewer
+
+    db = Database(sqlite_url)
+    db.migrate()
+    open_app = replica(db, sqlite_url)
+    token = open_app.state.sessions.issue(oidc_reviewer("zoe", ["legal"], None), method="oidc")
+    session = open_app.state.sessions.lookup(token)
+    assert session is not None and session.reviewer.groups == ["legal"] and not session.configured
+    strict = replica(db, sqlite_url, oidc_only_reviewers=True)
+    assert strict.state.sessions.lookup(token) is None
+    assert [r["revoked_reason"] for r in rows(db)] == ["removed"]
+    # a configured reviewer who signed in with the provider is ended by their removal
+    alice_token = open_app.state.sessions.issue(oidc_reviewer("alice", ["legal"], alice()), method="oidc")
+    assert replica(db, sqlite_url, reviewers=[BOB]).state.sessions.lookup(alice_token) is None
