@@ -7,6 +7,7 @@ from services.console.app import create_app
 from services.console.config import load_console_settings
 from shared.logs import get_logger
 from shared.runner import boot, make_broker, run, serve_until_signalled
+from shared.store.errors import StoreUnavailable
 
 log = get_logger("console")
 
@@ -24,7 +25,14 @@ async def serve() -> None:
     app = create_app(settings, console, db, broker, verifier=runtime.verifier)
     config = uvicorn.Config(app, host=console.host, port=console.port, log_level="warning",
                             timeout_keep_alive=75, timeout_graceful_shutdown=5)
-    log.info("console.started", port=console.port, reviewers=len(settings.reviewers))
+    try:
+        revoked = app.state.sessions.sweep()
+        if revoked:
+            log.info("console.sessions_revoked", count=revoked, reason="configuration changed")
+    except StoreUnavailable:
+        log.warning("console.session_sweep_skipped", reason="store unavailable")
+    log.info("console.started", port=console.port, reviewers=len(settings.reviewers),
+             oidc=console.oidc_issuer or "off")
     await serve_until_signalled(config, app.state.hub.close)  # end the event streams so the server can drain
     db.dispose()
 

@@ -4,35 +4,49 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from starlette.applications import Starlette
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from services.console import pages, review
+from services.console import oidc, pages, review, signin
 from services.console.auth import AuthMiddleware, Sessions
 from services.console.config import ConsoleSettings
 from services.console.live import EventHub
+from services.console.oidc import OidcClient
 from services.console.web import templates
 from shared.broker.replies import ReplyRouter
 from shared.broker.signing import Verifier
 from shared.health import ops_routes
 from shared.settings import Settings
 from shared.store import Database
+from shared.store.errors import StoreUnavailable
 
 HERE = Path(__file__).resolve().parent
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-       "font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
-SECURITY_HEADERS = [(b"content-security-policy", CSP.encode()), (b"x-content-type-options", b"nosniff"),
-                    (b"referrer-policy", b"same-origin"), (b"x-frame-options", b"DENY")]
+       "font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'{extra}; frame-ancestors 'none'")
+
+
+def security_headers(console: ConsoleSettings) -> list[tuple[bytes, bytes]]:
+    """The headers of every answer. Sign-out posts a form whose answer redirects to the identity provider
+    (RP-initiated logout), and browsers hold a form's redirects to form-action: the issuer's origin is
+    allowed there, nothing else."""
+    extra = ""
+    if console.oidc_enabled and console.oidc_issuer:
+        issuer = urlparse(console.oidc_issuer)
+        extra = f" {issuer.scheme}://{issuer.netloc}"
+    return [(b"content-security-policy", CSP.format(extra=extra).encode()), (b"x-content-type-options", b"nosniff"),
+            (b"referrer-policy", b"same-origin"), (b"x-frame-options", b"DENY")]
 
 
 class SecurityHeaders:
     """CSP without inline script or style (the templates carry data in data-* attributes), and no caching
     of pages that show checkpoints."""
 
-    def __init__(self, app) -> None:
+    def __init__(self, app, headers: list[tuple[bytes, bytes]]) -> None:
         self.app = app
+        self.headers = headers
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -41,7 +55,7 @@ class SecurityHeaders:
 
         async def with_headers(message) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", [])) + SECURITY_HEADERS
+                headers = list(message.get("headers", [])) + self.headers
                 if not static:
                     headers.append((b"cache-control", b"no-store"))
                 message = {**message, "headers": headers}
@@ -66,28 +80,32 @@ def create_app(settings: Settings, console: ConsoleSettings, db: Database, broke
             await broker.close()
 
     routes = [
-        Route("/login", pages.login_form, methods=["GET"]),
-        Route("/login", pages.login, methods=["POST"]),
-        Route("/logout", pages.logout, methods=["POST"]),
+        Route("/login", signin.login_form, methods=["GET"], name="login_form"),
+        Route("/login", signin.login, methods=["POST"]),
+        Route("/login/oidc", oidc.start, methods=["GET"], name="oidc_start"),
+        Route("/login/oidc/callback", oidc.callback, methods=["GET"], name="oidc_callback"),
+        Route("/logout", signin.logout, methods=["POST"]),
         Route("/", pages.inbox, methods=["GET"]),
         Route("/checkpoints/{checkpoint_id}", review.checkpoint_page, methods=["GET"]),
         Route("/checkpoints/{checkpoint_id}/decision", review.decide, methods=["POST"]),
         Route("/runs", pages.runs, methods=["GET"]),
         Route("/runs/{run_id}", pages.run, methods=["GET"]),
         Route("/events", pages.events, methods=["GET"]),
-        Route("/api/session", pages.session_info, methods=["GET"]),
+        Route("/api/session", signin.session_info, methods=["GET"]),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         *ops_routes(lambda: {"broker": broker.ready, "store": db.ready()}),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: pages.not_found})
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers={404: pages.not_found, StoreUnavailable: pages.store_unavailable})
     app.state.settings = settings
     app.state.console = console
     app.state.db = db
     app.state.broker = broker
     app.state.replies = replies
     app.state.hub = hub
-    app.state.sessions = Sessions(settings, console)
+    app.state.sessions = Sessions(settings, console, db)
+    app.state.oidc = OidcClient(console) if console.oidc_enabled else None
     app.state.templates = templates()
     app.add_middleware(AuthMiddleware, sessions=app.state.sessions)
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(SecurityHeaders, headers=security_headers(console))
     return app

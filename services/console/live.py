@@ -22,6 +22,7 @@ from shared.access import Scope, in_scope
 from shared.broker import Delivery
 from shared.broker.signing import Unverified, Verifier
 from shared.logs import get_logger
+from shared.store.errors import StoreUnavailable
 from shared.topology import Names, Queue
 
 log = get_logger(__name__)
@@ -36,8 +37,8 @@ def summary(routing_key: str, body: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"type": kind, "at": body.get("occurred_at")}
     cp = body.get("checkpoint")
     if isinstance(cp, dict):
-        out.update(app=cp.get("app"), checkpoint_id=cp.get("id"), run_id=cp.get("workflow_run_id"), node_id=cp.get("node_id"),
-                   round=cp.get("round"), status=cp.get("status"), action=cp.get("action"),
+        out.update(app=cp.get("app"), checkpoint_id=cp.get("id"), run_id=cp.get("workflow_run_id"),
+                   node_id=cp.get("node_id"), round=cp.get("round"), status=cp.get("status"), action=cp.get("action"),
                    decided_by=cp.get("decided_by"))
     run = body.get("run")
     if isinstance(run, dict):
@@ -112,7 +113,16 @@ class EventHub:
                 client.get_nowait()
             client.put_nowait(None)
 
-    async def stream(self, request: Request, scope: Scope):
+    async def still_signed_in(self, request: Request, session: Any) -> bool:
+        """The stream's session is still live in the store (a sign-out elsewhere ends the stream)."""
+        if session is None:
+            return True
+        try:
+            return await asyncio.to_thread(request.app.state.sessions.lookup, session.token) is not None
+        except StoreUnavailable:
+            return True  # the store's outage is not a sign-out; the next check decides
+
+    async def stream(self, request: Request, scope: Scope, session: Any = None):
         client = self.subscribe(scope)
         try:
             yield "retry: 1500\n\n"
@@ -120,7 +130,10 @@ class EventHub:
             while not self.closed:
                 try:
                     item = await asyncio.wait_for(client.get(), self.keepalive_s)
-                except asyncio.TimeoutError:
+                except TimeoutError:
+                    if not await self.still_signed_in(request, session):
+                        yield "event: signed_out\ndata: {}\n\n"
+                        break
                     yield ": keepalive\n\n"
                     continue
                 if item is None:
@@ -129,6 +142,6 @@ class EventHub:
         finally:
             self.unsubscribe(client)
 
-    def response(self, request: Request, scope: Scope) -> StreamingResponse:
-        return StreamingResponse(self.stream(request, scope), media_type="text/event-stream",
+    def response(self, request: Request, scope: Scope, session: Any = None) -> StreamingResponse:
+        return StreamingResponse(self.stream(request, scope, session), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

@@ -1,117 +1,67 @@
-"""Sign-in, the inbox, the runs pages and the event stream (the checkpoint page is in review.py)."""
+"""The inbox, the runs pages, the event stream and the answers every page shares (404, 503); sign-in
+is in signin.py, the checkpoint page in review.py."""
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import Response
 
+from services.console import inbox as inbox_view
 from services.console import views
-from services.console.auth import LOGIN_COOKIE, csrf_ok, safe_next, wants_json
-from services.console.web import BadRequest, json_error, read_form, render_page
+from services.console.auth import wants_json
+from services.console.web import BadRequest, json_error, render_page
 from shared.access import Scope, reviewer_apps
 from shared.logs import get_logger
+from shared.store.errors import StoreUnavailable
 
 log = get_logger(__name__)
-FORM_LIMIT = 16 * 1024
 
 
 async def read(request: Request, fn):
-    """Run `fn(conn)` on a read connection, off the event loop."""
+    """Run `fn(conn)` on a read connection, off the event loop. A store that does not answer raises
+    StoreUnavailable, which the app answers 503 (store_unavailable)."""
     def run():
         with request.app.state.db.read() as conn:
             return fn(conn)
     return await asyncio.to_thread(run)
 
 
-# ---------------------------------------------------------------------- sign-in
-def _login_page(request: Request, *, error: str = "", name: str = "", status: int = 200,
-                next_: str | None = None) -> Response:
-    sessions = request.app.state.sessions
-    cookie, nonce = sessions.login_nonce()
-    response = render_page(request, "login.html", status=status, error=error, name=name, nonce=nonce,
-                           next=safe_next(next_ or request.query_params.get("next")))
-    sessions.set_cookie(response, LOGIN_COOKIE, cookie, 3600)
-    return response
-
-
-async def login_form(request: Request) -> Response:
-    if request.state.session is not None:
-        return RedirectResponse(safe_next(request.query_params.get("next")), status_code=303)
-    return _login_page(request)
-
-
-async def login(request: Request) -> Response:
-    sessions = request.app.state.sessions
-    try:
-        form = await read_form(request, FORM_LIMIT)
-    except BadRequest as exc:
-        return _login_page(request, error=exc.message, status=exc.status)
-    name, password = str(form.get("name", "")).strip(), str(form.get("password", ""))
-    target = safe_next(str(form.get("next") or "/"))
-    if not sessions.login_nonce_ok(request, form.get("csrf")):
-        return _login_page(request, error="The sign-in form expired; please try again.", name=name, status=403,
-                           next_=target)
-    if sessions.throttled(name):
-        log.warning("console.login_throttled", reviewer=name[:64])
-        return _login_page(request, error="Too many failed attempts; wait a minute and try again.", name=name,
-                           status=429, next_=target)
-    reviewer = await asyncio.to_thread(sessions.check_password, name, password)
-    if reviewer is None:
-        sessions.failed(name)
-        log.info("console.login_refused", reviewer=name[:64])
-        return _login_page(request, error="Wrong name or password.", name=name, status=401, next_=target)
-    log.info("console.login", reviewer=reviewer.name)
-    response = RedirectResponse(target, status_code=303)
-    sessions.start(response, reviewer)
-    return response
-
-
-async def logout(request: Request) -> Response:
-    try:
-        form = await read_form(request, FORM_LIMIT)
-    except BadRequest as exc:
-        return json_error(exc.status, exc.code, exc.message)
-    if not csrf_ok(request.state.session, form.get("csrf") or request.headers.get("x-csrf-token")):
-        return json_error(403, "csrf_failed", "missing or wrong CSRF token; reload the page")
-    response = RedirectResponse("/login", status_code=303)
-    request.app.state.sessions.end(response)
-    return response
-
-
-async def session_info(request: Request) -> Response:
-    session = request.state.session
-    return JSONResponse({"name": session.name, "groups": session.reviewer.groups, "expires": session.expires})
-
-
 def scope_of(request: Request) -> Scope:
-    """The apps the signed-in reviewer may see and decide."""
+    """The apps the signed-in reviewer may see and decide (for an identity-provider sign-in, with the
+    groups the provider sent)."""
     return reviewer_apps(request.app.state.settings, request.state.session.reviewer)
 
 
 # ---------------------------------------------------------------------- inbox
 async def inbox(request: Request) -> Response:
-    q = request.query_params
-    filters = {"app": q.get("app", ""), "workflow": q.get("workflow", ""), "node": q.get("node", ""),
-               "mine": q.get("mine") == "1", "age": q.get("age", "") if q.get("age", "") in views.AGES else ""}
-    reviewer, scope = request.state.session.reviewer, scope_of(request)
-    settings = request.app.state.settings
-    data = await read(request, lambda conn: views.inbox(conn, settings, reviewer, scope, **filters))
+    try:
+        filters = inbox_view.InboxFilters.of(request.query_params)
+    except BadRequest as exc:
+        return await bad_request(request, exc)
+    session, scope = request.state.session, scope_of(request)
+    settings, console = request.app.state.settings, request.app.state.console
+    data = await read(request, lambda conn: inbox_view.inbox(conn, settings, session, scope, filters,
+                                                             console.page_size))
+    if data["query_ms"] > 250:
+        log.info("console.inbox_slow", ms=round(data["query_ms"]), total=data["total"])
     return render_page(request, "inbox.html", scope="inbox", open_count=data["total_open"], filters=filters,
-                       age_labels=views.AGE_LABELS, **data)
+                       age_labels=inbox_view.AGE_LABELS, status_labels=inbox_view.STATUS_LABELS, **data)
 
 
 # ---------------------------------------------------------------------- runs
 async def runs(request: Request) -> Response:
     q = request.query_params
     status = q.get("status", "") if q.get("status", "") in views.RUN_STATUSES else ""
-    page = int(q["page"]) if q.get("page", "").isdigit() else 1
-
+    raw_page = q.get("page", "1") or "1"
+    if not raw_page.isdigit() or not 1 <= int(raw_page) <= inbox_view.MAX_PAGE:
+        return await bad_request(request, BadRequest(400, "invalid_field",
+                                                     f"page: a whole number from 1 to {inbox_view.MAX_PAGE}"))
     scope = scope_of(request)
 
     def query(conn) -> dict[str, Any]:
-        return {**views.runs(conn, scope, status=status, app=q.get("app", ""), page=page),
+        return {**views.runs(conn, scope, status=status, app=q.get("app", ""), page=int(raw_page)),
                 "open_count": views.open_count(conn, scope)}
 
     data = await read(request, query)
@@ -134,12 +84,37 @@ async def run(request: Request) -> Response:
 
 # ---------------------------------------------------------------------- live
 async def events(request: Request) -> Response:
-    return request.app.state.hub.response(request, scope_of(request))
+    return request.app.state.hub.response(request, scope_of(request), request.state.session)
 
 
+# ---------------------------------------------------------------------- shared answers
 async def not_found(request: Request, _exc, message: str = "There is nothing at this address.") -> Response:
     if wants_json(request) or getattr(request.state, "session", None) is None:
         return json_error(404, "not_found", message)
     scope = scope_of(request)
-    count = await read(request, lambda conn: views.open_count(conn, scope))
+    try:
+        count = await read(request, lambda conn: views.open_count(conn, scope))
+    except StoreUnavailable:
+        count = 0
     return render_page(request, "not_found.html", status=404, scope="", open_count=count, message=message)
+
+
+async def bad_request(request: Request, exc: BadRequest) -> Response:
+    if wants_json(request):
+        return json_error(exc.status, exc.code, exc.message)
+    return render_page(request, "not_found.html", status=exc.status, scope="", open_count="–", title="Bad request",
+                       message=exc.message)
+
+
+async def store_unavailable(request: Request, _exc: Exception) -> Response:
+    """Reads while the store does not answer: 503 with Retry-After, never a 500."""
+    log.warning("console.store_unavailable", path=request.url.path)
+    if wants_json(request) or getattr(request.state, "session", None) is None:
+        response: Response = json_error(503, "store_unavailable", "The store does not answer; try again shortly.")
+    else:
+        response = render_page(request, "not_found.html", status=503, scope="", open_count="–",
+                               title="Store unavailable",
+                               message="The store does not answer right now. Nothing is lost: reload this page "
+                                       "in a moment.")
+    response.headers["Retry-After"] = "5"
+    return response

@@ -44,10 +44,25 @@ def as_text(value: Any) -> str:
 
 
 def render_output(value: Any) -> Markup:
-    kind = output_kind(value)
-    if kind == "text":
-        return markdown(value)
-    return json_tree(json.loads(value) if kind == "json-text" else value)
+    """Never fails on content: whatever the renderers cannot take is shown as escaped plain text."""
+    try:
+        kind = output_kind(value)
+        if kind == "text":
+            return markdown(value)
+        return json_tree(json.loads(value) if kind == "json-text" else value)
+    except (RecursionError, ValueError, TypeError, IndexError, KeyError):
+        text = value if isinstance(value, str) else repr(value)
+        return Markup('<pre class="raw">{}</pre>').format(clean_text(text))
+
+
+_UNSAFE = re.compile("[\x00\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """`text` without NUL (the markdown renderer's placeholder mark) and without lone surrogates (no
+    encoding can send them): each becomes U+FFFD, so what is shown stays honest. (form_html strips its
+    own slot marks, U+E000/U+E001, from the form's source before it adds them.)"""
+    return _UNSAFE.sub("\ufffd", text)
 
 
 # ---------------------------------------------------------------------- JSON tree
@@ -59,7 +74,7 @@ def json_tree(value: Any) -> Markup:
 def _key(key: Any) -> Markup:
     if key is None:
         return Markup("")
-    label = escape(key) if isinstance(key, str) else escape(f"[{key}]")
+    label = escape(clean_text(key)) if isinstance(key, str) else escape(f"[{key}]")
     return Markup('<span class="jt-key">{}</span><span class="jt-colon">: </span>').format(label)
 
 
@@ -70,7 +85,7 @@ def _leaf(value: Any) -> Markup:
         return Markup('<span class="jt-bool">{}</span>').format("true" if value else "false")
     if isinstance(value, (int, float)):
         return Markup('<span class="jt-num">{}</span>').format(json.dumps(value))
-    text = str(value)
+    text = clean_text(str(value))
     cls = "jt-str jt-long" if len(text) > 120 or "\n" in text else "jt-str"
     return Markup('<span class="{}">"{}"</span>').format(cls, text)
 
@@ -124,11 +139,13 @@ def _inline(text: str) -> str:
     text = _BARE.sub(lambda m: _autolink(m.group(0), keep), text)
     text = _BOLD.sub(lambda m: f"<strong>{m.group(1) or m.group(2)}</strong>", text)
     text = _ITALIC.sub(lambda m: f"<em>{m.group(1) or m.group(2)}</em>", text)
-    return re.sub(r"\x00(\d+)\x00", lambda m: spans[int(m.group(1))], text)
+    # The source has no NUL left (markdown() replaced them), so every placeholder is one of ours.
+    return re.sub(r"\x00(\d+)\x00", lambda m: spans[int(m.group(1))] if int(m.group(1)) < len(spans) else "",
+                  text)
 
 
 def markdown(source: str) -> Markup:
-    lines = str(escape(source)).replace("\r\n", "\n").split("\n")
+    lines = str(escape(clean_text(source))).replace("\r\n", "\n").split("\n")
     out: list[str] = []
     para: list[str] = []
     list_tag: str | None = None
@@ -239,8 +256,18 @@ _SLOT = re.compile("\ue000(\\d+)\ue001")
 _BLOCK_SLOT = re.compile("<p>\ue000(\\d+)\ue001</p>")
 
 
+FORM_INPUT_TYPES = ("paragraph", "text_input", "select", "file", "file-list")
+
+
+def _options(item: dict[str, Any]) -> list[str]:
+    source = item.get("option_source")
+    values = source.get("value") if isinstance(source, dict) else item.get("options")
+    return [str(v) for v in values] if isinstance(values, list) else []
+
+
 def form_inputs(form: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """The form's inputs as the page shows them: name, type (paragraph | text_input), default value."""
+    """The form's inputs as the page shows them: name, type (paragraph | text_input | select | file |
+    file-list, or `unsupported` with Dify's own type name in `dify_type`), default value, options."""
     form = form or {}
     defaults = form.get("resolved_default_values") or {}
     shown = []
@@ -251,15 +278,31 @@ def form_inputs(form: dict[str, Any] | None) -> list[dict[str, Any]]:
         default = defaults.get(name)
         if default is None and isinstance(item.get("default"), dict) and item["default"].get("type") == "constant":
             default = item["default"].get("value")
-        shown.append({"name": name, "type": "paragraph" if item.get("type") == "paragraph" else "text_input",
-                      "default": "" if default is None else default if isinstance(default, str) else json.dumps(default)})
+        dify_type = str(item.get("type") or "text_input")
+        kind = dify_type if dify_type in FORM_INPUT_TYPES else "unsupported"
+        if kind in ("file", "file-list"):
+            default = file_urls(default)
+        shown.append({"name": name, "type": kind, "dify_type": dify_type, "options": _options(item),
+                      "required": kind in ("select", "file", "file-list"),
+                      "default": "" if default is None else default if isinstance(default, str)
+                      else json.dumps(default)})
     return shown
+
+
+def file_urls(value: Any) -> str:
+    """A file input's value as the URLs a reviewer can read and edit, one a line (an uploaded file has none)."""
+    files = value if isinstance(value, list) else [value] if isinstance(value, dict) else []
+    urls = [str(f.get("url") or f.get("remote_url") or "") for f in files if isinstance(f, dict)]
+    return "\n".join(u for u in urls if u) if urls else ("" if value is None else str(value))
 
 
 def _field(item: dict[str, Any] | None, name: str, value: Any, block: bool) -> Markup:
     if item is None:  # a marker without an input: show where it was, escaped
         return Markup('<code class="ff-unknown">{}</code>').format(name)
-    text = "" if value is None else value if isinstance(value, str) else json.dumps(value)
+    if item["type"] in ("file", "file-list"):
+        text = file_urls(value) or ("" if value in (None, "", []) else "[file]")
+    else:
+        text = "" if value is None else value if isinstance(value, str) else json.dumps(value)
     tag = "div" if block else "span"
     return Markup('<{tag} class="ff ff-{type}" data-field="{name}"><span class="ff-label">{name}</span>'
                   '<span class="ff-value{empty}" data-form-preview="{name}">{text}</span></{tag}>').format(
@@ -286,7 +329,8 @@ def form_html(form: dict[str, Any] | None, values: dict[str, Any] | None = None)
                                           values.get(slots[int(m.group(1))]), False)), html)
     rest = [n for n in inputs if n not in slots]
     if rest:
-        html = html.removesuffix("</div>") + "".join(str(_field(inputs[n], n, values.get(n), True)) for n in rest) + "</div>"
+        fields = "".join(str(_field(inputs[n], n, values.get(n), True)) for n in rest)
+        html = html.removesuffix("</div>") + fields + "</div>"
     return Markup(html)
 
 
@@ -294,7 +338,8 @@ def form_html(form: dict[str, Any] | None, values: dict[str, Any] | None = None)
 # any other id approves with that action (the form's own branch).
 ABORT_WORDS = ("abort", "reject", "cancel", "deny", "stop")
 REVISE_WORDS = ("revise", "revision")
-APPROVE_WORDS = ("approve", "approved", "accept", "ok", "yes", "confirm", "publish", "submit", "continue", "proceed", "send")
+APPROVE_WORDS = ("approve", "approved", "accept", "ok", "yes", "confirm", "publish", "submit", "continue", "proceed",
+                 "send")
 
 
 def form_action_kind(action_id: str) -> str:

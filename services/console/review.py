@@ -20,7 +20,9 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from services.console import render, views
 from services.console.auth import csrf_ok, wants_json
+from services.console.gates import gate
 from services.console.pages import not_found, read, scope_of
+from services.console.steps import is_step
 from services.console.web import BadRequest, json_error, read_form, render_page
 from shared.broker import BrokerError
 from shared.logs import get_logger
@@ -33,12 +35,15 @@ log = get_logger(__name__)
 OUTCOME_TEXT = {  # for browsers without JavaScript (a redirect carries only the code)
     "applied": "Decision applied.", "accepted": "Decision queued; the decider will apply it shortly.",
     "already_resolved": "Someone else decided first.", "not_assignee": "You are not among this checkpoint's assignees.",
-    "feedback_required": "Revise needs feedback.", "max_rounds_reached": "This is the last round; revise is not allowed.",
+    "feedback_required": "Revise needs feedback.",
+    "max_rounds_reached": "This is the last round; revise is not allowed.",
     "output_required": "Edit needs the new output.", "invalid_json": "The edited output is not valid JSON.",
     "reason_required": "Abort needs a reason.", "broker_unavailable": "The decision could not be queued; try again.",
     "action_required": "Pick one of the form's actions.", "unknown_action": "The form has no such action.",
     "missing_inputs": "Every input of the form needs a value.", "unknown_input": "The form has no such input.",
     "no_editable_input": "The form has no input to put the edited text in.",
+    "unsupported_input": "This form has an input dify-hitl cannot fill: decide it in Dify.",
+    "invalid_input": "A value does not fit its input (a choice outside the options, a link that is not http(s)).",
 }
 
 
@@ -49,17 +54,20 @@ async def checkpoint_page(request: Request) -> Response:
 
     scope = scope_of(request)
 
+    console = request.app.state.console
+
     def query(conn):
-        found = views.checkpoint(conn, checkpoint_id, scope)
+        found = views.checkpoint(conn, checkpoint_id, scope, console)
         return found and {**found, "open_count": views.open_count(conn, scope)}
 
     data = await read(request, query)
     if data is None:
         return await not_found(request, None, f"No checkpoint {checkpoint_id}.")
-    cp, reviewer = data["cp"], request.state.session.reviewer
+    cp = data["cp"]
     outcome = request.query_params.get("outcome", "")
+    access = gate(request.app.state.settings, request.state.session, cp)
     return render_page(request, "checkpoint.html", scope=f"checkpoint:{cp['id']}:{cp['workflow_run_id']}",
-                       may_decide=views.may_decide(request.app.state.settings, cp, reviewer), color=views.checkpoint_color(cp),
+                       gate=access, may_decide=access.allowed, color=views.checkpoint_color(cp),
                        label=views.checkpoint_label(cp), outcome=OUTCOME_TEXT.get(outcome, ""), **data)
 
 
@@ -95,6 +103,8 @@ def standard_decision(cp: dict[str, Any], form: dict[str, Any], actor: str) -> D
     if action == Action.revise:
         fields["feedback"] = _text(form, "feedback")
     elif action == Action.edit:
+        if "output" not in form and is_step(cp) and any(k.startswith("step:") for k in form):
+            form = {**form, "output": json.dumps(step_output(cp, form), ensure_ascii=False)}
         if "output" not in form:
             raise BadRequest(422, "output_required", "Edit needs the new output.")
         fields.update(output=edited_output(cp, _text(form, "output")), has_output=True)
@@ -107,17 +117,66 @@ def standard_decision(cp: dict[str, Any], form: dict[str, Any], actor: str) -> D
                              idempotency_key=key, **fields)
 
 
+def step_output(cp: dict[str, Any], form: dict[str, Any]) -> dict[str, Any]:
+    """A step's variables with the edited ones (`step:<node>:<var>` fields of a plain form post): text
+    stays text, a variable that was JSON must still be JSON."""
+    out = {node: dict(values) for node, values in cp["node_output"].items()}
+    for key in form:
+        if not key.startswith("step:") or key.count(":") < 2:
+            continue
+        node, var = key.removeprefix("step:").rsplit(":", 1)
+        if node not in out or var not in out[node]:
+            raise BadRequest(422, "invalid_field", f"{node}.{var} is not a variable of this step.")
+        text = _text(form, key)
+        if isinstance(out[node][var], str):
+            out[node][var] = text
+            continue
+        try:
+            out[node][var] = json.loads(text)
+        except (ValueError, RecursionError):
+            raise BadRequest(422, "invalid_json", f"{node}.{var} must stay valid JSON.") from None
+    return out
+
+
 FORM_ACTION_OF = {"approve": Action.approve, "revise": Action.revise, "abort": Action.abort}
 
 
-def form_fields(form: dict[str, Any]) -> dict[str, str]:
-    """The form's input values: `form_inputs` as a JSON object, or `input:NAME` fields of a plain form post."""
+def form_fields(form: dict[str, Any], cp: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The form's input values: `form_inputs` as a JSON object, or `input:NAME` fields of a plain form post.
+    Text as it is; a select's choice checked against its options; a file input's link becomes a
+    `remote_url` file (an upload cannot go through dify-hitl), a file list's links (one a line) a list."""
     given = form.get("form_inputs")
     if given is None:
-        return {k.removeprefix("input:"): _text(form, k) for k in form if k.startswith("input:")}
+        given = {k.removeprefix("input:"): _text(form, k) for k in form if k.startswith("input:")}
     if not isinstance(given, dict) or not all(isinstance(k, str) for k in given):
         raise BadRequest(400, "invalid_field", "form_inputs: an object of input name → text")
-    return {k: v if isinstance(v, str) else "" if v is None else json.dumps(v) for k, v in given.items()}
+    kinds = {i["name"]: i for i in render.form_inputs((cp or {}).get("form"))}
+    values: dict[str, Any] = {}
+    for name, raw in given.items():
+        spec = kinds.get(name)
+        if spec is not None and spec["type"] in ("file", "file-list") and isinstance(raw, (dict, list)):
+            values[name] = raw  # already a Dify file value (an API caller)
+            continue
+        text = raw if isinstance(raw, str) else "" if raw is None else json.dumps(raw)
+        if spec is None or spec["type"] in ("paragraph", "text_input"):
+            values[name] = text
+        elif spec["type"] == "select":
+            if text and spec["options"] and text not in spec["options"]:
+                raise BadRequest(422, "invalid_input", f"{name}: choose one of {', '.join(spec['options'])}.")
+            values[name] = text
+        elif spec["type"] in ("file", "file-list"):
+            urls = [u.strip() for u in text.splitlines() if u.strip()]
+            bad = [u for u in urls if not re.match(r"^https?://[^\s/]+", u)]
+            if bad:
+                raise BadRequest(422, "invalid_input", f"{name}: {bad[0][:80]!r} is not an http(s) link. Dify takes a "
+                                                       "file here as a link it can fetch, or decide the form in Dify.")
+            if len(urls) > 1 and spec["type"] == "file":
+                raise BadRequest(422, "invalid_input", f"{name}: one file, one link.")
+            files = [{"transfer_method": "remote_url", "url": u} for u in urls]
+            if files:
+                values[name] = files[0] if spec["type"] == "file" else files
+        # an unsupported input type: nothing of ours goes in; the decider answers unsupported_input
+    return values
 
 
 def form_decision(cp: dict[str, Any], form: dict[str, Any], actor: str) -> DecisionSubmitted:
@@ -132,7 +191,7 @@ def form_decision(cp: dict[str, Any], form: dict[str, Any], actor: str) -> Decis
     key = _text(form, "idempotency_key")[:200] or None
     action = FORM_ACTION_OF[render.form_action_kind(action_id)]
     return DecisionSubmitted(checkpoint_id=cp["id"], action=action, actor=actor, channel="console",
-                             idempotency_key=key, form_action=action_id, form_inputs=form_fields(form))
+                             idempotency_key=key, form_action=action_id, form_inputs=form_fields(form, cp))
 
 
 # kind → builder; Dify form checkpoints send the form's action id + inputs.
@@ -168,13 +227,14 @@ async def decide(request: Request) -> Response:
     try:
         reply = await state.replies.submit_decision(decision, state.settings.decision_reply_timeout_s)
     except BrokerError:
-        return _answer(request, checkpoint_id, 503, {"error": {"code": "broker_unavailable",
-                                                               "message": "The decision could not be queued; try again."}})
+        return _answer(request, checkpoint_id, 503, {"error": {
+            "code": "broker_unavailable", "message": "The decision could not be queued; try again."}})
     log.info("console.decision", checkpoint_id=checkpoint_id, action=decision.action.value, reviewer=session.name,
              outcome=reply.outcome if reply else "queued", code=reply.error_code if reply else None)
     if reply is None:
-        return _answer(request, checkpoint_id, 202, {"status": "accepted", "decision_id": decision.id,
-                                                     "message": "Queued: the decider has not answered yet and will apply it in order."})
+        return _answer(request, checkpoint_id, 202, {
+            "status": "accepted", "decision_id": decision.id,
+            "message": "Queued: the decider has not answered yet and will apply it in order."})
     if reply.outcome == "applied" and reply.resolution is not None:
         return _answer(request, checkpoint_id, 200, {"status": "applied", "decision_id": decision.id,
                                                      "resolution": reply.resolution.model_dump(mode="json")})

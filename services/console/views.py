@@ -5,22 +5,20 @@ Every function takes an open (read) Connection; the handlers run them in a threa
 from __future__ import annotations
 
 import re
-import time
 from typing import Any
 
 from sqlalchemy import select
 
 from services.console import render
-from shared.access import Scope, is_assignee
-from shared.settings import ReviewerConfig, Settings
-from shared.views import ACTION_COLOR, RUN_COLOR, STATUS_COLOR, node_label, node_state, public_run, public_view
+from services.console.config import ConsoleSettings
+from services.console.steps import is_step, step_view
+from shared.access import Scope
 from shared.store import checkpoints as cp_store
 from shared.store import runs as run_store
 from shared.store.tables import runs as runs_table
+from shared.views import ACTION_COLOR, RUN_COLOR, STATUS_COLOR, node_label, node_state, public_run, public_view
 
 SECRET_FIELDS = {"secret", "form_token"}
-AGES = {"": None, "new": (0, 300), "5m": (300, None), "1h": (3600, None), "1d": (86400, None)}
-AGE_LABELS = {"": "any age", "new": "under 5 min", "5m": "over 5 min", "1h": "over 1 hour", "1d": "over 1 day"}
 RUN_STATUSES = ("running", "waiting", "paused", "succeeded", "partial-succeeded", "failed", "stopped")
 RUNS_PAGE = 50
 INBOX_LIMIT = 500
@@ -69,50 +67,44 @@ def checkpoint_label(cp: dict[str, Any]) -> str:
     return cp["status"]
 
 
-def assigned_to(settings: Settings, cp: dict[str, Any], reviewer: ReviewerConfig) -> bool:
-    return is_assignee(settings, reviewer.name, cp.get("assignees") or [])
-
-
-def may_decide(settings: Settings, cp: dict[str, Any], reviewer: ReviewerConfig) -> bool:
-    return not cp.get("assignees") or assigned_to(settings, cp, reviewer)
-
-
-# ---------------------------------------------------------------------- inbox
-def inbox(conn, settings: Settings, reviewer: ReviewerConfig, scope: Scope, *, app: str = "", workflow: str = "",
-          node: str = "", mine: bool = False, age: str = "") -> dict[str, Any]:
-    rows, total = cp_store.listing(conn, apps=scope, status="open", limit=INBOX_LIMIT)  # soonest deadline first
-    rows = [safe(r) for r in rows]
-    options = {"app": sorted({r["app"] for r in rows}), "workflow": sorted({r["workflow_id"] for r in rows if r.get("workflow_id")}),
-               "node": sorted({r["node_id"] for r in rows})}
-    now = time.time()
-    low, high = AGES.get(age) or (None, None)
-    shown = [r for r in rows
-             if (not app or r["app"] == app) and (not workflow or r.get("workflow_id") == workflow)
-             and (not node or r["node_id"] == node) and (not mine or assigned_to(settings, r, reviewer))
-             and (low is None or now - r["created_at"] >= low) and (high is None or now - r["created_at"] < high)]
-    for r in shown:
-        r["mine"] = assigned_to(settings, r, reviewer)
-        r["may_decide"] = may_decide(settings, r, reviewer)
-    return {"rows": shown, "total_open": total, "options": options, "truncated": total > len(rows)}
-
-
 def open_count(conn, scope: Scope) -> int:
     return cp_store.count_open(conn, scope)
 
 
 # ---------------------------------------------------------------------- one checkpoint
-def checkpoint(conn, checkpoint_id: str, scope: Scope) -> dict[str, Any] | None:
+def dify_run_link(console: ConsoleSettings, cp: dict[str, Any]) -> str | None:
+    """The run in Dify's own web console, when HITL_CONSOLE_DIFY_WEB_URL is set and the app id is known."""
+    if not console.dify_web_url or not cp.get("app_id"):
+        return None
+    try:
+        path = console.dify_run_path.format(app_id=cp["app_id"], run_id=cp["workflow_run_id"],
+                                            workflow_id=cp.get("workflow_id") or "")
+    except (KeyError, IndexError, ValueError):
+        path = f"/app/{cp['app_id']}/logs"
+    return console.dify_web_url.rstrip("/") + "/" + path.lstrip("/")
+
+
+def node_title(cp: dict[str, Any], nodes: list[dict[str, Any]]) -> str | None:
+    if cp.get("kind") == "dify-form":
+        title = (cp.get("form") or {}).get("node_title")
+        if title:
+            return str(title)
+    return next((n["title"] for n in reversed(nodes) if n["node_id"] == cp["node_id"] and n.get("title")), None)
+
+
+def checkpoint(conn, checkpoint_id: str, scope: Scope, console: ConsoleSettings) -> dict[str, Any] | None:
     row = cp_store.get(conn, checkpoint_id, apps=scope)
     if row is None:
         return None
     cp = safe(row)
     rounds = [safe(r) for r in cp_store.rounds(conn, cp["app"], cp["workflow_run_id"], cp["node_id"])]
     diffs = []
-    for before, after in zip(rounds, rounds[1:]):
+    for before, after in zip(rounds, rounds[1:], strict=False):
         if after["round"] > cp["round"]:
             break
         diffs.append({"from": before, "to": after, "feedback": before.get("feedback"),
-                      "lines": render.diff_lines(render.as_text(before["node_output"]), render.as_text(after["node_output"]))})
+                      "lines": render.diff_lines(render.as_text(before["node_output"]),
+                                                 render.as_text(after["node_output"]))})
     later = [r for r in rounds if r["round"] > cp["round"]]
     history = scrub(cp_store.history_of(conn, checkpoint_id), secrets_of([row]))
     for h in history:
@@ -121,11 +113,22 @@ def checkpoint(conn, checkpoint_id: str, scope: Scope) -> dict[str, Any] | None:
         if client and h.get("channel"):  # observed channel first, then what the caller said it was
             h["channel"] = f"{h['channel']} ({client})"
     run = run_store.get(conn, cp["app"], cp["workflow_run_id"])
-    return {"cp": cp, "rounds": rounds, "diffs": diffs, "next_round": later[0] if later else None,
+    nodes = scrub(run_store.nodes_of(conn, cp["app"], cp["workflow_run_id"]), secrets_of([row]))
+    inputs = scrub(run.get("inputs"), secrets_of([row])) if run else None
+    pairs = list(inputs.items()) if isinstance(inputs, dict) else []
+    context = {"inputs": inputs, "own_inputs": [(k, v) for k, v in pairs if not str(k).startswith("sys.")],
+               "system_inputs": [(k, v) for k, v in pairs if str(k).startswith("sys.")],
+               "node_title": node_title(cp, nodes), "user": cp.get("user") or (run or {}).get("user"),
+               "dify_link": dify_run_link(console, cp),
+               "started_at": (run or {}).get("created_at")}
+    step = step_view(conn, cp, nodes) if is_step(cp) else None
+    return {"cp": cp, "context": context, "step": step, "rounds": rounds, "diffs": diffs,
+            "next_round": later[0] if later else None,
             "history": history, "run": public_run(run) if run else None, "form": form_view(cp),
             "kind": render.output_kind(cp["node_output"]), "output_html": render.render_output(cp["node_output"]),
             "edit_text": render.as_text(cp["node_output"]),
-            "sent_html": render.render_output(cp["output"]) if cp["status"] != "open" and cp.get("action") == "edit" else None}
+            "sent_html": render.render_output(cp["output"])
+            if cp["status"] != "open" and cp.get("action") == "edit" else None}
 
 
 def history_summary(h: dict[str, Any]) -> str:
@@ -184,7 +187,8 @@ def form_view(cp: dict[str, Any]) -> dict[str, Any] | None:
     actions = []
     for i, a in enumerate(a for a in form.get("actions") or [] if isinstance(a, dict) and a.get("id")):
         action_id = str(a["id"])
-        actions.append({"id": action_id, "title": a.get("title") or action_id, "style": a.get("button_style") or "default",
+        actions.append({"id": action_id, "title": a.get("title") or action_id,
+                        "style": a.get("button_style") or "default",
                         "kind": render.form_action_kind(action_id), "key": str(i + 1) if i < 9 else "",
                         "btn": render.BUTTON_COLOR.get(a.get("button_style") or "default", "plain")})
     sent_action = next((a for a in actions if sent and a["id"] == sent.get("action")), None)
@@ -193,7 +197,8 @@ def form_view(cp: dict[str, Any]) -> dict[str, Any] | None:
             "actions": actions, "node_title": form.get("node_title") or cp["node_id"],
             "expires": float(expires) if isinstance(expires, (int, float)) else None,
             "display_in_ui": form.get("display_in_ui"), "delivery": delivery_view(cp),
-            "sent": sent and {"action": sent.get("action"), "title": sent_action["title"] if sent_action else sent.get("action"),
+            "sent": sent and {"action": sent.get("action"),
+                              "title": sent_action["title"] if sent_action else sent.get("action"),
                               "inputs": sent.get("inputs") or {}}}
 
 

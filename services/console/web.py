@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -46,11 +46,11 @@ def duration(seconds: float | None) -> str:
 def when(ts: float | None) -> str:
     if not ts:
         return "-"
-    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def iso(ts: float | None) -> str:
-    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat() if ts else ""
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat() if ts else ""
 
 
 def templates() -> Environment:
@@ -64,8 +64,11 @@ def templates() -> Environment:
 def render_page(request: Request, template: str, status: int = 200, **context) -> HTMLResponse:
     session = getattr(request.state, "session", None)
     html = request.app.state.templates.get_template(template).render(
-        request=request, session=session, csrf=session.csrf if session else "", now=time.time(), **context)
-    return HTMLResponse(html, status_code=status)
+        request=request, session=session, csrf=session.csrf if session else "", now=time.time(),
+        console=request.app.state.console, **context)
+    # A lone surrogate anywhere in what is shown (a JSON output can carry one) cannot be encoded: replace
+    # it rather than fail the page; NUL, which HTML does not allow, is shown as U+FFFD as browsers would.
+    return HTMLResponse(html.replace("\x00", "\ufffd").encode("utf-8", errors="replace"), status_code=status)
 
 
 def json_error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:

@@ -7,11 +7,12 @@ another app's run id. `apps=None` in a listing means "every app" (an admin, or t
 """
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, or_, select, true, update
+from sqlalchemy import Connection, Text, and_, bindparam, cast, false, func, or_, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from shared.store import audit
@@ -209,6 +210,77 @@ def by_id_prefix(conn: Connection, prefix: str, *, apps: Collection[str] | None 
     rows = as_rows(conn.execute(select(checkpoints).where(where).order_by(c.id).limit(limit)))
     total = conn.execute(select(func.count()).select_from(checkpoints).where(where)).scalar_one()
     return rows, total
+
+
+# ---------------------------------------------------------------------- the console's inbox
+def _like(text: str) -> str:
+    """`%text%` for LIKE, with LIKE's own wildcards in `text` taken literally."""
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _contains(column, text: str):
+    return func.lower(column).like(_like(text.lower()), escape="\\")
+
+
+def _json_contains(column, text: str):
+    """Text inside a JSON column, as it is stored: json.dumps escapes quotes and non-ASCII characters."""
+    escaped = json.dumps(text.lower())[1:-1]
+    return func.lower(cast(column, Text)).like(_like(escaped), escape="\\")
+
+
+def inbox_where(*, apps: Collection[str] | None, statuses: Collection[str] | None = None, app: str | None = None,
+                workflow_id: str | None = None, node_id: str | None = None,
+                assignees: Collection[str] | None = None, created_before: float | None = None,
+                created_after: float | None = None, search: str | None = None):
+    """The console inbox's filters as one WHERE clause: every filter is applied by the database, so a
+    page and its total are honest however many rows match. `assignees`: any of these names or
+    `group:<name>` tokens is among the checkpoint's assignees."""
+    cond = [_in_apps(apps)]
+    if statuses:
+        cond.append(c.status.in_(sorted(statuses)))
+    if app:
+        cond.append(c.app == app)
+    if workflow_id:
+        cond.append(c.workflow_id == workflow_id)
+    if node_id:
+        cond.append(c.node_id == node_id)
+    if assignees is not None:
+        # assignees is a JSON list of strings: a quoted name matches a whole element, never a part of one.
+        tokens = [json.dumps(a) for a in assignees]
+        cond.append(or_(*[cast(c.assignees, Text).like(_like(t), escape="\\") for t in tokens]) if tokens
+                    else false())
+    if created_before is not None:
+        cond.append(c.created_at <= created_before)
+    if created_after is not None:
+        cond.append(c.created_at > created_after)
+    if search:
+        term = search.strip()
+        cond.append(or_(c.id.startswith(term.lower(), autoescape=True), _contains(c.workflow_run_id, term),
+                        _contains(c.node_id, term), _contains(c.message, term), _contains(c.decided_by, term),
+                        _contains(c.feedback, term), _json_contains(c.node_output, term)))
+    return and_(*cond)
+
+
+def inbox_page(conn: Connection, where, *, newest_decided_first: bool, limit: int,
+               offset: int) -> tuple[list[CheckpointRow], int]:
+    """A page of checkpoints matching `where` (see inbox_where), and how many match in all. Open ones
+    come nearest deadline first; decided ones the latest decision first."""
+    order = ([func.coalesce(c.resolved_at, c.updated_at).desc(), c.id] if newest_decided_first
+             else [c.deadline.asc(), c.id])
+    rows = as_rows(conn.execute(select(checkpoints).where(where).order_by(*order).limit(limit).offset(offset)))
+    total = conn.execute(select(func.count()).select_from(checkpoints).where(where)).scalar_one()
+    return rows, total
+
+
+def inbox_options(conn: Connection, apps: Collection[str] | None,
+                  statuses: Collection[str] | None) -> dict[str, list[str]]:
+    """The apps, workflows and nodes that the inbox's filter menus offer (within `apps`)."""
+    where = inbox_where(apps=apps, statuses=statuses)
+    out = {}
+    for key, column in (("app", c.app), ("workflow", c.workflow_id), ("node", c.node_id)):
+        q = select(column).where(where, column.is_not(None)).distinct().order_by(column).limit(500)
+        out[key] = [v for v in conn.execute(q).scalars()]
+    return out
 
 
 def count_open(conn: Connection, apps: Collection[str] | None = None) -> int:

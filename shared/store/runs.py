@@ -159,3 +159,26 @@ def set_watermark(conn: Connection, app: str, created_at: float) -> None:
     if not _insert(conn, discovery_watermarks, dict(app=app, created_at=created_at, updated_at=now), ["app"]):
         conn.execute(update(discovery_watermarks).where(w.app == app, w.created_at < created_at)
                      .values(created_at=created_at, updated_at=now))
+
+
+# ---------------------------------------------------------------------- the console's step view
+def node_after(conn: Connection, app: str, run_id: str, node_id: str, skip_prefix: str = "hitl_") -> NodeRow | None:
+    """The first node this run started after `node_id` (nodes whose id starts with `skip_prefix` — the
+    checkpoint recipe's own — are passed over); None when none is recorded."""
+    n = node_executions.c
+    seen = select(func.max(n.seq)).where(n.app == app, n.run_id == run_id, n.node_id == node_id).scalar_subquery()
+    q = (select(node_executions).where(n.app == app, n.run_id == run_id, n.seq > seen,
+                                       ~n.node_id.startswith(skip_prefix, autoescape=True))
+         .order_by(n.seq).limit(1))
+    return as_row(conn.execute(q).first())
+
+
+def earlier_run_with_node(conn: Connection, app: str, workflow_id: str | None, node_id: str,
+                          exclude_run: str) -> str | None:
+    """The newest other run of the same app (and workflow, when known) that recorded `node_id`."""
+    n = node_executions.c
+    q = (select(r.id).join(node_executions, and_(n.app == r.app, n.run_id == r.id))
+         .where(r.app == app, r.id != exclude_run, n.node_id == node_id))
+    if workflow_id:
+        q = q.where(r.workflow_id == workflow_id)
+    return conn.execute(q.order_by(r.tracked_at.desc()).limit(1)).scalar()

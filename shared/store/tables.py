@@ -62,6 +62,8 @@ checkpoints = Table(
     Index("ix_checkpoints_run_node", "app", "workflow_run_id", "node_id"),
     Index("ix_checkpoints_unpublished", "published", "resolved_at"),
     Index("ix_checkpoints_delivery", "delivery", "delivered_at"),
+    Index("ix_checkpoints_status_resolved", "status", "resolved_at"),  # the console's decided lists
+    Index("ix_checkpoints_app_status", "app", "status", "deadline"),  # the console's per-app inbox
 )
 
 # Append-only: every state change and every decision attempt (applied or rejected).
@@ -233,4 +235,26 @@ audit_anchors = Table(
     Column("heads", JSON, nullable=False),
     Column("prev_hash", String(64)),
     Column("hash", String(64), nullable=False),
+)
+
+# ---------------------------------------------------------------------- console sign-ins (console writes)
+# One row per sign-in: the browser's cookie holds a random token, the row its SHA-256. Sign-out, an
+# expiry, or the reviewer's removal or credential change revokes the row, and every console replica
+# sharing the store refuses the cookie from then on.
+console_sessions = Table(
+    "console_sessions", metadata,
+    Column("id", String(64), primary_key=True),  # sha256 hex of the cookie's token
+    Column("reviewer", String(128), nullable=False),
+    Column("method", String(16), nullable=False),  # password | oidc
+    Column("groups", JSON, nullable=False, default=list),  # mapped from the identity provider's claims
+    Column("fingerprint", String(64), nullable=False),  # the reviewer's credentials when they signed in
+    Column("csrf", String(64), nullable=False),
+    Column("address", String(64)),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("revoked_at", Float),
+    Column("revoked_reason", String(32)),  # sign_out | credentials_changed | removed | expired
+    Column("id_token", Text),  # OIDC: the hint an RP-initiated logout sends back to the provider
+    Index("ix_console_sessions_reviewer", "reviewer", "revoked_at"),
+    Index("ix_console_sessions_expiry", "expires_at"),
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -30,6 +31,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SHOTS = Path(__file__).resolve().parent / "screenshots"
+NODE_DIR = Path(__file__).resolve().parent / "node"  # package.json + lock: oidc-provider, axe-core
+PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True, "device_scale_factor": 2}
 ALICE_PASSWORD = "correct horse battery"
 REVIEWER = {"Authorization": "Bearer rv-alice-token"}
 LIVE_S = 1.5  # "within a second", plus the browser's own scheduling
@@ -54,14 +57,15 @@ def stack(tmp_path_factory, rabbitmq_url):
             drop()
 
 
-def start_console(stack: ProcessStack) -> None:
+def start_console(stack: ProcessStack, extra_env: dict[str, str] | None = None) -> None:
     """`python -m services.console` with the stack's environment, on its own port; alice has a password."""
     reviewers = [dict(r, password_hash=hash_password(ALICE_PASSWORD, iterations=20_000)) if r["name"] == "alice" else r
                  for r in REVIEWERS]
     stack.ports["console"] = free_port()
     env = {**stack.env, "HITL_CONSOLE_PORT": str(stack.ports["console"]), "HITL_REVIEWERS": json.dumps(reviewers),
-           "HITL_CONSOLE_SECRET": "e2e-console-secret-0123456789"}
-    log = open(stack.workdir / "console.log", "ab")
+           "HITL_CONSOLE_SECRET": "e2e-console-secret-0123456789",
+           "HITL_CONSOLE_DIFY_WEB_URL": "https://dify.example.internal", **(extra_env or {})}
+    log = open(stack.workdir / "console.log", "ab")  # noqa: SIM115  (the process writes it for its whole life)
     stack.procs["console"] = subprocess.Popen([sys.executable, "-m", "services.console"], cwd=ROOT, env=env,
                                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     stack.wait_http(stack.url("console") + "/readyz", "console")
@@ -86,11 +90,16 @@ def e2e(stack):
 
 @pytest.fixture
 def open_page(browser, stack):
-    """open_page(name, password, path) → a signed-in page (its own browser context: its own cookies)."""
+    """open_page(name, password, path) → a signed-in page (its own browser context: its own cookies);
+    phone=True: a 390 px touch screen; axe=True: the page may inject axe-core (CSP bypassed)."""
     contexts = []
 
-    def make(name: str = "alice", password: str = ALICE_PASSWORD, path: str = "/"):
-        context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=stack.url("console"))
+    def make(name: str = "alice", password: str = ALICE_PASSWORD, path: str = "/", phone: bool = False,
+             axe: bool = False, timezone: str | None = None):
+        shape = PHONE if phone else {"viewport": {"width": 1280, "height": 900}}
+        context = browser.new_context(**shape, base_url=stack.url("console"), bypass_csp=axe,
+                                      **({"timezone_id": timezone} if timezone else {}))
+        local_only(context)
         contexts.append(context)
         page = context.new_page()
         page.set_default_timeout(10_000)
@@ -144,10 +153,41 @@ def wait_run_status(stack: ProcessStack, run_id: str, status: str, timeout_s: fl
     raise AssertionError(f"run {run_id} never {status}; last: {json.dumps(last)[:600]}")
 
 
-def shot(page, name: str) -> None:
+def shot(page, name: str, full_page: bool = True) -> None:
+    """A screenshot in tests/e2e/screenshots. Phones: the screen as it is (a full-page capture drops the
+    touch emulation, so touch-only rules would not show)."""
     SHOTS.mkdir(exist_ok=True)
     page.wait_for_timeout(150)  # let a live swap finish painting
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True, animations="disabled")
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=full_page, animations="disabled")
+
+
+def local_only(context) -> None:
+    """Nothing leaves the machine: a request to any host but this one (a page's web font) is aborted."""
+    context.route(re.compile(r"^https?://(?!127\.0\.0\.1[:/]|localhost[:/])"), lambda route: route.abort())
+
+
+def node_modules() -> Path:
+    """tests/e2e/node's packages, installed from the committed lock file (npm ci) when missing."""
+    wanted = [NODE_DIR / "node_modules" / "axe-core" / "axe.min.js", NODE_DIR / "node_modules" / "oidc-provider"]
+    if not all(p.exists() for p in wanted):
+        if shutil.which("npm") is None:
+            pytest.skip("npm is not installed (apt-get install -y npm)")
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=NODE_DIR, check=True, timeout=600)
+    return NODE_DIR / "node_modules"
+
+
+def contrast_failures(page) -> list[str]:
+    """axe-core's WCAG AA colour-contrast rule (4.5:1 for text) on the page as it is now."""
+    if not page.evaluate("!!window.axe"):
+        page.add_script_tag(path=str(node_modules() / "axe-core" / "axe.min.js"))
+    violations = page.evaluate("""async () => (await axe.run(document, {runOnly: {type: "rule",
+        values: ["color-contrast"]}, resultTypes: ["violations"]})).violations""")
+    return [f"{n['target']}: {n['failureSummary']}" for v in violations for n in v["nodes"]]
+
+
+def sideways_scroll(page) -> int:
+    """How many pixels the page scrolls sideways (0: it fits)."""
+    return page.evaluate("Math.max(document.documentElement.scrollWidth, document.body.scrollWidth) - innerWidth")
 
 
 def post_decision(page, checkpoint_id: str, body: dict, *, csrf: bool = True, form: bool = False) -> tuple[int, dict]:
@@ -198,9 +238,12 @@ def test_sign_in_is_required_and_a_wrong_password_is_refused(stack, browser):
     cookie = next(c for c in context.cookies() if c["name"] == "hitl_console")
     assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
     page.click("text=Sign out")
-    page.wait_for_url(re.compile(r".*/login$"))
+    page.wait_for_url(re.compile(r".*/login\?signed_out=1$"))
+    assert page.locator(".alert.green").inner_text() == "You are signed out."
     page.goto("/")
     assert "/login" in page.url
+    replayed = httpx.get(console + "/api/session", cookies={"hitl_console": cookie["value"]})
+    assert replayed.status_code == 401  # the session was revoked in the store, not only forgotten here
     sign_in(page, "bob", "rv-bob-token")  # a reviewer token works as the password
     assert page.locator(".who").inner_text() == "bob"
     context.close()
@@ -218,6 +261,7 @@ def test_a_run_reaching_a_checkpoint_appears_in_an_open_inbox_without_reload(sta
     count = page.locator("tr[data-checkpoint]").count()
     assert page.title() == f"({count}) Inbox — dify-hitl"
     assert page.locator(".count").inner_text() == str(count)
+    assert page.locator(".tabs .tab-count").inner_text() == str(count)  # the status tabs follow live too
     assert re.fullmatch(r"\d+m \d\ds", row.locator(".countdown").inner_text())
     shot(page, "inbox")
 
@@ -301,11 +345,11 @@ def test_edit_refuses_invalid_json_with_a_message_and_sends_valid_json(stack, e2
 
     bob = open_page("bob", "rv-bob-token", f"/checkpoints/{cp['id']}")
     assert "you are not among them" in bob.locator(".decision .note").inner_text()
-    bob.keyboard.press("a")
-    bob.keyboard.press("Enter")
-    bob.locator("#result.red").wait_for()
-    assert "not an assignee" in bob.locator("#result").inner_text()
-    assert "422 not_assignee" in bob.locator("#result").inner_text()
+    buttons = bob.locator(".decision button[type=submit]")
+    assert buttons.count() == 4 and all(buttons.nth(i).is_disabled() for i in range(4))
+    assert buttons.first.get_attribute("title").startswith("Assigned to alice")
+    status, body = post_decision(bob, cp["id"], {"action": "approve"})  # and the decider says the same
+    assert status == 422 and body["error"]["code"] == "not_assignee"
     bob.locator(".history tr.rejected", has_text="not_assignee").wait_for(timeout=LIVE_S * 1000)
 
     page = open_page(path=f"/checkpoints/{cp['id']}")
@@ -355,3 +399,150 @@ def test_a_post_without_the_csrf_token_is_refused_and_a_late_decision_gets_409(s
     assert "Someone else decided first: approve by bob via api" in result and "409" in result
     page.locator(".cp-head .pill", has_text="approved").wait_for()  # and the page shows the winner
     wait_run_status(stack, run_id, "succeeded")
+
+
+# ---------------------------------------------------------------------- issue 18: the reviewer's day
+def test_typed_feedback_is_kept_when_the_cli_decides_meanwhile_and_a_second_tab_is_told_too(stack, e2e, open_page):
+    e2e.register()
+    run_id = start_run(stack, "typed work")
+    cp = wait_checkpoint(stack, run_id)
+    page = open_page(path=f"/checkpoints/{cp['id']}")
+    page.keyboard.press("r")
+    page.keyboard.type("half-written thought about the tone")
+    e2e.decide(cp["id"], "approve")  # a colleague, through the CLI
+    banner = page.locator('[data-live="decision"] .elsewhere')
+    banner.wait_for(timeout=LIVE_S * 1000 + 2000)
+    assert "Decided elsewhere while you were typing: approved by alice via api." in banner.inner_text()
+    assert page.locator("textarea#feedback").input_value() == "half-written thought about the tone"
+    assert page.locator('details[data-action="revise"] button[type=submit]').is_disabled()
+    page.locator(".cp-head .pill", has_text="approved").wait_for()  # the rest of the page moved on
+    shot(page, "checkpoint-decided-elsewhere")
+    wait_run_status(stack, run_id, "succeeded")
+
+    run_id = start_run(stack, "second tab")
+    cp = wait_checkpoint(stack, run_id)
+    typing = open_page(path=f"/checkpoints/{cp['id']}")
+    deciding = open_page(path=f"/checkpoints/{cp['id']}")
+    typing.keyboard.press("e")
+    typing.locator("textarea#output").fill("my own version, not sent yet")
+    deciding.keyboard.press("x")
+    deciding.keyboard.type("not needed any more")
+    deciding.keyboard.press("Enter")
+    deciding.locator("#result.green").wait_for()
+    banner = typing.locator('[data-live="decision"] .elsewhere')
+    banner.wait_for(timeout=LIVE_S * 1000 + 2000)
+    assert "aborted by alice via console" in banner.inner_text()
+    assert typing.locator("textarea#output").input_value() == "my own version, not sent yet"
+    assert deciding.locator('[data-live="decision"] .elsewhere').count() == 0  # its own decision: no warning
+    typing.click("text=Show the decision instead")
+    assert "aborted" in typing.locator('[data-live="decision"] .decided').inner_text()
+
+
+def test_every_page_fits_a_390px_phone_and_every_text_passes_aa_contrast(stack, e2e, open_page, browser):
+    e2e.register()
+    done_run = start_run(stack, "decided on a phone")
+    done = wait_checkpoint(stack, done_run)
+    e2e.decide(done["id"], "revise", "--feedback", "a shorter intro, please")
+    open_run = start_run(stack, "open on a phone")
+    cp = wait_checkpoint(stack, open_run)
+    paths = ["/", "/?status=decided", "/?status=all&q=phone", f"/checkpoints/{cp['id']}",
+             f"/checkpoints/{done['id']}", "/runs", f"/runs/{open_run}", "/nowhere"]
+    for phone in (True, False):
+        page = open_page(phone=phone, axe=True)
+        for path in paths:
+            page.goto(path)
+            page.wait_for_timeout(100)
+            assert sideways_scroll(page) <= 0, (phone, path)
+            assert contrast_failures(page) == [], (phone, path)
+            if phone and path == f"/checkpoints/{cp['id']}":
+                shot(page, "checkpoint-phone", full_page=False)
+                assert page.locator(".foot").is_hidden()  # no keyboard hints on a touch screen
+                decide_y = page.locator("section.decision").bounding_box()["y"]
+                assert decide_y < page.locator('section[data-live="output"]').bounding_box()["y"]
+                assert page.locator(".cp-head .countdown").bounding_box()["y"] < decide_y
+                assert page.locator(".who").is_visible()
+            if phone and path == "/":
+                shot(page, "inbox-phone", full_page=False)
+                assert page.locator("table.inbox thead").is_hidden()  # rows are cards
+    login = browser.new_context(**PHONE, base_url=stack.url("console"), bypass_csp=True)
+    local_only(login)
+    login_page = login.new_page()
+    login_page.goto("/login")
+    assert sideways_scroll(login_page) <= 0 and contrast_failures(login_page) == []
+    login.close()
+    e2e.decide(cp["id"], "abort", "--reason", "cleaning up")
+
+
+def test_the_checkpoint_page_shows_the_context_to_decide_in_the_reviewers_time(stack, e2e, open_page):
+    e2e.register()
+    run_id = start_run(stack, "context matters")
+    cp = wait_checkpoint(stack, run_id)
+    page = open_page(path=f"/checkpoints/{cp['id']}", timezone="Asia/Tokyo")
+    facts = page.locator('[data-live="cp-facts"]')
+    assert "Write draft" in facts.inner_text() or "Human checkpoint" in facts.inner_text()  # the node's title
+    assert "e2e (Dify user)" in facts.inner_text()
+    link = page.locator("[data-dify-link]").get_attribute("href")
+    assert link == f"https://dify.example.internal/app/{cp['app_id']}/logs"
+    opened = facts.locator("time[data-local]").first
+    assert re.search(r"GMT\+9", opened.inner_text()), opened.inner_text()  # the reviewer's own time zone
+    assert opened.get_attribute("title").endswith(" UTC")
+    inputs = page.locator('[data-live="run-inputs"]').inner_text()
+    assert "topic" in inputs and "context matters" in inputs
+    shot(page, "checkpoint-context")
+    e2e.decide(cp["id"], "approve")
+    wait_run_status(stack, run_id, "succeeded")
+
+
+def test_decided_checkpoints_can_be_browsed_searched_and_paged(stack, e2e, open_page):
+    e2e.register()
+    run_id = start_run(stack, "look back later")
+    cp = wait_checkpoint(stack, run_id)
+    e2e.decide(cp["id"], "approve")
+    wait_run_status(stack, run_id, "succeeded")
+    page = open_page(path="/?status=decided")
+    row = page.locator(f'tr[data-checkpoint="{cp["id"]}"]')
+    assert "alice" in row.locator('td[data-label="Decided by"]').inner_text()
+    assert row.locator('td[data-label="Decided at"] time').count() == 1
+    page.fill("input[data-search]", run_id)
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r".*q=.*"))
+    assert page.locator("tr[data-checkpoint]").count() == 1
+    assert page.locator(".count-line").inner_text().startswith("1 decided")
+    shot(page, "inbox-decided")
+    page.keyboard.press("/")  # the search shortcut
+    assert page.evaluate("document.activeElement.matches('[data-search]')")
+
+
+def test_a_step_pause_shows_each_nodes_variables_and_edit_then_continue_sends_them(stack, open_page):
+    """A checkpoint as `hitl instrument --step` sends it (shared/dsl/step.py), held through ingest."""
+    import threading
+
+    run_id, answer = f"step-{int(time.time() * 1000)}", {}
+    body = {"workflow_run_id": run_id, "node_id": "llm", "round": 1, "max_rounds": 1, "mode": "hold",
+            "message": "Step: Write draft finished", "timeout_s": 120, "on_timeout": "abort",
+            "node_output": {"start": {"topic": "launch"}, "llm": {"text": "Draft about launch", "tokens": 42}}}
+
+    def call() -> None:
+        r = httpx.post(stack.ingest_url + "/v1/checkpoints", json=body, timeout=130,
+                       headers={"Authorization": "Bearer cp-demo-token-change-me"})
+        answer.update(r.json())
+
+    held = threading.Thread(target=call)
+    held.start()
+    cp = wait_checkpoint(stack, run_id)
+    page = open_page(path=f"/checkpoints/{cp['id']}")
+    assert page.locator(".insp-node").count() == 2
+    assert "Draft about launch" in page.locator('.insp-node[data-step-node="llm"]').inner_text()
+    assert page.locator('[data-live="rounds"]').count() == 0 and page.locator("[data-step-next]").is_visible()
+    shot(page, "checkpoint-step")
+    page.keyboard.press("e")
+    page.locator('textarea[data-step-var="text"]').fill("A better draft")
+    page.locator('textarea[data-step-var="tokens"]').fill("not json")
+    page.locator('details[data-action="edit"] button[type=submit]').click()
+    assert "llm.tokens is not valid JSON" in page.locator('details[data-action="edit"] .field-error').inner_text()
+    page.locator('textarea[data-step-var="tokens"]').fill("7")
+    page.locator('details[data-action="edit"] button[type=submit]').click()
+    page.locator("#result.green").wait_for()
+    held.join(timeout=30)
+    assert answer["action"] == "edit"
+    assert answer["output"] == {"start": {"topic": "launch"}, "llm": {"text": "A better draft", "tokens": 7}}

@@ -39,8 +39,9 @@ def stack(tmp_path_factory, rabbitmq_url):
     env = {"HITL_RESUME_TIMEOUT_S": "3", "HITL_POLL_MAX_INTERVAL_S": "1"}
     try:
         with ProcessStack(work, database_url=database_url, rabbitmq_url=rabbitmq_url, env=env) as stack:
-            r = httpx.post(f"{stack.sim_url}/_sim/apps", json={"name": "forms", "graph": json.loads(FIXTURE.read_text()),
-                                                               "api_key": DIFY_APP_KEY})
+            graph = json.loads(FIXTURE.read_text())
+            app = {"name": "forms", "graph": graph, "api_key": DIFY_APP_KEY}
+            r = httpx.post(f"{stack.sim_url}/_sim/apps", json=app)
             r.raise_for_status()
             start_console(stack)
             yield stack
@@ -102,6 +103,8 @@ def test_a_form_appears_live_is_revised_with_edited_text_and_the_page_follows_th
     assert page.locator('[data-live="delivery"] .pill').inner_text() == "waiting for a decision"
     assert [b.inner_text().split("\n")[-1].strip() for b in page.locator("[data-form-action]").all()] == \
         ["Approve", "Request revision", "Abort"]
+    assert page.locator('[data-live="rounds"]').count() == 0  # a form is one pause: no rounds table
+    assert "Dify takes the form's Timeout branch" in page.locator(".cp-head").inner_text()
     for html in (page.content(), page_html(page, f"/checkpoints/{cp['id']}"), page_html(page, "/"),
                  page_html(page, f"/runs/{run_id}"), page_html(page, "/runs")):
         assert token not in html

@@ -104,7 +104,8 @@ def test_sign_in_with_a_password_or_a_token_and_a_wrong_one_is_refused(console):
 def test_sign_in_needs_the_forms_nonce_and_pauses_after_repeated_failures(console):
     client = TestClient(console[0])
     client.get("/login")
-    forged = client.post("/login", data={"name": "alice", "password": PASSWORD, "csrf": "guess"}, follow_redirects=False)
+    forged = client.post("/login", data={"name": "alice", "password": PASSWORD, "csrf": "guess"},
+                         follow_redirects=False)
     assert forged.status_code == 403
     for _ in range(3):
         sign_in(client, password="wrong")
@@ -137,7 +138,8 @@ def test_pages_show_open_checkpoints_escaped_and_with_security_headers(console):
     sign_in(client)
     inbox = client.get("/")
     assert "<title>(1) Inbox — dify-hitl</title>" in inbox.text and cid in inbox.text
-    assert "script-src 'self'" in inbox.headers["content-security-policy"] and inbox.headers["cache-control"] == "no-store"
+    assert "script-src 'self'" in inbox.headers["content-security-policy"]
+    assert inbox.headers["cache-control"] == "no-store"
     page = client.get(f"/checkpoints/{cid}")
     assert "&lt;script&gt;alert(1)&lt;/script&gt; <strong>bold</strong>" in page.text
     assert "<script>alert" not in page.text
@@ -171,7 +173,8 @@ def test_decisions_go_to_the_decider_as_the_signed_in_reviewer_and_map_like_the_
     headers = {"X-CSRF-Token": csrf_of(client), "Accept": "application/json"}
     replies: Replies = app.state.replies
     replies.answer = resolved(cid)
-    ok = client.post(f"/checkpoints/{cid}/decision", json={"action": "approve", "idempotency_key": "k1"}, headers=headers)
+    ok = client.post(f"/checkpoints/{cid}/decision", json={"action": "approve", "idempotency_key": "k1"},
+                     headers=headers)
     assert ok.status_code == 200 and ok.json()["resolution"]["action"] == "approve"
     sent = replies.decisions[-1]
     assert (sent.actor, sent.channel, sent.checkpoint_id, sent.idempotency_key) == ("alice", "console", cid, "k1")
@@ -200,7 +203,8 @@ def test_revise_abort_and_edit_carry_their_fields(console):
     assert refused.status_code == 422 and refused.json()["error"]["code"] == "reason_required"
     client.post(f"/checkpoints/{cid}/decision", json={"action": "abort", "reason": "off topic"}, headers=headers)
     assert replies.decisions[-1].reason == "off topic"
-    client.post(f"/checkpoints/{cid}/decision", json={"action": "edit", "output": "{not json but text"}, headers=headers)
+    client.post(f"/checkpoints/{cid}/decision", json={"action": "edit", "output": "{not json but text"},
+                headers=headers)
     assert replies.decisions[-1].output == "{not json but text" and replies.decisions[-1].has_output
 
 

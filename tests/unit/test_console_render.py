@@ -14,7 +14,8 @@ def test_markdown_escapes_html_before_adding_its_own_markup():
 
 
 def test_markdown_renders_headings_emphasis_code_and_lists():
-    html = str(render.markdown("# Title\n\nSome *italic* and `x < y` code\n\n- one\n- two\n\n1. first\n\n```\n<b>raw</b>\n```"))
+    html = str(render.markdown("# Title\n\nSome *italic* and `x < y` code\n\n- one\n- two\n\n1. first\n\n"
+                               "```\n<b>raw</b>\n```"))
     assert '<h3 class="md-h">Title</h3>' in html
     assert "<em>italic</em>" in html and "<code>x &lt; y</code>" in html
     assert "<ul>\n<li>one</li>\n<li>two</li>\n</ul>" in html and "<ol>\n<li>first</li>\n</ol>" in html
@@ -23,7 +24,8 @@ def test_markdown_renders_headings_emphasis_code_and_lists():
 
 def test_markdown_links_only_http_and_https_and_never_for_the_opener():
     html = str(render.markdown("[docs](https://example.com/a?b=1&c=2) [bad](javascript:alert(1)) see http://x.org."))
-    assert '<a href="https://example.com/a?b=1&amp;c=2" rel="noopener noreferrer nofollow" target="_blank">docs</a>' in html
+    assert ('<a href="https://example.com/a?b=1&amp;c=2" rel="noopener noreferrer nofollow" target="_blank">docs</a>'
+            in html)
     assert "javascript:" in html and 'href="javascript' not in html
     assert '<a href="http://x.org" rel="noopener noreferrer nofollow" target="_blank">http://x.org</a>.' in html
 
@@ -78,6 +80,7 @@ def test_event_summaries_carry_ids_and_statuses_but_no_outputs_or_secrets():
     assert out == {"type": "checkpoint.opened", "at": 1.0, "app": "demo", "checkpoint_id": "c1", "run_id": "r1",
                    "node_id": "draft",
                    "round": 1, "status": "open", "action": None, "decided_by": None}
-    node = summary("node.running", {"type": "node.running", "run": {"id": "r1", "status": "running", "inputs": {"k": 1}},
+    node = summary("node.running", {"type": "node.running",
+                                    "run": {"id": "r1", "status": "running", "inputs": {"k": 1}},
                                     "node": {"node_id": "checkpoint", "status": "running"}})
     assert node["run_id"] == "r1" and node["node_id"] == "checkpoint" and "inputs" not in node

@@ -50,6 +50,39 @@
       if (again) { again = false; refreshSoon(); }
     });
   }
+  function typed(el) {  // anything the reviewer typed or chose that the page did not come with
+    return $$("textarea, input:not([type=hidden]), select", el).some(function (f) {
+      if (f.type === "checkbox" || f.type === "radio") return f.checked !== f.defaultChecked;
+      if (f.tagName === "SELECT") return $$("option", f).some(function (o) { return o.selected !== o.defaultSelected; });
+      return f.value !== f.defaultValue;
+    });
+  }
+  function keepTyped(el, fresh) {
+    // Decided elsewhere (another reviewer, the CLI, a bot, another tab) while this reviewer was typing:
+    // keep their text where it is, turn sending off, and say who decided what and how.
+    el.dataset.v = fresh.dataset.v;
+    el.dataset.status = fresh.dataset.status;
+    $$("button[type=submit]", el).forEach(function (b) { b.disabled = true; b.title = "Already decided"; });
+    var who = fresh.dataset.decidedBy || "someone", how = fresh.dataset.channel ? " via " + fresh.dataset.channel : "";
+    var box = $(".elsewhere", el) || document.createElement("div");
+    box.className = "elsewhere";
+    box.setAttribute("role", "alert");
+    box.textContent = "";
+    var head = document.createElement("strong");
+    head.textContent = "Decided elsewhere while you were typing: " + (fresh.dataset.label || fresh.dataset.action || fresh.dataset.status) + " by " + who + how + ".";
+    var rest = document.createElement("span");
+    rest.className = "small";
+    rest.textContent = "Your text is kept below so you can copy it; sending is off. ";
+    var show = document.createElement("button");
+    show.type = "button";
+    show.className = "btn-link";
+    show.textContent = "Show the decision instead";
+    show.addEventListener("click", function () { el.replaceWith(document.importNode(fresh, true)); tick(); });
+    rest.appendChild(show);
+    box.appendChild(head);
+    box.appendChild(rest);
+    if (!box.parentNode) el.insertBefore(box, el.firstChild);
+  }
   function swap(doc) {
     var before = {};
     $$("[data-checkpoint]").forEach(function (el) { before[el.dataset.checkpoint] = true; });
@@ -57,11 +90,25 @@
       var fresh = doc.querySelector('[data-live="' + el.dataset.live + '"]');
       if (!fresh) return;
       if (fresh.dataset.v !== undefined && fresh.dataset.v === el.dataset.v) return;  // unchanged: keep what is typed
+      if (el.hasAttribute("data-keep-typed") && el.dataset.sentHere !== "1" && fresh.dataset.status !== "open" && typed(el)) {
+        keepTyped(el, fresh);
+        return;
+      }
       el.replaceWith(document.importNode(fresh, true));
     });
     if (doc.title) document.title = doc.title;
     $$("[data-checkpoint]").forEach(function (el) { if (!before[el.dataset.checkpoint]) el.classList.add("fresh"); });
     tick();
+    localTimes();
+  }
+  function localTimes() {  // absolute times in the reviewer's own time zone; UTC stays on hover
+    $$("[data-local]").forEach(function (el) {
+      if (el.dataset.done) return;
+      var d = new Date(parseFloat(el.dataset.local) * 1000);
+      if (isNaN(d)) return;
+      el.textContent = d.toLocaleString([], { year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short" });
+      el.dataset.done = "1";
+    });
   }
   function concerns(ev) {
     var kind = ev.type || "";
@@ -82,6 +129,10 @@
     source.addEventListener("hello", function () {
       setLive("live", "live");
       if (failed) { failed = false; refreshSoon(); }  // events may have been missed while away
+    });
+    source.addEventListener("signed_out", function () {  // this session was ended (signed out elsewhere)
+      source.close();
+      location.href = "/login?next=" + encodeURIComponent(location.pathname + location.search);
     });
     source.addEventListener("hitl", function (msg) {
       var ev; try { ev = JSON.parse(msg.data); } catch (e) { return; }
@@ -107,7 +158,9 @@
     abort: "Aborted — the workflow takes its abort branch." };
   var FORM_REFUSED = { missing_inputs: "every input of the form needs a value.",
     unknown_action: "the form has no such action.", unknown_input: "the form has no such input.",
-    action_required: "pick one of the form's actions.", no_editable_input: "the form has no input for the edited text." };
+    action_required: "pick one of the form's actions.", no_editable_input: "the form has no input for the edited text.",
+    unsupported_input: "this form has an input dify-hitl cannot fill (a type it does not know): decide it in Dify.",
+    invalid_input: "a value does not fit its input." };
   function showResult(color, text, detail) {
     var box = $("#result");
     if (!box) return;
@@ -153,25 +206,42 @@
     if (!form.matches("[data-decision]")) return;
     e.preventDefault();
     if (form.dataset.kind === "dify-form") { submitForm(form, e.submitter); return; }
-    if (!validate(form)) return;
+    var button = $("button[type=submit]", form);
+    if (button.disabled) { showResult("red", "Not sent: " + (button.title || "you may not decide this checkpoint."), ""); return; }
+    if (form.hasAttribute("data-step")) { if (!stepOutput(form)) return; }
+    else if (!validate(form)) return;
     var data = { action: form.elements.action.value };
     ["feedback", "output", "reason"].forEach(function (k) { if (form.elements[k]) data[k] = form.elements[k].value; });
+    if (form.hasAttribute("data-step")) data.output = form.dataset.output;
     form.dataset.key = form.dataset.key || ("console-" + (crypto.randomUUID ? crypto.randomUUID() : String(Math.random()).slice(2)));
     data.idempotency_key = form.dataset.key;
-    var button = $("button[type=submit]", form);
     button.disabled = true;
     fetch(form.getAttribute("action"), { method: "POST", credentials: "same-origin", body: JSON.stringify(data),
       headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRF-Token": csrf } })
       .then(function (r) { delete form.dataset.key; return r.json().catch(function () { return {}; }).then(function (b) { return [r.status, b]; }); })
       .then(function (res) {
+        var region = form.closest("[data-keep-typed]");
+        if (region && (res[0] === 200 || res[0] === 202)) region.dataset.sentHere = "1";  // our own decision
         var d = describe(res[0], res[1], data.action);
         if (res[0] === 422 && res[1].error && res[1].error.code === "invalid_json") fieldError(form, res[1].error.message, form.elements.output);
         showResult(d[0], d[1], d[2]);
         refreshSoon();
       })
       .catch(function () { showResult("red", "No answer from the console; check the connection and send again.", ""); })
-      .then(function () { button.disabled = false; });
+      .then(function () { var r = form.closest("[data-keep-typed]"); if (!r || r.dataset.status === "open") button.disabled = false; });
   });
+
+  function stepOutput(form) {  // the step's variables, edited ones replaced: one JSON object for the edit
+    var out = {}, bad = null;
+    $$("[data-step-var]", form).forEach(function (f) {
+      var node = f.dataset.stepNode, name = f.dataset.stepVar, value = f.value;
+      if (f.dataset.json === "1") { try { value = JSON.parse(f.value); } catch (e) { bad = bad || [f, node + "." + name + " is not valid JSON: " + e.message]; } }
+      (out[node] = out[node] || {})[name] = value;
+    });
+    if (bad) return fieldError(form, bad[1], bad[0]);
+    form.dataset.output = JSON.stringify(out);
+    return fieldError(form, "");
+  }
 
   // ------------------------------------------------------------------ Dify forms
   function formButtons() { return $$('form[data-kind="dify-form"] [data-form-action]'); }
@@ -182,6 +252,7 @@
   function submitForm(form, submitter) {
     var button = submitter && submitter.dataset.formAction !== undefined ? submitter : $("[data-form-action].picked", form);
     if (!button) { fieldError(form, "Pick one of the form's actions: a button below, or its number key."); return; }
+    if (button.disabled) { showResult("red", "Not sent: " + (button.title || "you may not decide this checkpoint."), ""); return; }
     fieldError(form, "");
     var inputs = {};
     $$("[data-form-input]", form).forEach(function (f) { inputs[f.dataset.formInput] = f.value; });
@@ -196,6 +267,8 @@
       .then(function (r) { delete form.dataset.key; return r.json().catch(function () { return {}; }).then(function (b) { return [r.status, b]; }); })
       .then(function (res) {
         var status = res[0], body = res[1], err = body.error || {};
+        var region = form.closest("[data-keep-typed]");
+        if (region && (status === 200 || status === 202)) region.dataset.sentHere = "1";
         var d = status === 200 ? ["green", "Sent “" + title + "” — the form goes to Dify; the delivery state above shows when the run resumes.",
           "Form action " + button.value + " (" + ((body.resolution || {}).action || button.dataset.kind) + "), decided by " + (body.resolution || {}).decided_by + "."]
           : describe(status, body, button.dataset.kind);
@@ -207,7 +280,10 @@
         refreshSoon();
       })
       .catch(function () { showResult("red", "No answer from the console; check the connection and send again.", ""); })
-      .then(function () { buttons.forEach(function (b) { b.disabled = false; }); });
+      .then(function () {
+        var r = form.closest("[data-keep-typed]");
+        if (!r || r.dataset.status === "open") buttons.forEach(function (b) { b.disabled = false; });
+      });
   }
   document.addEventListener("input", function (e) {  // the rendered form mirrors what is typed
     var name = e.target.dataset && e.target.dataset.formInput;
@@ -283,6 +359,7 @@
     var actions = { a: "approve", r: "revise", e: "edit", x: "abort" };
     if (actions[key] && $("[data-decide]")) { e.preventDefault(); openAction(actions[key]); return; }
     if (key === "?") { if (help) help.hidden = !help.hidden; return; }
+    if (key === "/" && $("[data-search]")) { e.preventDefault(); $("[data-search]").focus(); return; }
     if (key === "j") select(rowIndex + 1);
     else if (key === "k") select(rowIndex - 1);
     else if (key === "Enter" && rowIndex >= 0 && rows()[rowIndex]) location.href = rows()[rowIndex].dataset.href;
@@ -313,5 +390,5 @@
     var form = e.target.closest && e.target.closest("form[data-autosubmit]");
     if (form) form.submit();
   });
-  document.addEventListener("DOMContentLoaded", function () { tick(); connect(); });
+  document.addEventListener("DOMContentLoaded", function () { tick(); localTimes(); connect(); });
 })();
