@@ -8,7 +8,10 @@ that a checkpoint exists). The assignee rule lives here too, once.
 """
 from __future__ import annotations
 
+import secrets
 from collections.abc import Collection
+
+from pydantic import ValidationError
 
 from shared.settings import BotConfig, ReviewerConfig, Settings
 
@@ -30,10 +33,25 @@ def reviewer_apps(settings: Settings, reviewer: ReviewerConfig) -> Scope:
     return frozenset(granted)
 
 
-def actor_apps(settings: Settings, actor: str) -> Scope:
+def principal(settings: Settings, actor: str, groups: Collection[str] | None = None) -> ReviewerConfig | None:
+    """The reviewer `actor` is: the configured one, with `groups` added when one of our processes
+    vouches for them (the console, for someone signed in with the company's identity provider, whose
+    groups come from its claims); without configuration, such a person is their groups alone."""
+    reviewer = settings.reviewer(actor)
+    if groups is None:
+        return reviewer
+    if reviewer is None:
+        try:
+            return ReviewerConfig(name=actor, token=secrets.token_urlsafe(16), groups=sorted(groups))
+        except ValidationError:  # not a name we could record: no principal
+            return None
+    return reviewer.model_copy(update={"groups": sorted(set(reviewer.groups) | set(groups))})
+
+
+def actor_apps(settings: Settings, actor: str, groups: Collection[str] | None = None) -> Scope:
     """The apps a decision by `actor` may touch: a reviewer's scope; nothing for an unknown name
     (the system's own decisions — deadlines, run ends — do not go through here)."""
-    reviewer = settings.reviewer(actor)
+    reviewer = principal(settings, actor, groups)
     return reviewer_apps(settings, reviewer) if reviewer is not None else frozenset()
 
 
@@ -57,13 +75,15 @@ def is_admin(reviewer: ReviewerConfig) -> bool:
     return reviewer.role == "admin"
 
 
-def is_assignee(settings: Settings, actor: str, assignees: Collection[str]) -> bool:
+def is_assignee(settings: Settings, actor: str, assignees: Collection[str],
+                groups: Collection[str] | None = None) -> bool:
     """Named in the assignees, or a member of a `group:<name>` among them."""
     if actor in assignees:
         return True
-    reviewer = settings.reviewer(actor)
+    reviewer = principal(settings, actor, groups)
     return bool(reviewer and {f"group:{g}" for g in reviewer.groups} & set(assignees))
 
 
-def may_decide(settings: Settings, actor: str, assignees: Collection[str]) -> bool:
-    return not assignees or is_assignee(settings, actor, assignees)
+def may_decide(settings: Settings, actor: str, assignees: Collection[str],
+               groups: Collection[str] | None = None) -> bool:
+    return not assignees or is_assignee(settings, actor, assignees, groups)

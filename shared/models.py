@@ -125,6 +125,8 @@ class DecisionSubmitted(Message):
     # replaced by `bot:<name>` when its signature is checked.
     channel: Text = Field(default="bot", max_length=32)
     client: Text | None = Field(default=None, max_length=32)  # what the caller says it is (e.g. "cli"): not trusted
+    # Groups our own process vouches for (the console: an identity provider's claims); ignored from bots.
+    actor_groups: list[Text] | None = Field(default=None, max_length=100)
     reason: Text | None = None  # free text, e.g. why aborted
     form_action: Text | None = Field(default=None, max_length=64)  # dify-form: the user action id
     form_inputs: Json = None  # dify-form: input values (defaults fill the rest)

@@ -1,9 +1,9 @@
 """May this reviewer decide this checkpoint — and if not, why, in words the page shows next to the
 disabled buttons. The console says what the decider would say (shared/access.py), before a click.
 
-The decider knows reviewers from HITL_REVIEWERS only: someone signed in with the identity provider
-whose access comes from the provider's groups is shown what those groups grant, but their decision
-would be refused until the decider trusts those groups too (the reason says so).
+Someone signed in with the identity provider may decide with the groups its claims give them: the
+console sends those groups with the decision (`actor_groups`), and the decider trusts them from our
+own processes only (never from a bot).
 """
 from __future__ import annotations
 
@@ -41,15 +41,11 @@ def gate(settings: Settings, session: Session, cp: dict[str, Any]) -> Gate:
     if assignees and not assigned_to(settings, session, cp):
         return Gate(False, f"Assigned to {', '.join(assignees)}; you are not among them, so the decider would "
                            "refuse your decision (not_assignee).")
-    if not session.configured:
-        return Gate(False, f"You signed in as {session.name} with the identity provider, and the decider knows "
-                           "reviewers from HITL_REVIEWERS only: ask an admin to add you there to decide.")
-    if not in_scope(actor_apps(settings, session.name), cp["app"]):
-        return Gate(False, f"Your access to app {cp['app']} comes from your identity provider's groups, which the "
-                           "decider does not know yet: it would refuse your decision.")
-    if not decider_may_decide(settings, session.name, assignees):
-        return Gate(False, "You are an assignee only through a group your identity provider sent, which the "
-                           "decider does not know yet: it would refuse your decision.")
+    groups = list(session.reviewer.groups) if session.method == "oidc" else None
+    if not in_scope(actor_apps(settings, session.name, groups), cp["app"]):
+        return Gate(False, f"You may not decide for app {cp['app']}.")
+    if not decider_may_decide(settings, session.name, assignees, groups):
+        return Gate(False, f"Assigned to {', '.join(assignees)}; you are not among them.")
     revise = ""
     if cp.get("kind", "http") == "http" and cp.get("round", 1) >= cp.get("max_rounds", 1):
         revise = (f"Round {cp.get('round')} is the last one (max_rounds {cp.get('max_rounds')}): "

@@ -222,6 +222,8 @@ async def decide(request: Request) -> Response:
             raise BadRequest(404, "not_found", f"No checkpoint {checkpoint_id}.")
         cp = views.safe(row)
         decision = DECISION_BUILDERS.get(cp.get("kind") or "http", standard_decision)(cp, form, session.name)
+        if session.method == "oidc":  # the provider's groups: the decider trusts what the console vouches for
+            decision = decision.model_copy(update={"actor_groups": list(session.reviewer.groups)})
     except BadRequest as exc:
         return _answer(request, checkpoint_id, exc.status, {"error": {"code": exc.code, "message": exc.message}})
     try:

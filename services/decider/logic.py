@@ -261,7 +261,7 @@ class Decider:
             return Refusal.max_rounds_reached, f"round {cp['round']} is the last of max_rounds={cp['max_rounds']}"
         if dec.action == Action.edit and not dec.has_output:
             return Refusal.output_required, "edit needs the new output"
-        if not may_decide(self.settings, dec.actor, cp["assignees"]):
+        if not may_decide(self.settings, dec.actor, cp["assignees"], dec.actor_groups):
             return Refusal.not_assignee, f"{dec.actor} is not among the assignees {cp['assignees']}"
         snapshot = cp.get("policy") or {}
         if (snapshot.get("no_self_approval") and dec.action in (Action.approve, Action.edit)

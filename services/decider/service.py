@@ -86,10 +86,10 @@ class DeciderService:
             if why:
                 metrics.decisions_rejected.labels("unauthorized_bot").inc()
                 raise Reject(f"bot {bot.name}: {why}")
-            # The channel is what we observed, not what the message says.
-            dec = dec.model_copy(update={"channel": f"bot:{bot.name}"})
+            # The channel is what we observed, not what the message says; a bot vouches for no groups.
+            dec = dec.model_copy(update={"channel": f"bot:{bot.name}", "actor_groups": None})
         else:
-            scope = actor_apps(self.settings, dec.actor)
+            scope = actor_apps(self.settings, dec.actor, dec.actor_groups)
         outcome = self.logic.on_decision(dec, scope, ctx.reply_to, ctx.correlation_id)
         self._after_decision(dec, outcome, ctx)
         return outcome.outbound

@@ -9,6 +9,7 @@ from services.console.gates import gate
 from services.console.steps import is_step
 from shared.store import checkpoints as store
 from shared.store import runs as run_store
+from shared.settings import GroupConfig
 from tests.conftest import make_settings
 from tests.unit.test_console_app import TestClient, add_checkpoint, console, csrf_of, resolved, sign_in  # noqa: F401
 
@@ -101,7 +102,10 @@ def test_the_gate_says_what_the_decider_would_say():
     assert not gate(settings, Session(carol, "c", 0, "t"), {**cp, "status": "resolved"}).allowed
     stranger = oidc_reviewer("zoe", ["editors"], None)  # signed in with the identity provider only
     closed = gate(settings, Session(stranger, "c", 0, "t", "oidc", configured=False), cp)
-    assert not closed.allowed and "HITL_REVIEWERS" in closed.reason
+    assert not closed.allowed and "may not decide for app demo" in closed.reason  # no group grants demo
+    # The provider's groups count for the decider too (the console sends them as actor_groups).
     by_group_only = gate(settings, Session(oidc_reviewer("alice", ["legal"], settings.reviewer("alice")), "c", 0, "t",
                                            "oidc"), {**cp, "assignees": ["group:legal"]})
-    assert not by_group_only.allowed and "group your identity provider sent" in by_group_only.reason
+    assert by_group_only.allowed
+    granted = make_settings("sqlite://", groups=[GroupConfig(name="editors", apps=["demo"])])
+    assert gate(granted, Session(stranger, "c", 0, "t", "oidc", configured=False), cp).allowed

@@ -168,3 +168,19 @@ async def test_a_body_the_model_refuses_is_dead_lettered_with_the_reason(decider
     await decider.broker.drain()
     [why] = dlq(decider, names(decider).decisions_queue)
     assert why.startswith("invalid decision.submitted: actor: Value error, contains a NUL character")
+
+
+async def test_groups_our_console_vouches_for_count_and_a_bots_do_not(decider):
+    from shared.settings import GroupConfig
+
+    decider.settings.groups.append(GroupConfig(name="sso-editors", apps=["demo"]))
+    cp = await open_checkpoint(decider, assignees=["group:sso-editors"])
+    await bot_decision(decider, {"checkpoint_id": cp["id"], "action": "approve", "actor": "alice",
+                                 "actor_groups": ["sso-editors"]})
+    assert status_of(decider, cp["id"])["status"] == "open"  # a bot's claim of groups is ignored
+    dec = DecisionSubmitted(checkpoint_id=cp["id"], action="approve", actor="zoe", channel="console",
+                            actor_groups=["sso-editors"])  # signed in with the identity provider only
+    await decider.broker.publish(names(decider).decisions, "", dec.to_bytes())
+    await decider.broker.drain()
+    row = status_of(decider, cp["id"])
+    assert (row["status"], row["decided_by"]) == ("resolved", "zoe")
