@@ -12,21 +12,13 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
+from shared.outputs import output_kind
+
 MAX_TREE_NODES = 4000
 OPEN_DEPTH = 2
 
 
 # ---------------------------------------------------------------------- what kind of output
-def output_kind(value: Any) -> str:
-    """json (object/array/scalar value), json-text (a string holding a JSON object/array), or text."""
-    if isinstance(value, str):
-        stripped = value.strip()
-        if stripped[:1] in ("{", "[") and isinstance(parse_json(stripped), (dict, list)):
-            return "json-text"
-        return "text"
-    return "json"
-
-
 def parse_json(text: str) -> Any:
     try:
         return json.loads(text)
@@ -338,8 +330,6 @@ def form_html(form: dict[str, Any] | None, values: dict[str, Any] | None = None)
 # any other id approves with that action (the form's own branch).
 ABORT_WORDS = ("abort", "reject", "cancel", "deny", "stop")
 REVISE_WORDS = ("revise", "revision")
-APPROVE_WORDS = ("approve", "approved", "accept", "ok", "yes", "confirm", "publish", "submit", "continue", "proceed",
-                 "send")
 
 
 def form_action_kind(action_id: str) -> str:

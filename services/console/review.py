@@ -25,6 +25,7 @@ from services.console.pages import not_found, read, scope_of
 from services.console.steps import is_step
 from services.console.web import BadRequest, json_error, read_form, render_page
 from shared.broker import BrokerError
+from shared import outputs
 from shared.logs import get_logger
 from shared.models import Action, DecisionSubmitted
 from shared.refusals import status_of
@@ -78,19 +79,11 @@ def _text(form: dict[str, Any], key: str) -> str:
 
 
 def edited_output(cp: dict[str, Any], text: str) -> Any:
-    """The new output from the editor: parsed when the node's output is JSON, refused when the text is not
-    valid JSON; kept as text when the output was text (a JSON string stays a string)."""
-    kind = render.output_kind(cp["node_output"])
-    if kind == "text":
-        return text
+    """The new output from the editor, by the one edit rule (shared/outputs.py) the CLI follows too."""
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BadRequest(422, "invalid_json", f"The output must be valid JSON: {exc.msg} "
-                                              f"(line {exc.lineno}, column {exc.colno}).") from None
-    except RecursionError:
-        raise BadRequest(422, "invalid_json", "The output is nested too deeply.") from None
-    return text if kind == "json-text" else value
+        return outputs.edited_output(cp["node_output"], text)
+    except outputs.InvalidOutput as exc:
+        raise BadRequest(422, "invalid_json", f"The output must be valid JSON: {exc}.") from None
 
 
 def standard_decision(cp: dict[str, Any], form: dict[str, Any], actor: str) -> DecisionSubmitted:

@@ -152,7 +152,6 @@ def history_summary(h: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------- Dify forms
-KIND_LABEL = {"dify-form": "Dify form"}
 # delivery state → (color, label, what it means)
 DELIVERY = {
     "pending": ("yellow", "delivery pending", "The decision is on its way to Dify."),
