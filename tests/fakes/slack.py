@@ -65,8 +65,10 @@ class FakeSlack(FakeServer):
         super().__init__()
         self.channels = set(channels)
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}
+        self.posted: list[dict[str, Any]] = []  # every chat.postMessage accepted, in order
         self.triggers: dict[str, float] = {}  # trigger_id -> issued at (valid 3 s, once)
         self.views: list[dict[str, Any]] = []
+        self.ephemerals: list[dict[str, Any]] = []  # chat.postEphemeral: (channel, user, text)
         self._ts = itertools.count(1)
 
     @property
@@ -75,7 +77,8 @@ class FakeSlack(FakeServer):
 
     def routes(self):
         return [("POST", "/api/chat.postMessage", self.post_message), ("POST", "/api/chat.update", self.update),
-                ("POST", "/api/views.open", self.views_open)]
+                ("POST", "/api/views.open", self.views_open),
+                ("POST", "/api/chat.postEphemeral", self.post_ephemeral)]
 
     def issue_trigger(self) -> str:
         trigger = f"{next(self._ts)}.4744562.{int(time.time())}"
@@ -101,6 +104,7 @@ class FakeSlack(FakeServer):
             return json_answer({"ok": False, "error": "invalid_blocks", "errors": problems})
         ts = f"{int(time.time())}.{next(self._ts):06d}"
         self.messages[(body["channel"], ts)] = body
+        self.posted.append(body)
         return json_answer({"ok": True, "channel": body["channel"], "ts": ts, "message": {"text": body.get("text")}})
 
     async def update(self, request: Request, rec: Recorded) -> Response:
@@ -114,6 +118,20 @@ class FakeSlack(FakeServer):
             return json_answer({"ok": False, "error": "invalid_blocks", "errors": problems})
         self.messages[key] = body
         return json_answer({"ok": True, "channel": key[0], "ts": key[1], "text": body.get("text")})
+
+    async def post_ephemeral(self, request: Request, rec: Recorded) -> Response:
+        """https://api.slack.com/methods/chat.postEphemeral: channel + user + text (or blocks)."""
+        if refused := self._auth(rec):
+            return json_answer(refused)
+        body = rec.json
+        if body.get("channel") not in self.channels:
+            return json_answer({"ok": False, "error": "channel_not_found"})
+        if not body.get("user"):
+            return json_answer({"ok": False, "error": "user_not_in_channel"})
+        if not body.get("text") and not body.get("blocks"):
+            return json_answer({"ok": False, "error": "no_text"})
+        self.ephemerals.append(body)
+        return json_answer({"ok": True, "message_ts": f"{int(time.time())}.{next(self._ts):06d}"})
 
     async def views_open(self, request: Request, rec: Recorded) -> Response:
         if refused := self._auth(rec):

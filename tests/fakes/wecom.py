@@ -70,6 +70,7 @@ class FakeWeCom(FakeServer):
         self.response_codes: dict[str, float] = {}  # unused code -> issued at
         self.cards: list[dict[str, Any]] = []
         self.updates: list[dict[str, Any]] = []
+        self.texts: list[dict[str, Any]] = []  # msgtype text (90236: text.content ≤ 2048 bytes)
         self._ids = itertools.count(1)
 
     def routes(self):
@@ -99,6 +100,12 @@ class FakeWeCom(FakeServer):
         if refused := self._refused(rec):
             return refused
         body = rec.json
+        if body.get("msgtype") == "text" and body.get("touser"):
+            content = (body.get("text") or {}).get("content") or ""
+            if not content or len(content.encode()) > 2048:
+                return json_answer({"errcode": 44004, "errmsg": "empty or too long content"})
+            self.texts.append(body)
+            return json_answer({"errcode": 0, "errmsg": "ok", "msgid": f"msg{next(self._ids)}"})
         if body.get("msgtype") != "template_card" or not any(body.get(k) for k in ("touser", "toparty", "totag")):
             return json_answer({"errcode": 40008, "errmsg": "invalid message type or no receiver"})
         card = body.get("template_card") or {}

@@ -185,6 +185,16 @@ class FeishuChannel(Channel):
                             json={"content": json.dumps(render_card(card), ensure_ascii=False)})
         return ref
 
+    async def notice(self, click: Click, text: str) -> bool:
+        """A text message from the bot to the clicking user (open_id)."""
+        if not click.user_id:
+            return False
+        await self._api("im.message.create", "POST", "/open-apis/im/v1/messages",
+                        params={"receive_id_type": "open_id" if click.user_id.startswith("ou_") else "user_id"},
+                        json={"receive_id": click.user_id, "msg_type": "text",
+                              "content": json.dumps({"text": truncate(text, 2000)}, ensure_ascii=False)})
+        return True
+
     # ------------------------------------------------------------------ callbacks
     def _open(self, request: CallbackRequest, now: float | None) -> dict[str, Any]:
         try:

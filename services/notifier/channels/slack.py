@@ -4,7 +4,8 @@ a text box that posts back.
 
 Docs followed:
 - https://api.slack.com/methods/chat.postMessage, https://api.slack.com/methods/chat.update,
-  https://api.slack.com/methods/views.open (request fields, `ok`/`error` answers)
+  https://api.slack.com/methods/views.open, https://api.slack.com/methods/chat.postEphemeral
+  (request fields, `ok`/`error` answers)
 - https://api.slack.com/reference/block-kit/blocks, .../block-elements#button,
   .../composition-objects (header 150 chars, section text 3000, 10 fields of 2000, button text 75,
   value 2000, action_id 255, 50 blocks a message, modal title 24, private_metadata 3000)
@@ -126,6 +127,15 @@ class SlackChannel(Channel):
                                                 "text": self._fallback(card), "blocks": render_blocks(card)})
         return MessageRef(self.name, ref.target, {"channel": data.get("channel", ref.ref["channel"]),
                                                   "ts": data.get("ts", ref.ref["ts"])})
+
+    async def notice(self, click: Click, text: str) -> bool:
+        """chat.postEphemeral: only the clicking user sees it, in the channel of the card."""
+        channel = click.message.get("channel")
+        if not channel or not click.user_id:
+            return False
+        await self._call("chat.postEphemeral", {"channel": channel, "user": click.user_id,
+                                                "text": truncate(mrkdwn_escape(text), 3000)})
+        return True
 
     @staticmethod
     def _fallback(card: Card) -> str:
