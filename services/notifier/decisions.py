@@ -114,11 +114,16 @@ class Decisions:
         row, fresh = await in_store(self.broker, self._take, channel, click.idempotency_key, {
             "platform_user": click.user_id[:255], "reviewer": reviewer.name if reviewer else None,
             "checkpoint_id": cp["id"] if cp else None, "action": action})
-        if not fresh and row["outcome"] != "accepted":  # a retried callback or a double click
+        # A retried callback or a double click: its first delivery was decided, or is being decided now.
+        # Only a first attempt that died before the decider answered (accepted, and long ago) is taken
+        # up again — with the same idempotency key, so the decider still decides once.
+        recent = time.time() - row["at"] < self.settings.decision_reply_timeout_s + 5
+        in_flight = row["outcome"] == "accepted" and recent
+        if not fresh and (row["outcome"] != "accepted" or in_flight):
             metrics.callbacks.labels(channel, "replayed").inc()
             metrics.refusals.labels(channel, "replayed").inc()
             await in_store(self.broker, self._record, channel, "replayed", {
-                "code": "replayed", "platform_user": click.user_id[:255], "checkpoint_id": row["checkpoint_id"],
+                "code": "replayed", "platform_user": click.user_id[:255], "checkpoint_id": cp["id"] if cp else None,
                 "message": f"the same callback as #{row['id']} ({row['outcome']})"})
             log.info("callback.replayed", channel=channel, first=row["id"])
             return "replayed"

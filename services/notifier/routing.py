@@ -56,8 +56,10 @@ def expand(settings: Settings, target: NotifyTarget, cp: dict[str, Any]) -> list
     missed = False
     for name in people(settings, assignees):
         reviewer = settings.reviewer(name)
-        ident = reviewer.identity(target.channel) if reviewer else None
-        if reviewer and ident and in_scope(reviewer_apps(settings, reviewer), str(cp.get("app"))):
+        if reviewer is None or not in_scope(reviewer_apps(settings, reviewer), str(cp.get("app"))):
+            continue  # cannot see this app, so cannot decide it: not told, directly or through the group
+        ident = reviewer.identity(target.channel)
+        if ident:
             direct.append(Recipient(target.channel, ident, "user", name))
         else:
             missed = True

@@ -75,7 +75,8 @@ class FakeFeishu(FakeServer):
 
     def routes(self):
         return [("POST", "/open-apis/auth/v3/tenant_access_token/internal", self.token),
-                ("POST", "/open-apis/im/v1/messages", self.create), ("PATCH", "/open-apis/im/v1/messages/{mid}", self.patch),
+                ("POST", "/open-apis/im/v1/messages", self.create),
+                ("PATCH", "/open-apis/im/v1/messages/{mid}", self.patch),
                 ("POST", "/open-apis/interactive/v1/card/update", self.card_update)]
 
     def expire_tokens(self) -> None:

@@ -65,7 +65,7 @@ class FakeSlack(FakeServer):
         super().__init__()
         self.channels = set(channels)
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}
-        self.posted: list[dict[str, Any]] = []  # every chat.postMessage accepted, in order
+        self.posted: list[dict[str, Any]] = []  # every chat.postMessage accepted, in order, with its ts
         self.triggers: dict[str, float] = {}  # trigger_id -> issued at (valid 3 s, once)
         self.views: list[dict[str, Any]] = []
         self.ephemerals: list[dict[str, Any]] = []  # chat.postEphemeral: (channel, user, text)
@@ -104,7 +104,7 @@ class FakeSlack(FakeServer):
             return json_answer({"ok": False, "error": "invalid_blocks", "errors": problems})
         ts = f"{int(time.time())}.{next(self._ts):06d}"
         self.messages[(body["channel"], ts)] = body
-        self.posted.append(body)
+        self.posted.append({**body, "ts": ts})
         return json_answer({"ok": True, "channel": body["channel"], "ts": ts, "message": {"text": body.get("text")}})
 
     async def update(self, request: Request, rec: Recorded) -> Response:
@@ -175,7 +175,8 @@ def block_actions(value: str, action_id: str, *, user: str = "U0ALICE", channel:
                          "text": {"type": "plain_text", "text": "x"}, "action_ts": action_ts}]}
 
 
-def view_submission(view: dict[str, Any], text: str, *, user: str = "U0ALICE", view_id: str = "V00000001") -> dict[str, Any]:
+def view_submission(view: dict[str, Any], text: str, *, user: str = "U0ALICE",
+                    view_id: str = "V00000001") -> dict[str, Any]:
     return {"type": "view_submission", "user": {"id": user, "username": "alice"}, "api_app_id": "A0001",
             "view": {**view, "id": view_id, "hash": "1700000002.abcd",
                      "state": {"values": {"hitl_text": {"text": {"type": "plain_text_input", "value": text}}}}}}

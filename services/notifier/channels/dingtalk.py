@@ -30,8 +30,21 @@ from typing import Any
 import httpx
 
 from services.notifier.channels.base import (
-    CallbackRefused, CallbackRequest, CallbackResult, Card, CardState, Channel, ChannelError, Click, HttpAnswer,
-    LinkPolicy, MessageRef, Target, check_fresh, log, truncate,
+    CallbackRefused,
+    CallbackRequest,
+    CallbackResult,
+    Card,
+    CardState,
+    Channel,
+    ChannelError,
+    Click,
+    HttpAnswer,
+    LinkPolicy,
+    MessageRef,
+    Target,
+    check_fresh,
+    log,
+    truncate,
 )
 
 SIGN_WINDOW_S = 3600  # DingTalk: the timestamp may differ from its clock by at most one hour

@@ -25,8 +25,23 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from services.notifier.channels.base import (
-    Button, ButtonStyle, CallbackRefused, CallbackRequest, CallbackResult, Card, CardState, Channel,
-    ChannelError, Click, HttpAnswer, LinkPolicy, MessageRef, Target, check_fresh, log, truncate,
+    Button,
+    ButtonStyle,
+    CallbackRefused,
+    CallbackRequest,
+    CallbackResult,
+    Card,
+    CardState,
+    Channel,
+    ChannelError,
+    Click,
+    HttpAnswer,
+    LinkPolicy,
+    MessageRef,
+    Target,
+    check_fresh,
+    log,
+    truncate,
 )
 from services.notifier.channels.cards import unpack_value
 
@@ -52,7 +67,8 @@ def render_blocks(card: Card) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": truncate(card.title, 150), "emoji": True}}]
     if card.message:
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": truncate(mrkdwn_escape(card.message), 3000)}})
+        blocks.append({"type": "section",
+                       "text": {"type": "mrkdwn", "text": truncate(mrkdwn_escape(card.message), 3000)}})
     if card.fields:
         blocks.append({"type": "section", "fields": [
             {"type": "mrkdwn", "text": truncate(f"*{mrkdwn_escape(f.label)}*\n{mrkdwn_escape(f.value)}", 2000)}
@@ -62,7 +78,8 @@ def render_blocks(card: Card) -> list[dict[str, Any]]:
             "type": "mrkdwn", "text": "```" + truncate(mrkdwn_escape(card.preview), 3000 - 6) + "```"}})
     if card.resolved:
         blocks.append({"type": "context", "elements": [
-            {"type": "mrkdwn", "text": truncate(f"{STATE_EMOJI.get(card.state, '')} *{card.outcome or card.state}*", 3000)}]})
+            {"type": "mrkdwn",
+             "text": truncate(f"{STATE_EMOJI.get(card.state, '')} *{card.outcome or card.state}*", 3000)}]})
     elif card.buttons:
         blocks.append({"type": "actions", "block_id": "hitl_actions",
                        "elements": [_button(i, b) for i, b in enumerate(card.buttons[:25])]})

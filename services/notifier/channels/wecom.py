@@ -34,8 +34,22 @@ from typing import Any
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from services.notifier.channels.base import (
-    ButtonStyle, CallbackRefused, CallbackRequest, CallbackResult, Card, Channel, ChannelError, Click, HttpAnswer,
-    LinkPolicy, MessageRef, Target, check_fresh, log, truncate, truncate_bytes,
+    ButtonStyle,
+    CallbackRefused,
+    CallbackRequest,
+    CallbackResult,
+    Card,
+    Channel,
+    ChannelError,
+    Click,
+    HttpAnswer,
+    LinkPolicy,
+    MessageRef,
+    Target,
+    check_fresh,
+    log,
+    truncate,
+    truncate_bytes,
 )
 from services.notifier.channels.cards import unpack_value
 
