@@ -76,7 +76,7 @@ class Deliverer:
             if not free:
                 raise RetryLater(f"{job.channel}: every call slot is taken by slow calls", delay_s=1.0, counted=False)
             lease_s = 4 * (adapter.timeout.read or self.settings.notifier_timeout_s) + 10  # a few calls: token, send
-            claimed = await in_store(self.broker, self._claim, job.notification_id, lease_s)
+            claimed = await in_store(self.broker, self._claim, job.notification_id, lease_s, job.id)
             if claimed == "done":
                 return []  # sent, skipped or failed already: a duplicate job
             if claimed == "busy":
@@ -91,9 +91,9 @@ class Deliverer:
         self.guard.succeeded(key)
         return outbound
 
-    def _claim(self, notification_id: str, lease_s: float) -> store.ClaimResult:
+    def _claim(self, notification_id: str, lease_s: float, owner: str) -> store.ClaimResult:
         with self.db.write() as conn:
-            return store.claim(conn, notification_id, self.db.now(), lease_s)
+            return store.claim(conn, notification_id, self.db.now(), lease_s, owner)
 
     async def _perform(self, adapter: Channel, row: NotificationRow) -> list[Outbound]:
         cp = await in_store(self.broker, self._checkpoint, row["checkpoint_id"])

@@ -45,6 +45,7 @@ class NotificationRow(TypedDict):
     reviewer: str | None
     status: str
     lease_until: float | None
+    lease_owner: str | None
     attempts: int
     last_error: str | None
     ref: dict[str, Any] | None
@@ -149,13 +150,15 @@ def get(conn: Connection, notification_id: str) -> NotificationRow | None:
 ClaimResult = NotificationRow | Literal["done", "busy"]
 
 
-def claim(conn: Connection, notification_id: str, now: float, lease_s: float) -> ClaimResult:
-    """Take a row to send it: the row (now `sending`, leased to the caller), "busy" while another
-    sender's lease runs, "done" when there is nothing left to do (sent, skipped, failed, unknown)."""
+def claim(conn: Connection, notification_id: str, now: float, lease_s: float, owner: str) -> ClaimResult:
+    """Take a row to send it: the row (now `sending`, leased to `owner`, the job), "busy" while another
+    job's lease runs, "done" when there is nothing left to do (sent, skipped, failed, unknown). The
+    same job coming back (its attempt was cut short by a store outage) takes its own lease back."""
+    takeable = or_(n.status == PENDING, and_(n.status == SENDING, or_(n.lease_until < now, n.lease_owner == owner)))
     row = as_row(conn.execute(
-        update(notifications)
-        .where(n.id == notification_id, or_(n.status == PENDING, and_(n.status == SENDING, n.lease_until < now)))
-        .values(status=SENDING, lease_until=now + lease_s, attempts=n.attempts + 1, updated_at=now)
+        update(notifications).where(n.id == notification_id, takeable)
+        .values(status=SENDING, lease_until=now + lease_s, lease_owner=owner, attempts=n.attempts + 1,
+                updated_at=now)
         .returning(*notifications.c)).first())
     if row is not None:
         return row
@@ -167,7 +170,8 @@ def mark_sent(conn: Connection, notification_id: str, ref: dict[str, Any] | None
               now: float) -> NotificationRow | None:
     """Sent: keep the platform's reference. Returns the row, whose `closed` says if its checkpoint
     closed meanwhile (then the card needs its update now)."""
-    values: dict[str, Any] = dict(status=SENT, lease_until=None, last_error=None, sent_at=now, updated_at=now)
+    values: dict[str, Any] = dict(status=SENT, lease_until=None, lease_owner=None, last_error=None, sent_at=now,
+                                  updated_at=now)
     if ref is not None:
         values.update(ref=ref, message_key=message_key)
     return as_row(conn.execute(update(notifications).where(n.id == notification_id).values(**values)
@@ -177,13 +181,14 @@ def mark_sent(conn: Connection, notification_id: str, ref: dict[str, Any] | None
 def release(conn: Connection, notification_id: str, error: str, now: float) -> None:
     """The attempt failed and will be retried: back to pending with the reason."""
     conn.execute(update(notifications).where(n.id == notification_id, n.status == SENDING)
-                 .values(status=PENDING, lease_until=None, last_error=error[:1000], updated_at=now))
+                 .values(status=PENDING, lease_until=None, lease_owner=None, last_error=error[:1000], updated_at=now))
 
 
 def finish(conn: Connection, notification_id: str, status: Literal["skipped", "failed"], now: float,
            error: str | None = None) -> None:
     conn.execute(update(notifications).where(n.id == notification_id)
-                 .values(status=status, lease_until=None, last_error=error and error[:1000], updated_at=now))
+                 .values(status=status, lease_until=None, lease_owner=None, last_error=error and error[:1000],
+                         updated_at=now))
 
 
 def cards_of(conn: Connection, checkpoint_id: str) -> list[NotificationRow]:

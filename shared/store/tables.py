@@ -202,7 +202,8 @@ notifications = Table(
     Column("target_kind", String(8), nullable=False),  # user | group
     Column("reviewer", String(64)),  # whom the card's decision links decide as (None: no links)
     Column("status", String(12), nullable=False),  # pending | sending | sent | skipped | failed
-    Column("lease_until", Float),  # while `sending`: the sender that claimed it
+    Column("lease_until", Float),  # while `sending`: until when the sender that claimed it holds it
+    Column("lease_owner", String(64)),  # which job holds it (the same job, retried, may take it back)
     Column("attempts", Integer, nullable=False, default=0),
     Column("last_error", Text),
     Column("ref", JSON),  # MessageRef.ref: what the platform needs to update the card

@@ -296,6 +296,21 @@ def notifications_of(database_url: str, cid: str) -> list[store.NotificationRow]
         db.dispose()
 
 
+def notifier_idle(database_url: str) -> bool:
+    """Nothing planned is still waiting to be sent (so a fault injected now hits the next checkpoint)."""
+    from sqlalchemy import func, select
+
+    from shared.store.tables import notifications
+
+    db = Database(database_url)
+    try:
+        with db.read() as conn:
+            return conn.execute(select(func.count()).select_from(notifications)
+                                .where(notifications.c.status.in_(("pending", "sending")))).scalar_one() == 0
+    finally:
+        db.dispose()
+
+
 def callbacks_of(database_url: str, cid: str | None = None) -> list[store.CallbackRow]:
     db = Database(database_url)
     try:

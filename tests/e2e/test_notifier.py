@@ -19,7 +19,6 @@ import httpx
 import pytest
 
 from demo.stack import ProcessStack
-from services.notifier.channels.cards import pack_value
 from shared.broker import Broker
 from shared.models import CheckpointEvent
 from shared.topology import Names, build_topology
@@ -32,6 +31,7 @@ from tests.e2e.notifier_stack import (
     callbacks_of,
     notifications_of,
     notifier_env,
+    notifier_idle,
     register_apps,
     running_fakes,
     wait_for,
@@ -209,5 +209,30 @@ def test_no_secret_reaches_a_log_line_a_card_or_a_link(world):
     text += "".join(str(m.message) for m in world.fakes.smtp.messages)
     for secret in world.fakes.secrets():
         assert secret not in text, secret[:4]
-    assert LINK_SECRET not in text and pack_value("x", "approve") == "x|approve"
-    assert fake_feishu.ENCRYPT_KEY not in text and fake_wecom.TOKEN not in text
+    assert LINK_SECRET not in text and fake_feishu.ENCRYPT_KEY not in text and fake_wecom.TOKEN not in text
+
+
+def test_platforms_failing_rate_limiting_or_hanging_are_retried_and_hold_up_no_other_channel(world):
+    f = world.fakes
+    wait_for(lambda: notifier_idle(world.database_url), 30, "the earlier tests' cards sent")
+    f.slack.fail_next(500, times=2)
+    f.feishu.fail_next(429, {"x-ogw-ratelimit-reset": "2"}, {"code": 99991400, "msg": "frequency limit"})
+    f.wecom.hang_next(6)  # the adapter gives up after 3 s
+    f.dingtalk.fail_next(503)
+    failing_since = time.time()
+    topic = f"stormy {uuid.uuid4().hex[:6]}"
+    run = world.e2e.start_run(topic)
+    cid = world.opened(topic)["id"]
+    for each in CHANNELS:
+        wait_for(lambda each=each: world.people.card_arrived(each, cid), 60, f"the {each} card")
+    attempts = {r["channel"]: r["attempts"] for r in notifications_of(world.database_url, cid) if r["kind"] == "card"}
+    assert attempts["webhook"] == 1 and attempts["email"] == 1, attempts  # sent at once: nobody waited for the others
+    assert attempts["slack"] == 3 and attempts["dingtalk"] == 2, attempts
+    assert attempts["feishu"] >= 2 and attempts["wecom"] >= 2, attempts
+    feishu = [r.at for r in f.feishu.requests if r.at >= failing_since]
+    assert feishu[1] - feishu[0] >= 2.0  # no call before Feishu's x-ogw-ratelimit-reset was over
+
+    assert world.people.press("webhook", cid, "approve").status_code == 200
+    assert run.result(timeout=60)["data"]["status"] == "succeeded"
+    for each in CHANNELS:
+        wait_for(lambda each=each: world.people.outcome_shown(each, cid), 30, f"the {each} card updated")

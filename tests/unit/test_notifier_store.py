@@ -54,23 +54,25 @@ def test_a_card_is_planned_once_per_checkpoint_recipient_and_event(db):
 def test_one_sender_at_a_time_and_a_dead_senders_lease_runs_out(db):
     with db.write() as conn:
         (row,) = store.plan_cards(conn, "cp1", "demo", "opened", [ALICE], 1.0)
-        claimed = store.claim(conn, row["id"], now=10.0, lease_s=30)
+        claimed = store.claim(conn, row["id"], now=10.0, lease_s=30, owner="job-1")
         assert claimed != "busy" and claimed != "done" and claimed["attempts"] == 1
-        assert store.claim(conn, row["id"], now=20.0, lease_s=30) == "busy"
-        retaken = store.claim(conn, row["id"], now=41.0, lease_s=30)  # the first sender died
-        assert retaken not in ("busy", "done") and retaken["attempts"] == 2
-        store.release(conn, row["id"], "platform_error: 503", 42.0)
+        assert store.claim(conn, row["id"], now=20.0, lease_s=30, owner="job-2") == "busy"  # a duplicate job waits
+        again = store.claim(conn, row["id"], now=21.0, lease_s=30, owner="job-1")  # job-1 back after a store outage
+        assert again not in ("busy", "done") and again["attempts"] == 2
+        retaken = store.claim(conn, row["id"], now=52.0, lease_s=30, owner="job-2")  # job-1's sender died
+        assert retaken not in ("busy", "done") and retaken["attempts"] == 3 and retaken["lease_owner"] == "job-2"
+        store.release(conn, row["id"], "platform_error: 503", 53.0)
         assert store.get(conn, row["id"])["status"] == "pending"
-        store.claim(conn, row["id"], now=43.0, lease_s=30)
-        store.mark_sent(conn, row["id"], {"ts": "1"}, None, 44.0)
-        assert store.claim(conn, row["id"], now=100.0, lease_s=30) == "done"
-        assert store.claim(conn, "no-such-row", now=100.0, lease_s=30) == "done"
+        store.claim(conn, row["id"], now=54.0, lease_s=30, owner="job-3")
+        store.mark_sent(conn, row["id"], {"ts": "1"}, None, 55.0)
+        assert store.claim(conn, row["id"], now=100.0, lease_s=30, owner="job-3") == "done"
+        assert store.claim(conn, "no-such-row", now=100.0, lease_s=30, owner="job-4") == "done"
 
 
 def test_a_card_sent_while_its_checkpoint_closed_learns_it_from_its_own_row(db):
     with db.write() as conn:
         (row,) = store.plan_cards(conn, "cp1", "demo", "opened", [ALICE], 1.0)
-        store.claim(conn, row["id"], 2.0, 30)
+        store.claim(conn, row["id"], 2.0, 30, "job-1")
         closing = store.close(conn, "cp1", 3.0)  # the close event: the card is still `sending`
         assert [c["status"] for c in closing] == ["sending"] and store.plan_updates(conn, closing, 3.0) == []
         sent = store.mark_sent(conn, row["id"], {"channel": "D1", "ts": "1.1"}, "D1/1.1", 4.0)

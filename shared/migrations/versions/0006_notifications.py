@@ -35,6 +35,7 @@ def upgrade() -> None:
         sa.Column("reviewer", sa.String(64)),
         sa.Column("status", sa.String(12), nullable=False),
         sa.Column("lease_until", sa.Float),
+        sa.Column("lease_owner", sa.String(64)),
         sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
         sa.Column("last_error", sa.Text),
         sa.Column("ref", sa.JSON),
