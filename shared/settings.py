@@ -204,7 +204,7 @@ class Settings(BaseSettings):
     notifier_link_secret: str | None = Field(default=None, min_length=32, repr=False)
     notifier_link_ttl_s: float = Field(default=24 * 3600.0, gt=0)
     notifier_retry_delays_s: list[float] = Field(default_factory=lambda: [5.0, 30.0, 30.0, 300.0], min_length=1)
-    notifier_channel_concurrency: int = Field(default=8, ge=1, le=256)
+    notifier_channel_concurrency: int = Field(default=16, ge=1, le=256)
     notifier_timeout_s: float = Field(default=10.0, gt=0)
 
     @property

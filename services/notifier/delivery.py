@@ -72,7 +72,7 @@ class Deliverer:
         wait = self.guard.paused_for(key)
         if wait > 0:  # honour the platform's Retry-After without spending an attempt
             raise RetryLater(f"{job.channel} is paused for {wait:.0f}s", delay_s=wait, counted=False)
-        async with self.guard.slot(job.channel) as free:
+        async with self.guard.slot(key) as free:
             if not free:
                 raise RetryLater(f"{job.channel}: every call slot is taken by slow calls", delay_s=1.0, counted=False)
             lease_s = 4 * (adapter.timeout.read or self.settings.notifier_timeout_s) + 10  # a few calls: token, send

@@ -1,11 +1,13 @@
 """Keeping one platform's trouble to itself.
 
-Every job waits in the broker, not in this process: when a platform is paused (it answered 429 with
-`Retry-After`, or failed several times in a row) or all of its slots are taken by slow calls, a job
-for it goes back to a delay queue at once (an uncounted wait) and the consumer moves on to the next
-job — another channel, another checkpoint. Pauses are per channel; for webhooks, whose receivers are
-unrelated to each other, per receiver. This state is per process: another replica learns the same
-from its own first refusal.
+A platform that is paused (it answered 429 with `Retry-After`, or failed several times in a row) is
+not called: its jobs go back to a delay queue at once (an uncounted wait) and the consumer moves on
+to the next job — another channel, another checkpoint. Each channel has `concurrency` call slots and
+as many places to wait for one; a job that finds both full (the platform is slow or hangs) also
+goes back to the broker, so one platform never holds more than 2 × `concurrency` of the consumer's
+prefetch. Pauses and slots are per channel; for webhooks, whose receivers are unrelated to each
+other, per receiver. This state is per process: another replica learns the same from its own first
+refusal.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ class ChannelGuard:
         self.concurrency = concurrency
         self.clock = clock
         self._slots: dict[str, asyncio.Semaphore] = {}
+        self._waiting: dict[str, int] = {}
         self._paused_until: dict[str, float] = {}
         self._failures: dict[str, int] = {}
 
@@ -67,14 +70,18 @@ class ChannelGuard:
         metrics.paused.labels(channel).set(1 if paused else 0)
 
     @contextlib.asynccontextmanager
-    async def slot(self, channel: str, wait_s: float = 0.2) -> AsyncIterator[bool]:
-        """One of the channel's `concurrency` call slots: True when taken within `wait_s`."""
-        sem = self._slots.setdefault(channel, asyncio.Semaphore(self.concurrency))
-        try:
-            await asyncio.wait_for(sem.acquire(), wait_s)
-        except TimeoutError:
+    async def slot(self, key: str) -> AsyncIterator[bool]:
+        """One of the `concurrency` call slots of a channel (or receiver): True once taken; False at
+        once when the slots and the places to wait for one are all taken."""
+        sem = self._slots.setdefault(key, asyncio.Semaphore(self.concurrency))
+        if sem.locked() and self._waiting.get(key, 0) >= self.concurrency:
             yield False
             return
+        self._waiting[key] = self._waiting.get(key, 0) + 1
+        try:
+            await sem.acquire()
+        finally:
+            self._waiting[key] -= 1
         try:
             yield True
         finally:

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
-from sqlalchemy import Connection, and_, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from shared.store.rows import as_row, as_rows
@@ -29,6 +29,22 @@ PENDING, SENDING, SENT, SKIPPED, FAILED = "pending", "sending", "sent", "skipped
 # Channels whose card can be edited in place (each card gets its own update); the others (email,
 # DingTalk's robot, webhooks) say the outcome once per recipient, as a new message.
 EDITS_IN_PLACE = frozenset({"slack", "feishu", "wecom"})
+ONCE = ["checkpoint_id", "channel", "address_key", "event"]
+
+# Every card goes through plan → claim → mark_sent: prebuilt statements with bound parameters (building
+# one per call cost more CPU than the database). WHERE parameters are named "b_…"; SET names are columns.
+_PLAN = {name: dialect.insert(notifications).on_conflict_do_nothing(index_elements=ONCE)
+         for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))}
+_PENDING_OF = select(notifications).where(n.checkpoint_id == bindparam("b_cp"), n.status == PENDING)
+_GET = select(notifications).where(n.id == bindparam("b_id"))
+_CLAIM = (update(notifications)
+          .where(n.id == bindparam("b_id"),
+                 or_(n.status == PENDING, and_(n.status == SENDING, or_(n.lease_until < bindparam("b_now"),
+                                                                       n.lease_owner == bindparam("b_owner")))))
+          .values(attempts=n.attempts + 1).returning(*notifications.c))
+_SENT = update(notifications).where(n.id == bindparam("b_id")).returning(*notifications.c)
+_RELEASE = update(notifications).where(n.id == bindparam("b_id"), n.status == SENDING)
+_FINISH = update(notifications).where(n.id == bindparam("b_id"))
 
 
 class NotificationRow(TypedDict):
@@ -103,11 +119,11 @@ def _plan(conn: Connection, values: list[dict[str, Any]]) -> list[NotificationRo
     pending by an attempt that died before its jobs went out)."""
     if not values:
         return []
-    conn.execute(_insert(conn)(notifications).values(values).on_conflict_do_nothing(
-        index_elements=["checkpoint_id", "channel", "address_key", "event"]))
-    keys = [and_(n.checkpoint_id == v["checkpoint_id"], n.channel == v["channel"],
-                 n.address_key == v["address_key"], n.event == v["event"]) for v in values]
-    rows: list[NotificationRow] = as_rows(conn.execute(select(notifications).where(or_(*keys), n.status == PENDING)))
+    conn.execute(_PLAN[conn.dialect.name], values)
+    wanted = {tuple(v[k] for k in ONCE) for v in values}
+    rows: list[NotificationRow] = []
+    for cp in sorted({v["checkpoint_id"] for v in values}):
+        rows += [r for r in as_rows(conn.execute(_PENDING_OF, {"b_cp": cp})) if tuple(r[k] for k in ONCE) in wanted]
     return rows
 
 
@@ -144,7 +160,7 @@ def close(conn: Connection, checkpoint_id: str, now: float) -> list[Notification
 
 
 def get(conn: Connection, notification_id: str) -> NotificationRow | None:
-    return as_row(conn.execute(select(notifications).where(n.id == notification_id)).first())
+    return as_row(conn.execute(_GET, {"b_id": notification_id}).first())
 
 
 ClaimResult = NotificationRow | Literal["done", "busy"]
@@ -154,12 +170,8 @@ def claim(conn: Connection, notification_id: str, now: float, lease_s: float, ow
     """Take a row to send it: the row (now `sending`, leased to `owner`, the job), "busy" while another
     job's lease runs, "done" when there is nothing left to do (sent, skipped, failed, unknown). The
     same job coming back (its attempt was cut short by a store outage) takes its own lease back."""
-    takeable = or_(n.status == PENDING, and_(n.status == SENDING, or_(n.lease_until < now, n.lease_owner == owner)))
-    row = as_row(conn.execute(
-        update(notifications).where(n.id == notification_id, takeable)
-        .values(status=SENDING, lease_until=now + lease_s, lease_owner=owner, attempts=n.attempts + 1,
-                updated_at=now)
-        .returning(*notifications.c)).first())
+    row = as_row(conn.execute(_CLAIM, {"b_id": notification_id, "b_now": now, "b_owner": owner, "status": SENDING,
+                                       "lease_until": now + lease_s, "lease_owner": owner, "updated_at": now}).first())
     if row is not None:
         return row
     current = get(conn, notification_id)
@@ -170,25 +182,23 @@ def mark_sent(conn: Connection, notification_id: str, ref: dict[str, Any] | None
               now: float) -> NotificationRow | None:
     """Sent: keep the platform's reference. Returns the row, whose `closed` says if its checkpoint
     closed meanwhile (then the card needs its update now)."""
-    values: dict[str, Any] = dict(status=SENT, lease_until=None, lease_owner=None, last_error=None, sent_at=now,
-                                  updated_at=now)
+    values: dict[str, Any] = dict(b_id=notification_id, status=SENT, lease_until=None, lease_owner=None,
+                                  last_error=None, sent_at=now, updated_at=now)
     if ref is not None:
         values.update(ref=ref, message_key=message_key)
-    return as_row(conn.execute(update(notifications).where(n.id == notification_id).values(**values)
-                               .returning(*notifications.c)).first())
+    return as_row(conn.execute(_SENT, values).first())
 
 
 def release(conn: Connection, notification_id: str, error: str, now: float) -> None:
     """The attempt failed and will be retried: back to pending with the reason."""
-    conn.execute(update(notifications).where(n.id == notification_id, n.status == SENDING)
-                 .values(status=PENDING, lease_until=None, lease_owner=None, last_error=error[:1000], updated_at=now))
+    conn.execute(_RELEASE, {"b_id": notification_id, "status": PENDING, "lease_until": None, "lease_owner": None,
+                            "last_error": error[:1000], "updated_at": now})
 
 
 def finish(conn: Connection, notification_id: str, status: Literal["skipped", "failed"], now: float,
            error: str | None = None) -> None:
-    conn.execute(update(notifications).where(n.id == notification_id)
-                 .values(status=status, lease_until=None, lease_owner=None, last_error=error and error[:1000],
-                         updated_at=now))
+    conn.execute(_FINISH, {"b_id": notification_id, "status": status, "lease_until": None, "lease_owner": None,
+                           "last_error": error and error[:1000], "updated_at": now})
 
 
 def cards_of(conn: Connection, checkpoint_id: str) -> list[NotificationRow]:
