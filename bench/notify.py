@@ -110,8 +110,9 @@ async def notify_latency(db_kind: str, *, rate: float, duration_s: float, settle
             deadline = time.monotonic() + settle_s
             ours = lambda: {run: cid for run, cid in observer.opened.items() if run.startswith(prefix)}  # noqa: E731
             done = lambda: len(ours()) >= n and all(c in sink.received for c in ours().values())  # noqa: E731
-            while time.monotonic() < deadline and not done():
-                await asyncio.sleep(0.2)  # noqa: ASYNC110 (two processes' progress, polled: no event to wait on)
+            # Two other processes' progress, polled: there is no event here to wait on.
+            while time.monotonic() < deadline and not done():  # noqa: ASYNC110
+                await asyncio.sleep(0.2)
             await asyncio.sleep(1.0)  # a second card, if any, arrives now
             opened = ours()
             latencies = [sink.received[cid][0] - observer.opened_at[run] for run, cid in opened.items()
