@@ -120,7 +120,7 @@ async def notify_latency(db_kind: str, *, rate: float, duration_s: float, settle
             await observer.close()
             cpu = {k: round(((cpu_seconds(pid) or 0.0) - cpu0.get(k, 0.0)) * 1000 / n, 2)
                    for k, pid in stack.pids().items()}  # CPU ms per checkpoint, each process
-            result.update(cpu_ms_per_checkpoint=cpu)
+            result.update(cpu_ms_per_checkpoint=cpu, notifier_metrics=_notifier_counts(stack.ps.url("notifier")))
             result.update(checkpoints=n, accepted=opened_calls, opened_seen=len(opened),
                           notified=sum(1 for cid in opened.values() if cid in sink.received),
                           missing=sum(1 for cid in opened.values() if cid not in sink.received),
@@ -132,3 +132,19 @@ async def notify_latency(db_kind: str, *, rate: float, duration_s: float, settle
     finally:
         await sink.close()
     return result
+
+
+def _notifier_counts(base_url: str) -> dict[str, float]:
+    """The notifier's own books: cards sent, calls retried (and why), messages given up."""
+    import re
+
+    text = httpx.get(f"{base_url}/metrics", timeout=10).text
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        m = re.match(r"(hitl_notifications_(?:sent|retried|failed|skipped)_total)\{(.*)\} (\S+)$", line)
+        if m:
+            reason = re.search(r'(?:reason|kind)="([^"]+)"', m.group(2))
+            what = m.group(1).removeprefix("hitl_notifications_").removesuffix("_total")
+            key = f"{what}:{reason.group(1) if reason else ''}"
+            out[key] = out.get(key, 0.0) + float(m.group(3))
+    return out

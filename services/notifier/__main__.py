@@ -13,14 +13,17 @@ import uvicorn
 from starlette.applications import Starlette
 
 from services.notifier.decisions import Decisions
+from services.notifier.guard import NOTIFIER_PREFETCH
 from services.notifier.links import LinkSigner
 from services.notifier.registry import build_channels
 from services.notifier.service import NotifierService
 from services.notifier.web import create_app
+from shared.broker import Broker
 from shared.broker.replies import ReplyRouter
 from shared.logs import get_logger
-from shared.runner import Runtime, boot, make_broker, run, serve_until_signalled
+from shared.runner import Runtime, boot, run, serve_until_signalled
 from shared.store import Database, keys
+from shared.topology import build_topology
 
 log = get_logger("notifier")
 LINK_KEY = "notifier-links"
@@ -45,7 +48,11 @@ async def serve() -> None:
     elif not settings.notify:
         log.warning("notifier.no_rules", hint="HITL_NOTIFY is empty: no checkpoint matches a rule")
     signer = LinkSigner(link_secret(runtime), settings.notifier_url)
-    broker = make_broker(runtime, "notifier")
+    # make_broker's, with a larger prefetch: jobs of a slow platform wait here for a call slot, and
+    # the other channels' jobs must still reach this process meanwhile (guard.py).
+    broker = Broker(settings.rabbitmq_url, name="notifier", topology=build_topology(settings.names),
+                    prefetch=max(settings.prefetch, NOTIFIER_PREFETCH), handler_threads=settings.store_threads,
+                    max_attempts=settings.max_delivery_attempts, signing_key=runtime.signing_key)
     NotifierService(settings, db, broker, runtime.verifier, channels, signer)
     replies = ReplyRouter(broker, settings.names, instance=str(settings.notifier_port), role="notifier",
                           verifier=runtime.verifier)

@@ -24,6 +24,7 @@ from services.notifier.guard import ChannelGuard
 from services.notifier.links import LinkSigner
 from shared.broker import Outbound, Reject, RetryLater
 from shared.broker.router import in_store
+from shared.broker.types import ROUTING_KEY_HEADER
 from shared.logs import get_logger
 from shared.models import NotificationJob
 from shared.settings import Settings
@@ -31,7 +32,7 @@ from shared.store import Database
 from shared.store import checkpoints as cp_store
 from shared.store import notifications as store
 from shared.store.notifications import NotificationRow
-from shared.topology import NOTIFICATION_DELIVER
+from shared.topology import NOTIFICATION_DELIVER, delay_queue_name
 from shared.views import public_view
 
 log = get_logger(__name__)
@@ -73,8 +74,12 @@ class Deliverer:
         if wait > 0:  # honour the platform's Retry-After without spending an attempt
             raise RetryLater(f"{job.channel} is paused for {wait:.0f}s", delay_s=wait, counted=False)
         async with self.guard.slot(key) as free:
-            if not free:
-                raise RetryLater(f"{job.channel}: every call slot is taken by slow calls", delay_s=1.0, counted=False)
+            if not free:  # a slow platform, not a failing one: come back in a second, as often as it takes
+                await self._again_soon(job)
+                return []
+            wait = self.guard.paused_for(key)  # it may have paused while this job waited for its slot
+            if wait > 0:
+                raise RetryLater(f"{job.channel} is paused for {wait:.0f}s", delay_s=wait, counted=False)
             lease_s = 4 * (adapter.timeout.read or self.settings.notifier_timeout_s) + 10  # a few calls: token, send
             claimed = await in_store(self.broker, self._claim, job.notification_id, lease_s, job.id)
             if claimed == "done":
@@ -90,6 +95,14 @@ class Deliverer:
                 raise await self._failed(claimed, key, error, attempt) from None
         self.guard.succeeded(key)
         return outbound
+
+    async def _again_soon(self, job: NotificationJob) -> None:
+        """The job, unchanged, back through the 1 s delay queue. Not a RetryLater: its waits would
+        grow (5 s, 30 s) though nothing failed, and a slow platform would fall behind for good."""
+        queue = delay_queue_name(self.settings.names.notifications_queue, 1)
+        log.info("notification.deferred", channel=job.channel, why="every call slot and waiting place is taken")
+        await self.broker.publish("", queue, job.to_bytes(), message_id=job.id,
+                                  headers={ROUTING_KEY_HEADER: NOTIFICATION_DELIVER})
 
     def _claim(self, notification_id: str, lease_s: float, owner: str) -> store.ClaimResult:
         with self.db.write() as conn:

@@ -3,11 +3,12 @@
 A platform that is paused (it answered 429 with `Retry-After`, or failed several times in a row) is
 not called: its jobs go back to a delay queue at once (an uncounted wait) and the consumer moves on
 to the next job — another channel, another checkpoint. Each channel has `concurrency` call slots and
-as many places to wait for one; a job that finds both full (the platform is slow or hangs) also
-goes back to the broker, so one platform never holds more than 2 × `concurrency` of the consumer's
-prefetch. Pauses and slots are per channel; for webhooks, whose receivers are unrelated to each
-other, per receiver. This state is per process: another replica learns the same from its own first
-refusal.
+WAIT_PLACES × as many places to wait for one; a job that finds both full (the platform is slow or
+hangs) goes back to the broker for a second, so one platform never holds more than
+(1 + WAIT_PLACES) × `concurrency` of the consumer's prefetch (the notifier's prefetch is larger than
+that: NOTIFIER_PREFETCH). Pauses and slots are per channel; for webhooks, whose receivers are
+unrelated to each other, per receiver. This state is per process: another replica learns the same
+from its own first refusal.
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from services.notifier import metrics
 PER_RECEIVER = frozenset({"webhook"})
 FAILURES_BEFORE_PAUSE = 3
 MAX_FAILURE_PAUSE_S = 60.0
+WAIT_PLACES = 3
+NOTIFIER_PREFETCH = 256
 
 
 class ChannelGuard:
@@ -74,7 +77,7 @@ class ChannelGuard:
         """One of the `concurrency` call slots of a channel (or receiver): True once taken; False at
         once when the slots and the places to wait for one are all taken."""
         sem = self._slots.setdefault(key, asyncio.Semaphore(self.concurrency))
-        if sem.locked() and self._waiting.get(key, 0) >= self.concurrency:
+        if sem.locked() and self._waiting.get(key, 0) >= WAIT_PLACES * self.concurrency:
             yield False
             return
         self._waiting[key] = self._waiting.get(key, 0) + 1
