@@ -141,6 +141,10 @@ def _notifier_counts(base_url: str) -> dict[str, float]:
     text = httpx.get(f"{base_url}/metrics", timeout=10).text
     out: dict[str, float] = {}
     for line in text.splitlines():
+        h = re.match(r'hitl_message_handling_seconds_(sum|count)\{queue="[^"]*\.(notifier|notifications)"\} (\S+)$',
+                     line)
+        if h:  # how long the handlers took, per queue: mean ms once divided
+            out[f"handling_{h.group(2)}_{h.group(1)}"] = float(h.group(3))
         m = re.match(r"(hitl_notifications_(?:sent|retried|failed|skipped)_total)\{(.*)\} (\S+)$", line)
         if m:
             reason = re.search(r'(?:reason|kind)="([^"]+)"', m.group(2))
