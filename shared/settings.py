@@ -193,7 +193,7 @@ class Settings(BaseSettings):
 
     # The notifier: routing rules, channel credentials (secrets: never logged or shown), its HTTP server
     # (platform callbacks and decision links), and how it retries a platform that fails.
-    notify: list[NotifyRule] = Field(default_factory=list)
+    notify: list[NotifyRule] = Field(default_factory=list, repr=False)  # webhook URLs may carry secrets
     channels: dict[ChannelName, dict[str, Any]] = Field(default_factory=dict, repr=False)
     notifier_host: str = "127.0.0.1"
     notifier_port: int = Field(default=8083, ge=0, le=65535)
