@@ -40,7 +40,7 @@ from tests.fakes import feishu as fake_feishu
 from tests.fakes import slack as fake_slack
 from tests.fakes import wecom as fake_wecom
 
-pytestmark = [pytest.mark.e2e, pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
+pytestmark = pytest.mark.e2e
 INTERNAL_KEY = "e2e-notifier-internal-key-0123456789abcdef"
 
 
