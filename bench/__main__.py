@@ -11,14 +11,14 @@ import sys
 import time
 from pathlib import Path
 
-from bench import baselines, report, scenarios
+from bench import baselines, notify, report, scenarios
 from bench.common import raise_nofile
 from bench.profile import Profiler
 from shared.runner import run as run_loop
 from shared.logs import setup_logging
 
 HERE = Path(__file__).resolve().parent
-ALL = ("ceiling", "throughput", "latency", "held", "poller", "naive")
+ALL = ("ceiling", "throughput", "latency", "held", "poller", "naive", "notify")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -40,6 +40,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--poller-runs", type=int, default=5000)
     p.add_argument("--poller-rate", type=float, default=50.0, help="HITL_DIFY_RATE_PER_S for the poller scenario")
     p.add_argument("--poller-observe", type=float, default=30.0)
+    p.add_argument("--notify-rate", type=float, default=50.0, help="checkpoints/s in the notification scenario")
+    p.add_argument("--notify-duration", type=float, default=20.0)
     p.add_argument("--service-env", action="append", default=[], metavar="HITL_X=V",
                    help="extra environment for the service processes (repeatable), e.g. HITL_HANDLER_THREADS=2")
     p.add_argument("--profile", action="store_true", help="py-spy on ingest and decider in the throughput scenario")
@@ -50,11 +52,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.smoke:
         args.db = args.db if "--db" in " ".join(argv) else "sqlite"
-        args.scenarios = args.scenarios if "--scenarios" in " ".join(argv) else "ceiling,throughput,latency,held,naive"
+        smoke = "ceiling,throughput,latency,held,naive,notify"
+        args.scenarios = args.scenarios if "--scenarios" in " ".join(argv) else smoke
         args.duration, args.concurrency, args.configs, args.clients = 3.0, 16, "1x1", 1
         args.rate, args.latency_duration = 20.0, 3.0
         args.held_steps, args.naive_held_steps, args.hold, args.held_clients = "50", "50", 20.0, 1
         args.poller_runs, args.poller_rate, args.poller_observe = 20, 20.0, 5.0
+        args.notify_rate, args.notify_duration = 10.0, 3.0
     return args
 
 
@@ -100,6 +104,9 @@ async def main(args: argparse.Namespace) -> dict:
         if "held" in wanted:
             per["held"] = await scenarios.held_calls(db, steps=[int(x) for x in args.held_steps.split(",")],
                                                      hold_s=args.hold, clients=args.held_clients, log=log)
+        if "notify" in wanted:
+            per["notify"] = await notify.notify_latency(db, rate=args.notify_rate, duration_s=args.notify_duration,
+                                                        log=log)
         if "poller" in wanted:
             per["poller"] = await scenarios.poller(db, runs=args.poller_runs, rate_per_s=args.poller_rate,
                                                    observe_s=args.poller_observe,

@@ -60,6 +60,9 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
             dup += r["counts"]["duplicated"]
         for step in _get(sc, "held", "steps", default=[]):
             dup += step["counts"]["duplicated"]
+        if "notify" in sc:
+            lost += sc["notify"]["missing"]
+            dup += sc["notify"]["duplicated"]
         if "throughput" in sc:
             best = sc["throughput"]["best"]
             nv = _get(naive, "throughput", "cycles_per_s")
@@ -96,6 +99,10 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
             s["poller"]["polls_vs_limit"] = ratio(p.get("polls_per_s"), p.get("rate_limit_per_s"))
             s["poller"]["target_met"] = bool(p.get("within_rate_limit")) and p.get("tracked", 0) >= p.get("runs", 0) \
                 and p.get("recorded_succeeded", 0) >= p.get("runs", 0)
+        if "notify" in sc:
+            nt = sc["notify"]
+            s["notify"] = {"p50_ms": _get(nt, "latency", "p50_ms"), "p99_ms": _get(nt, "latency", "p99_ms"),
+                           "rate": nt["offered_rate"], "notified": nt["notified"], "checkpoints": nt["checkpoints"]}
         out["per_db"][db] = s
     out["totals"] = {"lost": lost, "duplicated": dup}
     return out
@@ -152,6 +159,12 @@ def rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         lambda s: f"{_fmt((_get(s, 'poller', 'staleness_p50_ms') or 0) / 1000)} / {_fmt((_get(s, 'poller', 'staleness_max_ms') or 0) / 1000)}"
         if _get(s, "poller") else None)
     add("  finished runs recorded", "all", lambda s: _get(s, "poller", "recorded_succeeded"))
+    add("notification p50 / p99 ms after checkpoint.opened", "",
+        lambda s: f"{_fmt(_get(s, 'notify', 'p50_ms'))} / {_fmt(_get(s, 'notify', 'p99_ms'))}"
+        if _get(s, "notify") else None)
+    add("  checkpoints/s, notified / opened", "all",
+        lambda s: f"{_fmt(_get(s, 'notify', 'rate'))}/s, {_get(s, 'notify', 'notified')} / "
+                  f"{_get(s, 'notify', 'checkpoints')}" if _get(s, "notify") else None)
     table.append(["broker ceiling, cycles/s", "", _fmt(summ["broker_ceiling_cycles_per_s"])] + [""] * (len(head) - 3))
     table.append(["lost / duplicated (all runs)", "0 / 0", f"{summ['totals']['lost']} / {summ['totals']['duplicated']}"]
                  + [""] * (len(head) - 3))

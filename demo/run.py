@@ -6,18 +6,23 @@ import signal
 import sys
 import time
 
+from demo.sinks import with_notifier
 from demo.stack import APP_TOKEN, DIFY_APP_KEY, ROOT, ProcessStack
 
 
 def main() -> None:
     stack = ProcessStack(ROOT / "var" / "run", database_url=os.environ.get("HITL_DATABASE_URL", f"sqlite:///{ROOT / 'var' / 'hitl.db'}"),
                          namespace=os.environ.get("HITL_NAMESPACE", "hitl"),
-                         ports={"sim": 5001, "ingest": 8080, "decider": 8081, "poller": 8082, "console": 8090})
+                         ports={"sim": 5001, "ingest": 8080, "decider": 8081, "poller": 8082, "console": 8090,
+                                "notifier": 8083})
+    sinks = with_notifier(stack)  # the notifier's email and webhook go to local sinks that print here
     try:
         stack.start_all()
         stack.start("console")
+        stack.start("notifier")
     except RuntimeError as exc:
         stack.stop_all()
+        sinks.stop()
         sys.exit(f"could not start: {exc}")
     stack.register_app()
     print(f"""
@@ -27,6 +32,7 @@ dify-hitl is running (logs in var/run/*.log; Ctrl-C stops everything)
   decider          {stack.decider_url}     (/metrics, /readyz)
   poller           {stack.poller_url}     (/metrics, /readyz)
   console          {stack.console_url}     sign in as alice / rv-alice-token (or bob / rv-bob-token)
+{sinks.banner(stack)}
 
 1. Start a workflow run (it pauses at the human checkpoint):
    curl -s -X POST {stack.sim_url}/v1/workflows/run -H 'Authorization: Bearer {DIFY_APP_KEY}' \\
@@ -39,6 +45,7 @@ dify-hitl is running (logs in var/run/*.log; Ctrl-C stops everything)
    .venv/bin/hitl show <ID>
    .venv/bin/hitl decide <ID> revise --feedback "mention the new API"    # round 2 appears
    .venv/bin/hitl decide <ID2> approve                                     # the run ends succeeded
+   Or from the notification printed below: open its Approve link, press Confirm.
 
 3. Watch runs:
    .venv/bin/hitl runs
@@ -58,6 +65,7 @@ dify-hitl is running (logs in var/run/*.log; Ctrl-C stops everything)
     finally:
         print("stopping…")
         stack.stop_all()
+        sinks.stop()
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Start the real processes (Dify simulator, decider, ingest) as subprocesses and manage them.
+"""Start the real processes (Dify simulator, decider, ingest, …) as subprocesses and manage them.
 
 Used by `make run`, `make demo` and the end-to-end and fault tests, so the demo a newcomer sees is
 exactly what the tests exercise.
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEMO_GRAPH = ROOT / "demo" / "review-loop.graph.json"
 APP_TOKEN = "cp-demo-token-change-me"
 DIFY_APP_KEY = "app-demo-key"
-PROCESSES = ("sim", "decider", "poller", "ingest")
+PROCESSES = ("sim", "decider", "poller", "ingest")  # what start_all() starts; console and notifier on request
 REVIEWERS = [{"name": "alice", "token": "rv-alice-token", "apps": ["demo"]},
              {"name": "bob", "token": "rv-bob-token", "apps": ["demo"]}]
 # A chat bot of the demo: it may decide for any reviewer, in the demo app, signing what it publishes.
@@ -41,7 +41,8 @@ class ProcessStack:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         ports = ports or {}
-        self.ports = {name: ports.get(name) or free_port() for name in ("sim", "ingest", "decider", "poller", "console")}
+        self.ports = {name: ports.get(name) or free_port()
+                      for name in ("sim", "ingest", "decider", "poller", "console", "notifier")}
         self.sim_args = sim_args or []
         self.procs: dict[str, subprocess.Popen] = {}
         self.env = {
@@ -86,6 +87,10 @@ class ProcessStack:
     @property
     def poller_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['poller']}"
+
+    @property
+    def notifier_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['notifier']}"
 
     def url(self, key: str) -> str:
         """Base URL of a process by its key: "ingest", or "ingest-2" for a second replica."""

@@ -267,3 +267,15 @@ class FormReport(Message):
     outcome: Literal["delivered", "already_submitted", "expired", "failed", "run_resumed", "form_timeout"]
     run_status: str | None = None
     detail: str | None = None
+
+
+# ---------------------------------------------------------------------- the notifier
+class NotificationJob(Message):
+    """notifier → notifier: send or update one platform message (a row of `notifications`). The row
+    holds what to do; the job only says which row, and which channel and address it goes to (so a
+    platform that is paused or busy can be told apart without reading the store)."""
+
+    type: Literal["notification.deliver"] = "notification.deliver"
+    notification_id: Text
+    channel: Text
+    address_key: Text

@@ -51,6 +51,56 @@ class ReviewerConfig(BaseModel):
                                                                    "(the self-approval guard)")
     delegate_to: str | None = Field(default=None, description="while away: checkpoints assigned to this reviewer are "
                                                               "also assigned to this one")
+    # Who this person is on each chat platform (the notifier): a click by that platform user is a
+    # decision by this reviewer, and direct messages go there.
+    slack: str | None = Field(default=None, min_length=1, description="Slack user id, U…")
+    feishu: str | None = Field(default=None, min_length=1, description="Feishu / Lark open_id, ou_…")
+    dingtalk: str | None = Field(default=None, min_length=1, description="DingTalk userid")
+    wecom: str | None = Field(default=None, min_length=1, description="WeCom (企业微信) userid")
+    email: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+$", description="email address")
+
+    def identity(self, channel: str) -> str | None:
+        """This reviewer's address on a notifier channel (None: not reachable there)."""
+        return getattr(self, channel, None) if channel in CHANNEL_NAMES and channel != "webhook" else None
+
+
+# ---------------------------------------------------------------------- the notifier (HITL_NOTIFY, HITL_CHANNELS)
+CHANNEL_NAMES = ("slack", "feishu", "dingtalk", "wecom", "email", "webhook")
+ChannelName = Literal["slack", "feishu", "dingtalk", "wecom", "email", "webhook"]
+# Platforms on which a message can go to one person (a DingTalk custom robot posts to its group only;
+# a webhook goes to its URL).
+DIRECT_CHANNELS = ("slack", "feishu", "wecom", "email")
+
+
+class NotifyTarget(BaseModel):
+    """Where a matching checkpoint is announced on one channel.
+
+    `to`: the group address — a Slack channel id (C…), a Feishu chat id (oc_…), a WeCom department id,
+    an email address (a list), a webhook URL; DingTalk needs none (its robot posts to its group).
+    `direct`: message each assignee on their own identity (HITL_REVIEWERS) where the platform allows;
+    assignees without one, and checkpoints without assignees, go to `to`.
+    `reviewer`: who the decision links of a group message decide as (a link cannot know who clicked);
+    without it a group message on a link-only channel carries no decision buttons."""
+
+    channel: ChannelName
+    to: str | None = Field(default=None, min_length=1, max_length=2048)
+    direct: bool = False
+    reviewer: str | None = None
+
+    @property
+    def address(self) -> str | None:
+        return "robot" if self.channel == "dingtalk" else self.to
+
+
+class NotifyRule(BaseModel):
+    """One routing rule: a checkpoint that matches every criterion given (app, node, an assignee, a
+    group among the assignees) is announced on every target. All matching rules apply."""
+
+    app: str | None = None
+    node: str | None = None
+    assignee: str | None = Field(default=None, description="a reviewer among the assignees (directly or by group)")
+    group: str | None = Field(default=None, description="a group named among the assignees, or a member's group")
+    targets: list[NotifyTarget] = Field(min_length=1)
 
 
 class GroupConfig(BaseModel):
@@ -151,6 +201,27 @@ class Settings(BaseSettings):
     def store_threads(self) -> int:
         return self.handler_threads or (1 if self.database_url.startswith("sqlite") else 8)
 
+    # The notifier: routing rules, channel credentials (secrets: never logged or shown), its HTTP server
+    # (platform callbacks and decision links), and how it retries a platform that fails.
+    notify: list[NotifyRule] = Field(default_factory=list, repr=False)  # webhook URLs may carry secrets
+    channels: dict[ChannelName, dict[str, Any]] = Field(default_factory=dict, repr=False)
+    notifier_host: str = "127.0.0.1"
+    notifier_port: int = Field(default=8083, ge=0, le=65535)
+    notifier_public_url: str | None = Field(default=None, pattern=r"^https?://", description="how platforms and "
+                                            "reviewers reach the notifier; default http://<host>:<port>")
+    notifier_console_url: str | None = Field(default=None, pattern=r"^https?://", description="the console, for "
+                                             "the cards' Open-in-console button")
+    notifier_link_secret: str | None = Field(default=None, min_length=32, repr=False)
+    notifier_link_ttl_s: float = Field(default=24 * 3600.0, gt=0)
+    notifier_retry_delays_s: list[float] = Field(default_factory=lambda: [5.0, 30.0, 30.0, 300.0], min_length=1)
+    notifier_channel_concurrency: int = Field(default=16, ge=1, le=256)
+    notifier_timeout_s: float = Field(default=10.0, gt=0)
+
+    @property
+    def notifier_url(self) -> str:
+        host = "127.0.0.1" if self.notifier_host in ("0.0.0.0", "::") else self.notifier_host
+        return (self.notifier_public_url or f"http://{host}:{self.notifier_port}").rstrip("/")
+
     log_format: str = Field(default="auto", pattern="^(auto|json|console)$")
     log_level: str = "INFO"
 
@@ -223,6 +294,45 @@ class Settings(BaseSettings):
                 if app not in app_names:
                     raise ValueError(f"bots.{b.name}.apps: no app named {app!r}")
 
+    @model_validator(mode="after")
+    def _notify_consistent(self) -> "Settings":
+        """Routing rules name configured channels, known apps, reviewers and groups; a platform
+        identity belongs to one reviewer (a click must map to exactly one person)."""
+        for channel in CHANNEL_NAMES:
+            if channel == "webhook":
+                continue
+            seen: dict[str, str] = {}
+            for r in self.reviewers:
+                ident = r.identity(channel)
+                if ident and ident in seen:
+                    raise ValueError(f"reviewers.{r.name}.{channel}: {ident!r} is also {seen[ident]}'s")
+                if ident:
+                    seen[ident] = r.name
+        apps, reviewers = {a.name for a in self.apps}, {r.name for r in self.reviewers}
+        groups = {g.name for g in self.groups} | {g for r in self.reviewers for g in r.groups}
+        for i, rule in enumerate(self.notify):
+            where = f"notify[{i}]"
+            if rule.app not in (None, "*") and rule.app not in apps:
+                raise ValueError(f"{where}.app: no app named {rule.app!r}")
+            if rule.assignee and rule.assignee.removeprefix("group:") not in (
+                    groups if rule.assignee.startswith("group:") else reviewers):
+                raise ValueError(f"{where}.assignee: no reviewer or group {rule.assignee!r}")
+            if rule.group and rule.group not in groups:
+                raise ValueError(f"{where}.group: no group named {rule.group!r}")
+            for j, t in enumerate(rule.targets):
+                at = f"{where}.targets[{j}]"
+                if t.channel not in self.channels:
+                    raise ValueError(f"{at}: channel {t.channel} is not configured in HITL_CHANNELS")
+                if t.reviewer and t.reviewer not in reviewers:
+                    raise ValueError(f"{at}.reviewer: no reviewer named {t.reviewer!r}")
+                if t.channel == "webhook" and not (t.to or "").startswith(("http://", "https://")):
+                    raise ValueError(f"{at}.to: a webhook target needs the receiver's http(s) URL")
+                if t.channel not in ("dingtalk", "webhook") and not t.to and not t.direct:
+                    raise ValueError(f"{at}: give `to` (a group address) or `direct: true` (the assignees)")
+                if t.direct and t.channel not in DIRECT_CHANNELS:
+                    raise ValueError(f"{at}.direct: {t.channel} cannot message one person; use its group")
+        return self
+
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
                                    file_secret_settings):
@@ -250,6 +360,10 @@ class Settings(BaseSettings):
 
     def reviewer(self, name: str) -> ReviewerConfig | None:
         return next((r for r in self.reviewers if r.name == name), None)
+
+    def reviewer_on(self, channel: str, identity: str) -> ReviewerConfig | None:
+        """The reviewer whose identity on `channel` (Slack user id, Feishu open_id, …) this is."""
+        return next((r for r in self.reviewers if identity and r.identity(channel) == identity), None)
 
     def bot(self, name: str) -> BotConfig | None:
         return next((b for b in self.bots if b.name == name), None)

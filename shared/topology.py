@@ -15,6 +15,11 @@ RUN_EVENT = "run.event"  # → poller
 FORM_DELIVER = "form.deliver"  # → poller (submit a decided Dify form)
 FORM_REPORT = "form.report"  # → decider (what became of it)
 CHECKPOINT_COMMAND = "checkpoint.command"  # → decider (claim, release, reassign)
+NOTIFICATION_DELIVER = "notification.deliver"  # → notifier (send or update one card on one platform)
+# The checkpoint events the notifier acts on (routing keys on hitl.events). The last three come from
+# the decider's decision policies (reminders, the warning before a deadline, escalations).
+NOTIFIER_EVENTS = ("checkpoint.opened", "checkpoint.resolved", "checkpoint.expired", "checkpoint.cancelled",
+                   "checkpoint.reminder", "checkpoint.deadline_near", "checkpoint.escalated")
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,14 @@ class Names:
     @property
     def runs_queue(self) -> str:  # the poller's: run.track, run.event, and checkpoint events it acts on
         return f"{self.namespace}.runs"
+
+    @property
+    def notifier_queue(self) -> str:  # the notifier's own copy of the checkpoint events it acts on
+        return f"{self.namespace}.notifier"
+
+    @property
+    def notifications_queue(self) -> str:  # one job per card to send or update, on any platform
+        return f"{self.namespace}.notifications"
 
 
 # Retry tiers (seconds) for RetryLater: the smallest tier >= the requested delay is used.
@@ -129,7 +142,8 @@ def build_topology(names: Names) -> Topology:
     )
     queues: list[Queue] = []
     bindings: list[Binding] = []
-    for name in (names.checkpoints_queue, names.decisions_queue, names.runs_queue):
+    for name in (names.checkpoints_queue, names.decisions_queue, names.runs_queue, names.notifier_queue,
+                 names.notifications_queue):
         q, b = work_queue(name, names.dlx)
         queues += q
         bindings += b
@@ -145,5 +159,9 @@ def build_topology(names: Names) -> Topology:
         # The poller tracks the run of every checkpoint and continues decided detached ones.
         Binding(names.events, names.runs_queue, "checkpoint.opened"),
         Binding(names.events, names.runs_queue, "checkpoint.resolved"),
+        # The notifier: events in, one job per platform message out. A job that fails waits in the
+        # delay tiers, so a platform that is down or rate-limits never holds up the others.
+        *(Binding(names.events, names.notifier_queue, key) for key in NOTIFIER_EVENTS),
+        Binding(names.commands, names.notifications_queue, NOTIFICATION_DELIVER),
     ]
     return Topology(exchanges, tuple(queues), tuple(bindings), names.dlx)

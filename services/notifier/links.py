@@ -46,6 +46,7 @@ class LinkClaim:
     expires_at: float
     nonce: str  # record it: a nonce seen before means the link was used
     form_action: str | None = None
+    channel: str | None = None  # the channel that carried the link (email, dingtalk, …): the decision's channel
 
     @property
     def needs_text(self) -> bool:
@@ -78,17 +79,20 @@ class LinkSigner:
         return _b64(hmac.new(self._key, b"hitl-link-v1." + payload.encode(), hashlib.sha256).digest())
 
     def token(self, checkpoint_id: str, reviewer: str, action: str, expires_at: float,
-              form_action: str | None = None, nonce: str | None = None) -> str:
+              form_action: str | None = None, nonce: str | None = None, channel: str | None = None) -> str:
         claims: dict[str, Any] = {"c": checkpoint_id, "r": reviewer, "a": action, "e": int(expires_at),
                                   "n": nonce or secrets.token_urlsafe(12)}
         if form_action:
             claims["f"] = form_action
+        if channel:
+            claims["ch"] = channel
         payload = _b64(json.dumps(claims, separators=(",", ":"), ensure_ascii=False).encode())
         return f"{payload}.{self._mac(payload)}"
 
     def make_link(self, checkpoint_id: str, reviewer: str, action: str, expires_at: float,
-                  form_action: str | None = None) -> str:
-        return f"{self.base_url}{self.path}/{self.token(checkpoint_id, reviewer, action, expires_at, form_action)}"
+                  form_action: str | None = None, channel: str | None = None) -> str:
+        token = self.token(checkpoint_id, reviewer, action, expires_at, form_action, channel=channel)
+        return f"{self.base_url}{self.path}/{token}"
 
     def verify(self, token: str, now: float | None = None) -> LinkClaim:
         payload, dot, mac = token.partition(".")
@@ -99,7 +103,7 @@ class LinkSigner:
         try:
             claims = json.loads(_unb64(payload))
             claim = LinkClaim(str(claims["c"]), str(claims["r"]), str(claims["a"]), float(claims["e"]),
-                              str(claims["n"]), claims.get("f"))
+                              str(claims["n"]), claims.get("f"), claims.get("ch"))
         except (ValueError, KeyError, TypeError, binascii.Error):
             raise LinkError("malformed", "This link could not be read.") from None
         if (time.time() if now is None else now) > claim.expires_at:
@@ -120,6 +124,7 @@ class DecideOutcome:
 Verify = Callable[[str], LinkClaim]  # token -> claim, raising LinkError (usually signer.verify)
 OnDecide = Callable[[LinkClaim, str | None], Awaitable[DecideOutcome]]
 Describe = Callable[[LinkClaim], Awaitable[dict[str, str] | None]]  # extra lines to show (title, output)
+OnRefused = Callable[[LinkError], Awaitable[None]]  # a POST with a link that does not verify (to record it)
 
 ACTION_WORDS = {"approve": "approve", "revise": "send back for revision", "edit": "replace the output of",
                 "abort": "abort"}
@@ -163,8 +168,10 @@ def _form(token: str, claim: LinkClaim, error: str = "", text: str = "") -> str:
 
 
 def links_app(verify: Verify, on_decide: OnDecide, describe: Describe | None = None,
-              path: str = "/decide") -> Starlette:
-    """The confirmation page as a Starlette app: GET `{path}/{token}` shows, POST decides once."""
+              path: str = "/decide", on_refused: OnRefused | None = None) -> Starlette:
+    """The confirmation page as a Starlette app: GET `{path}/{token}` shows, POST decides once.
+    `on_refused` hears of every POST whose link is malformed, forged or expired (GETs are not
+    reported: scanners and previews fetch links, and fetching decides nothing)."""
 
     async def show(request: Request) -> Response:
         token = request.path_params["token"]
@@ -191,6 +198,8 @@ def links_app(verify: Verify, on_decide: OnDecide, describe: Describe | None = N
         try:
             claim = verify(token)
         except LinkError as exc:
+            if on_refused is not None:
+                await on_refused(exc)
             return page("Link not usable", f"<p>{html.escape(exc.message)}</p>", STATUS_FOR_ERROR[exc.code])
         text = form.get("text") if claim.needs_text else None
         if claim.needs_text and not (text or "").strip():

@@ -258,3 +258,66 @@ console_sessions = Table(
     Index("ix_console_sessions_reviewer", "reviewer", "revoked_at"),
     Index("ix_console_sessions_expiry", "expires_at"),
 )
+
+# ---------------------------------------------------------------------- the notifier (its own tables)
+# One row per platform message to send once: a card for (checkpoint, recipient, event), or the update
+# of a card once its checkpoint closed. The unique key makes a redelivered event a no-op.
+notifications = Table(
+    "notifications", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("checkpoint_id", String(36), nullable=False),
+    Column("app", String(64), nullable=False),
+    Column("event", String(80), nullable=False),  # opened | reminder:<event id> | deadline_near | closed[:<card event>]
+    Column("kind", String(8), nullable=False),  # card | update
+    Column("parent_id", String(36)),  # an update: the card it updates
+    Column("channel", String(16), nullable=False),
+    Column("address", Text, nullable=False),  # the platform's id; a webhook URL may carry a secret: never logged
+    Column("address_key", String(64), nullable=False),  # sha256 of the address: the unique key, and what logs show
+    Column("target_kind", String(8), nullable=False),  # user | group
+    Column("reviewer", String(64)),  # whom the card's decision links decide as (None: no links)
+    Column("status", String(12), nullable=False),  # pending | sending | sent | skipped | failed
+    Column("lease_until", Float),  # while `sending`: until when the sender that claimed it holds it
+    Column("lease_owner", String(64)),  # which job holds it (the same job, retried, may take it back)
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_error", Text),
+    Column("ref", JSON),  # MessageRef.ref: what the platform needs to update the card
+    Column("message_key", String(255)),  # the platform's message id, to find a card from a click
+    Column("update_token", String(255)),  # from the deciding click: Feishu's delayed-update token, WeCom's code
+    Column("closed", Boolean, nullable=False, default=False),  # the checkpoint closed: the card shows the outcome
+    Column("event_at", Float),  # when the event that asked for it happened (notification latency)
+    Column("created_at", Float, nullable=False),
+    Column("sent_at", Float),
+    Column("updated_at", Float, nullable=False),
+    UniqueConstraint("checkpoint_id", "channel", "address_key", "event", name="uq_notification_once"),
+    Index("ix_notifications_checkpoint", "checkpoint_id"),
+    Index("ix_notifications_message", "channel", "message_key"),
+)
+
+# Every platform callback and link use, decided or refused (the record the issue asks for). A
+# platform's action id is unique per channel: a retried callback or a double click finds its row.
+notification_callbacks = Table(
+    "notification_callbacks", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("channel", String(16), nullable=False),
+    Column("idem_key", String(200)),  # the platform's action id (NULL for refusals that carry none)
+    Column("at", Float, nullable=False),
+    Column("platform_user", String(255)),
+    Column("reviewer", String(64)),
+    Column("checkpoint_id", String(36)),
+    Column("action", String(64)),
+    Column("outcome", String(16), nullable=False),  # accepted | decided | rejected | refused | replayed | queued
+    Column("code", String(64)),
+    Column("message", Text),
+    UniqueConstraint("channel", "idem_key", name="uq_notification_callback_key"),
+    Index("ix_notification_callbacks_checkpoint", "checkpoint_id"),
+)
+
+# Used decision-link nonces: a link decides once.
+notification_link_nonces = Table(
+    "notification_link_nonces", metadata,
+    Column("nonce", String(64), primary_key=True),
+    Column("checkpoint_id", String(36), nullable=False),
+    Column("reviewer", String(64), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("used_at", Float, nullable=False),
+)

@@ -5,7 +5,8 @@ checkpoint.
 
 What must hold: every checkpoint ends with exactly one outcome; every held Dify call is answered on
 the call itself by the ingest that holds it, whichever ingest took the decision (no run needed a
-retry); no run is polled by two pollers at once; both replicas of each process did real work.
+retry); no run is polled by two pollers at once; both replicas of each process did real work; two
+notifier replicas tell a webhook receiver of every checkpoint exactly once, opened and resolved.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import httpx
 import pytest
 
 from demo.stack import APP_TOKEN, DEMO_BOT, DEMO_GRAPH, DIFY_APP_KEY, ProcessStack
+from tests.fakes.webhook import WEBHOOK_SECRET, FakeReceiver
 
 pytestmark = pytest.mark.e2e
 RUNS_PER_APP = 15  # 30 runs: 15 held by ingest, 15 by ingest-2
@@ -54,7 +56,13 @@ def sample(text: str, name: str, **labels: str) -> float:
 
 
 @pytest.fixture
-def stack(tmp_path, database_url, rabbitmq_url):
+def receiver():
+    with FakeReceiver().running() as hook:
+        yield hook
+
+
+@pytest.fixture
+def stack(tmp_path, database_url, rabbitmq_url, receiver):
     probe = ProcessStack(tmp_path / "ports")  # only to know the simulator's port before configuring apps
     sim = f"http://127.0.0.1:{probe.ports['sim']}"
     apps = [{"name": "demo", "checkpoint_token": APP_TOKEN, "dify_base_url": sim, "dify_api_key": DIFY_APP_KEY},
@@ -64,11 +72,16 @@ def stack(tmp_path, database_url, rabbitmq_url):
     env = {"HITL_APPS": json.dumps(apps), "HITL_REVIEWERS": json.dumps(reviewers),
            "HITL_BOTS": json.dumps([{**DEMO_BOT, "apps": both}]),
            "HITL_POLL_MIN_INTERVAL_S": "0.5", "HITL_POLL_MAX_INTERVAL_S": "1.5",
-           "HITL_DIFY_RATE_PER_S": "50", "HITL_DISCOVERY_INTERVAL_S": "3"}
+           "HITL_DIFY_RATE_PER_S": "50", "HITL_DISCOVERY_INTERVAL_S": "3",
+           # the notifier: every checkpoint to one webhook receiver, its links deciding as alice
+           "HITL_CHANNELS": json.dumps({"webhook": {"secret": WEBHOOK_SECRET}}),
+           "HITL_NOTIFY": json.dumps([{"app": "*", "targets": [{"channel": "webhook", "to": receiver.url,
+                                                                 "reviewer": "alice"}]}])}
     with ProcessStack(tmp_path, database_url=database_url, rabbitmq_url=rabbitmq_url, ports=probe.ports,
                       env=env) as s:
         with ThreadPoolExecutor(3) as pool:  # the second replicas start side by side
             list(pool.map(lambda name: s.start(name, replica=2), ("decider", "poller", "ingest")))
+            list(pool.map(lambda replica: s.start("notifier", replica=replica), (None, 2)))
         # The same workflow twice in the simulator: one app calls ingest, the other ingest-2.
         for name, url, token, key in (("demo-review", s.url("ingest"), APP_TOKEN, DIFY_APP_KEY),
                                       ("demo2-review", s.url("ingest-2"), APP2_TOKEN, APP2_KEY)):
@@ -129,7 +142,7 @@ def bot_publish(stack: ProcessStack, decisions: list[dict]) -> None:
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
-def test_two_replicas_of_everything_decide_each_checkpoint_once_and_answer_every_held_call(stack):
+def test_two_replicas_of_everything_decide_each_checkpoint_once_and_answer_every_held_call(stack, receiver):
     ingest1, ingest2 = stack.url("ingest"), stack.url("ingest-2")
     started = time.monotonic()
     pool = ThreadPoolExecutor(max_workers=2 * RUNS_PER_APP + 16)
@@ -238,9 +251,19 @@ def test_two_replicas_of_everything_decide_each_checkpoint_once_and_answer_every
         for (a_start, a_end), (b_start, _) in zip(spans, spans[1:]):
             assert b_start >= a_end, f"run {run_id} polled twice at once: {spans}"
 
+    # The notifiers: one card and one outcome per checkpoint at the receiver, however the work was shared.
+    def told():
+        kinds = [(h["type"], h["checkpoint"]["id"]) for h in receiver.accepted]
+        return kinds if sum(k == "checkpoint.resolved" for k, _ in kinds) >= len(final) else None
+    kinds = wait_for(told, 40, "a resolved notification per checkpoint")
+    for cp_id in final:
+        assert kinds.count(("checkpoint.opened", cp_id)) == 1 and kinds.count(("checkpoint.resolved", cp_id)) == 1
+    assert len(kinds) == 2 * len(final) and receiver.refused == []
+
     # Both replicas of every process did real work, and every one serves its metrics.
     pages = {key: httpx.get(f"{stack.url(key)}/metrics", timeout=10).text
-             for key in ("ingest", "ingest-2", "decider", "decider-2", "poller", "poller-2")}
+             for key in ("ingest", "ingest-2", "decider", "decider-2", "poller", "poller-2", "notifier",
+                         "notifier-2")}
     ns = stack.env["HITL_NAMESPACE"]
     for key in ("decider", "decider-2"):
         assert sample(pages[key], "hitl_messages_consumed_total", queue=f"{ns}.checkpoints") > 0, key
@@ -248,6 +271,8 @@ def test_two_replicas_of_everything_decide_each_checkpoint_once_and_answer_every
     assert sum(sample(pages[k], "hitl_checkpoints_opened_total") for k in ("decider", "decider-2")) == len(final)
     for key in ("poller", "poller-2"):
         assert sample(pages[key], "hitl_dify_calls_total", endpoint="get_run", status="200") > 0, key
+    for key in ("notifier", "notifier-2"):
+        assert sample(pages[key], "hitl_notifications_sent_total", channel="webhook") > 0, key
     for key in ("ingest", "ingest-2"):
         assert sample(pages[key], "hitl_held_calls") == 0, key
         assert sample(pages[key], "hitl_messages_consumed_total", queue="private") > 0, key  # its reply queue

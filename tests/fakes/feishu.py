@@ -70,11 +70,13 @@ class FakeFeishu(FakeServer):
         self.tokens: set[str] = set()
         self.messages: dict[str, dict[str, Any]] = {}
         self.update_tokens: dict[str, int] = {}  # delayed-update token -> uses left
+        self.texts: list[dict[str, Any]] = []  # text messages: {"receive_id", "text"}
         self._ids = itertools.count(1)
 
     def routes(self):
         return [("POST", "/open-apis/auth/v3/tenant_access_token/internal", self.token),
-                ("POST", "/open-apis/im/v1/messages", self.create), ("PATCH", "/open-apis/im/v1/messages/{mid}", self.patch),
+                ("POST", "/open-apis/im/v1/messages", self.create),
+                ("PATCH", "/open-apis/im/v1/messages/{mid}", self.patch),
                 ("POST", "/open-apis/interactive/v1/card/update", self.card_update)]
 
     def expire_tokens(self) -> None:
@@ -113,6 +115,13 @@ class FakeFeishu(FakeServer):
         body = rec.json
         if rec.query.get("receive_id_type") not in ("open_id", "union_id", "user_id", "email", "chat_id"):
             return json_answer({"code": 99992402, "msg": "field validation failed: receive_id_type"}, 400)
+        if body.get("msg_type") == "text" and body.get("receive_id"):  # content: a JSON string {"text": …}
+            text = json.loads(body.get("content") or "{}").get("text") if isinstance(body.get("content"), str) else None
+            if not text:
+                return json_answer({"code": 230001, "msg": "text content is required"}, 400)
+            self.texts.append({"receive_id": body["receive_id"], "text": text})
+            return json_answer({"code": 0, "msg": "success", "data": {"message_id": f"om_{next(self._ids):016x}",
+                                                                       "msg_type": "text"}})
         if body.get("msg_type") != "interactive" or not body.get("receive_id"):
             return json_answer({"code": 99992402, "msg": "field validation failed"}, 400)
         card, refused = self._card(body.get("content"))

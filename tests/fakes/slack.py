@@ -65,8 +65,10 @@ class FakeSlack(FakeServer):
         super().__init__()
         self.channels = set(channels)
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}
+        self.posted: list[dict[str, Any]] = []  # every chat.postMessage accepted, in order, with its ts
         self.triggers: dict[str, float] = {}  # trigger_id -> issued at (valid 3 s, once)
         self.views: list[dict[str, Any]] = []
+        self.ephemerals: list[dict[str, Any]] = []  # chat.postEphemeral: (channel, user, text)
         self._ts = itertools.count(1)
 
     @property
@@ -75,7 +77,8 @@ class FakeSlack(FakeServer):
 
     def routes(self):
         return [("POST", "/api/chat.postMessage", self.post_message), ("POST", "/api/chat.update", self.update),
-                ("POST", "/api/views.open", self.views_open)]
+                ("POST", "/api/views.open", self.views_open),
+                ("POST", "/api/chat.postEphemeral", self.post_ephemeral)]
 
     def issue_trigger(self) -> str:
         trigger = f"{next(self._ts)}.4744562.{int(time.time())}"
@@ -101,6 +104,7 @@ class FakeSlack(FakeServer):
             return json_answer({"ok": False, "error": "invalid_blocks", "errors": problems})
         ts = f"{int(time.time())}.{next(self._ts):06d}"
         self.messages[(body["channel"], ts)] = body
+        self.posted.append({**body, "ts": ts})
         return json_answer({"ok": True, "channel": body["channel"], "ts": ts, "message": {"text": body.get("text")}})
 
     async def update(self, request: Request, rec: Recorded) -> Response:
@@ -114,6 +118,20 @@ class FakeSlack(FakeServer):
             return json_answer({"ok": False, "error": "invalid_blocks", "errors": problems})
         self.messages[key] = body
         return json_answer({"ok": True, "channel": key[0], "ts": key[1], "text": body.get("text")})
+
+    async def post_ephemeral(self, request: Request, rec: Recorded) -> Response:
+        """https://api.slack.com/methods/chat.postEphemeral: channel + user + text (or blocks)."""
+        if refused := self._auth(rec):
+            return json_answer(refused)
+        body = rec.json
+        if body.get("channel") not in self.channels:
+            return json_answer({"ok": False, "error": "channel_not_found"})
+        if not body.get("user"):
+            return json_answer({"ok": False, "error": "user_not_in_channel"})
+        if not body.get("text") and not body.get("blocks"):
+            return json_answer({"ok": False, "error": "no_text"})
+        self.ephemerals.append(body)
+        return json_answer({"ok": True, "message_ts": f"{int(time.time())}.{next(self._ts):06d}"})
 
     async def views_open(self, request: Request, rec: Recorded) -> Response:
         if refused := self._auth(rec):
@@ -157,7 +175,8 @@ def block_actions(value: str, action_id: str, *, user: str = "U0ALICE", channel:
                          "text": {"type": "plain_text", "text": "x"}, "action_ts": action_ts}]}
 
 
-def view_submission(view: dict[str, Any], text: str, *, user: str = "U0ALICE", view_id: str = "V00000001") -> dict[str, Any]:
+def view_submission(view: dict[str, Any], text: str, *, user: str = "U0ALICE",
+                    view_id: str = "V00000001") -> dict[str, Any]:
     return {"type": "view_submission", "user": {"id": user, "username": "alice"}, "api_app_id": "A0001",
             "view": {**view, "id": view_id, "hash": "1700000002.abcd",
                      "state": {"values": {"hitl_text": {"text": {"type": "plain_text_input", "value": text}}}}}}

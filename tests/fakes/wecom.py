@@ -70,6 +70,8 @@ class FakeWeCom(FakeServer):
         self.response_codes: dict[str, float] = {}  # unused code -> issued at
         self.cards: list[dict[str, Any]] = []
         self.updates: list[dict[str, Any]] = []
+        self.texts: list[dict[str, Any]] = []  # msgtype text (90236: text.content ≤ 2048 bytes)
+        self.codes_by_task: dict[str, str] = {}  # the response_code each sent card's answer carried
         self._ids = itertools.count(1)
 
     def routes(self):
@@ -99,6 +101,12 @@ class FakeWeCom(FakeServer):
         if refused := self._refused(rec):
             return refused
         body = rec.json
+        if body.get("msgtype") == "text" and body.get("touser"):
+            content = (body.get("text") or {}).get("content") or ""
+            if not content or len(content.encode()) > 2048:
+                return json_answer({"errcode": 44004, "errmsg": "empty or too long content"})
+            self.texts.append(body)
+            return json_answer({"errcode": 0, "errmsg": "ok", "msgid": f"msg{next(self._ids)}"})
         if body.get("msgtype") != "template_card" or not any(body.get(k) for k in ("touser", "toparty", "totag")):
             return json_answer({"errcode": 40008, "errmsg": "invalid message type or no receiver"})
         card = body.get("template_card") or {}
@@ -108,8 +116,9 @@ class FakeWeCom(FakeServer):
             return json_answer({"errcode": 40058, "errmsg": "task_id duplicated"})
         self.task_ids.add(card.get("task_id"))
         self.cards.append(card)
-        return json_answer({"errcode": 0, "errmsg": "ok", "msgid": f"msg{next(self._ids)}",
-                            "response_code": self.issue_response_code()})
+        code = self.issue_response_code()
+        self.codes_by_task[card["task_id"]] = code
+        return json_answer({"errcode": 0, "errmsg": "ok", "msgid": f"msg{next(self._ids)}", "response_code": code})
 
     async def update(self, request: Request, rec: Recorded) -> Response:
         if refused := self._refused(rec):
@@ -148,4 +157,5 @@ def template_card_event(event_key: str, *, user: str = "alice", task: str = "hit
     encrypted = wecom_encrypt(aes_key, inner.encode(), corp_id)
     body = (f"<xml><ToUserName><![CDATA[{corp_id}]]></ToUserName><AgentID><![CDATA[{AGENT_ID}]]></AgentID>"
             f"<Encrypt><![CDATA[{encrypted}]]></Encrypt></xml>").encode()
-    return CallbackRequest("POST", "/callbacks/wecom", {"Content-Type": "text/xml"}, signed_query(encrypted, **kw), body)
+    return CallbackRequest("POST", "/callbacks/wecom", {"Content-Type": "text/xml"}, signed_query(encrypted, **kw),
+                           body)

@@ -9,7 +9,10 @@ import pytest
 from services.notifier.channels.base import ChannelError, Target
 from services.notifier.channels.cards import card_from_checkpoint
 from services.notifier.channels.webhook import (
-    WebhookChannel, WebhookSignatureError, sign_webhook, verify_webhook_signature,
+    WebhookChannel,
+    WebhookSignatureError,
+    sign_webhook,
+    verify_webhook_signature,
 )
 from services.notifier.links import LinkSigner
 from tests.fakes.support import assert_no_secrets, capture_logs, checkpoint, resolved, run

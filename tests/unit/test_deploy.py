@@ -26,7 +26,7 @@ DEPLOY = ROOT / "deploy"
 COMPOSE = DEPLOY / "docker-compose.yml"
 PROM = DEPLOY / "prometheus"
 K8S_FILES = sorted((DEPLOY / "k8s").glob("*.yaml"))
-PROCESSES = {"ingest": 8080, "decider": 8081, "poller": 8082, "console": 8090}
+PROCESSES = {"ingest": 8080, "decider": 8081, "poller": 8082, "console": 8090, "notifier": 8083}
 K8S_VERSION = "1.30"
 
 

@@ -228,6 +228,11 @@ class Channel(ABC):
     def parse_callback(self, request: CallbackRequest, now: float | None = None) -> CallbackResult:
         """Verify and interpret one callback; raise CallbackRefused when it cannot be trusted."""
 
+    async def notice(self, click: Click, text: str) -> bool:
+        """Tell the one person who clicked, privately, why nothing was decided (not a reviewer, not an
+        assignee, already decided). False where the platform has no way to (links say it on the page)."""
+        return False
+
     # ------------------------------------------------------------------ helpers for adapters
     async def _request(self, operation: str, method: str, url: str | httpx.URL, **kwargs: Any) -> httpx.Response:
         """One HTTP call with the adapter's timeout. Transport failures, 429 and 5xx become a

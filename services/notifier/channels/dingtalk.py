@@ -30,8 +30,21 @@ from typing import Any
 import httpx
 
 from services.notifier.channels.base import (
-    CallbackRefused, CallbackRequest, CallbackResult, Card, CardState, Channel, ChannelError, Click, HttpAnswer,
-    LinkPolicy, MessageRef, Target, check_fresh, log, truncate,
+    CallbackRefused,
+    CallbackRequest,
+    CallbackResult,
+    Card,
+    CardState,
+    Channel,
+    ChannelError,
+    Click,
+    HttpAnswer,
+    LinkPolicy,
+    MessageRef,
+    Target,
+    check_fresh,
+    log,
+    truncate,
 )
 
 SIGN_WINDOW_S = 3600  # DingTalk: the timestamp may differ from its clock by at most one hour
@@ -50,7 +63,7 @@ def md_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("`", "\\`").replace("*", "\\*").replace("#", "\\#")
 
 
-def render_action_card(card: Card) -> dict[str, Any]:
+def _body(card: Card) -> str:
     lines = [f"### {md_escape(card.title)}"]
     if card.message:
         lines.append(md_escape(truncate(card.message, 1000)))
@@ -58,11 +71,21 @@ def render_action_card(card: Card) -> dict[str, Any]:
     head = "\n\n".join(lines)
     if card.preview:  # the code block gets what is left of the 5000-character body
         head += "\n\n```\n" + truncate(card.preview.replace("```", "'''"), max(0, 5000 - len(head) - 10)) + "\n```"
+    return head
+
+
+def render_action_card(card: Card) -> dict[str, Any]:
+    head = _body(card)
     buttons = [b for b in card.buttons if b.url][:5]
     return {"msgtype": "actionCard", "actionCard": {
         "title": truncate(card.title, 64), "text": truncate(head, 5000),
         "btnOrientation": "1" if len(buttons) > 2 else "0",  # vertical when they would not fit side by side
         "btns": [{"title": truncate(b.label, 20), "actionURL": b.url} for b in buttons]}}
+
+
+def render_notice(card: Card) -> dict[str, Any]:
+    """A card without any button (nobody its links could decide as): the same text, as markdown."""
+    return {"msgtype": "markdown", "markdown": {"title": truncate(card.title, 64), "text": truncate(_body(card), 5000)}}
 
 
 def render_outcome(card: Card) -> dict[str, Any]:
@@ -98,7 +121,11 @@ class DingTalkChannel(Channel):
     async def send(self, target: Target, card: Card) -> MessageRef:
         if not card.resolved and card.buttons and not any(b.url for b in card.buttons):
             raise ValueError("a DingTalk card needs link buttons (card_from_checkpoint with LinkPolicy.all)")
-        await self._post("robot.send", render_action_card(card) if not card.resolved else render_outcome(card))
+        if card.resolved:
+            body = render_outcome(card)
+        else:
+            body = render_action_card(card) if card.buttons else render_notice(card)
+        await self._post("robot.send", body)
         log.info("channel.sent", channel=self.name, checkpoint_id=card.checkpoint_id)
         return MessageRef(self.name, target, {"robot": True, "checkpoint_id": card.checkpoint_id})
 

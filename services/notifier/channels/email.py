@@ -17,8 +17,19 @@ from typing import Any
 import aiosmtplib
 
 from services.notifier.channels.base import (
-    ButtonStyle, CallbackRefused, CallbackRequest, CallbackResult, Card, Channel, ChannelError, Click, LinkPolicy,
-    MessageRef, Target, log, truncate,
+    ButtonStyle,
+    CallbackRefused,
+    CallbackRequest,
+    CallbackResult,
+    Card,
+    Channel,
+    ChannelError,
+    Click,
+    LinkPolicy,
+    MessageRef,
+    Target,
+    log,
+    truncate,
 )
 
 PREVIEW_LIMIT = 20_000
@@ -112,7 +123,8 @@ class EmailChannel(Channel):
                                permanent=exc.code >= 500) from None
         except (aiosmtplib.SMTPException, OSError) as exc:
             log.warning("channel.call_failed", channel=self.name, reason=type(exc).__name__)
-            raise ChannelError(self.name, "unreachable", f"could not talk to the mail server ({type(exc).__name__})") from None
+            raise ChannelError(self.name, "unreachable",
+                               f"could not talk to the mail server ({type(exc).__name__})") from None
 
     async def send(self, target: Target, card: Card) -> MessageRef:
         if not card.resolved and card.buttons and not any(b.url for b in card.buttons):

@@ -32,8 +32,23 @@ from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from services.notifier.channels.base import (
-    ButtonStyle, CallbackRefused, CallbackRequest, CallbackResult, Card, CardState, Channel, ChannelError, Click,
-    HttpAnswer, LinkPolicy, MessageRef, Target, check_fresh, log, retry_after, truncate,
+    ButtonStyle,
+    CallbackRefused,
+    CallbackRequest,
+    CallbackResult,
+    Card,
+    CardState,
+    Channel,
+    ChannelError,
+    Click,
+    HttpAnswer,
+    LinkPolicy,
+    MessageRef,
+    Target,
+    check_fresh,
+    log,
+    retry_after,
+    truncate,
 )
 from services.notifier.channels.cards import unpack_value
 
@@ -136,7 +151,8 @@ class FeishuChannel(Channel):
             return self._token
         response = await self._request("tenant_access_token", "POST",
                                        f"{self.api}/open-apis/auth/v3/tenant_access_token/internal",
-                                       json={"app_id": self.settings["app_id"], "app_secret": self.settings["app_secret"]})
+                                       json={"app_id": self.settings["app_id"],
+                                             "app_secret": self.settings["app_secret"]})
         data = self._checked("tenant_access_token", response)
         self._token = str(data["tenant_access_token"])
         self._token_expires = time.monotonic() + max(60.0, float(data.get("expire", 7200)) - 300)
@@ -185,6 +201,16 @@ class FeishuChannel(Channel):
                             json={"content": json.dumps(render_card(card), ensure_ascii=False)})
         return ref
 
+    async def notice(self, click: Click, text: str) -> bool:
+        """A text message from the bot to the clicking user (open_id)."""
+        if not click.user_id:
+            return False
+        await self._api("im.message.create", "POST", "/open-apis/im/v1/messages",
+                        params={"receive_id_type": "open_id" if click.user_id.startswith("ou_") else "user_id"},
+                        json={"receive_id": click.user_id, "msg_type": "text",
+                              "content": json.dumps({"text": truncate(text, 2000)}, ensure_ascii=False)})
+        return True
+
     # ------------------------------------------------------------------ callbacks
     def _open(self, request: CallbackRequest, now: float | None) -> dict[str, Any]:
         try:
@@ -209,7 +235,8 @@ class FeishuChannel(Channel):
         try:
             inner = json.loads(feishu_decrypt(str(key), outer["encrypt"]))
         except (ValueError, binascii.Error):
-            raise CallbackRefused("undecryptable", "the body could not be decrypted with the Encrypt Key", 400) from None
+            raise CallbackRefused("undecryptable", "the body could not be decrypted with the Encrypt Key",
+                                  400) from None
         return inner if isinstance(inner, dict) else {}
 
     def parse_callback(self, request: CallbackRequest, now: float | None = None) -> CallbackResult:
@@ -246,7 +273,8 @@ class FeishuChannel(Channel):
             text = str((action.get("form_value") or {}).get("hitl_text") or "")
             if not text.strip():
                 what = "feedback" if act == "revise" else "the new output"
-                return CallbackResult(HttpAnswer.json({"toast": {"type": "error", "content": f"Please write {what} first."}}))
+                toast = {"type": "error", "content": f"Please write {what} first."}
+                return CallbackResult(HttpAnswer.json({"toast": toast}))
         click = Click(self.name, str(operator.get("open_id") or operator.get("user_id") or ""), act,
                       str(value) if value else None, f"feishu:{header.get('event_id')}", text=text,
                       update_token=event.get("token"), message={"message_id": context.get("open_message_id")})

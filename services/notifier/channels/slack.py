@@ -4,7 +4,8 @@ a text box that posts back.
 
 Docs followed:
 - https://api.slack.com/methods/chat.postMessage, https://api.slack.com/methods/chat.update,
-  https://api.slack.com/methods/views.open (request fields, `ok`/`error` answers)
+  https://api.slack.com/methods/views.open, https://api.slack.com/methods/chat.postEphemeral
+  (request fields, `ok`/`error` answers)
 - https://api.slack.com/reference/block-kit/blocks, .../block-elements#button,
   .../composition-objects (header 150 chars, section text 3000, 10 fields of 2000, button text 75,
   value 2000, action_id 255, 50 blocks a message, modal title 24, private_metadata 3000)
@@ -24,8 +25,23 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from services.notifier.channels.base import (
-    Button, ButtonStyle, CallbackRefused, CallbackRequest, CallbackResult, Card, CardState, Channel,
-    ChannelError, Click, HttpAnswer, LinkPolicy, MessageRef, Target, check_fresh, log, truncate,
+    Button,
+    ButtonStyle,
+    CallbackRefused,
+    CallbackRequest,
+    CallbackResult,
+    Card,
+    CardState,
+    Channel,
+    ChannelError,
+    Click,
+    HttpAnswer,
+    LinkPolicy,
+    MessageRef,
+    Target,
+    check_fresh,
+    log,
+    truncate,
 )
 from services.notifier.channels.cards import unpack_value
 
@@ -51,7 +67,8 @@ def render_blocks(card: Card) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": truncate(card.title, 150), "emoji": True}}]
     if card.message:
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": truncate(mrkdwn_escape(card.message), 3000)}})
+        blocks.append({"type": "section",
+                       "text": {"type": "mrkdwn", "text": truncate(mrkdwn_escape(card.message), 3000)}})
     if card.fields:
         blocks.append({"type": "section", "fields": [
             {"type": "mrkdwn", "text": truncate(f"*{mrkdwn_escape(f.label)}*\n{mrkdwn_escape(f.value)}", 2000)}
@@ -61,7 +78,8 @@ def render_blocks(card: Card) -> list[dict[str, Any]]:
             "type": "mrkdwn", "text": "```" + truncate(mrkdwn_escape(card.preview), 3000 - 6) + "```"}})
     if card.resolved:
         blocks.append({"type": "context", "elements": [
-            {"type": "mrkdwn", "text": truncate(f"{STATE_EMOJI.get(card.state, '')} *{card.outcome or card.state}*", 3000)}]})
+            {"type": "mrkdwn",
+             "text": truncate(f"{STATE_EMOJI.get(card.state, '')} *{card.outcome or card.state}*", 3000)}]})
     elif card.buttons:
         blocks.append({"type": "actions", "block_id": "hitl_actions",
                        "elements": [_button(i, b) for i, b in enumerate(card.buttons[:25])]})
@@ -126,6 +144,15 @@ class SlackChannel(Channel):
                                                 "text": self._fallback(card), "blocks": render_blocks(card)})
         return MessageRef(self.name, ref.target, {"channel": data.get("channel", ref.ref["channel"]),
                                                   "ts": data.get("ts", ref.ref["ts"])})
+
+    async def notice(self, click: Click, text: str) -> bool:
+        """chat.postEphemeral: only the clicking user sees it, in the channel of the card."""
+        channel = click.message.get("channel")
+        if not channel or not click.user_id:
+            return False
+        await self._call("chat.postEphemeral", {"channel": channel, "user": click.user_id,
+                                                "text": truncate(mrkdwn_escape(text), 3000)})
+        return True
 
     @staticmethod
     def _fallback(card: Card) -> str:

@@ -15,8 +15,17 @@ import uuid
 from typing import Any, Literal
 
 from services.notifier.channels.base import (
-    CallbackRefused, CallbackRequest, CallbackResult, Card, Channel, ChannelError, Click, LinkPolicy, MessageRef,
-    Target, log,
+    CallbackRefused,
+    CallbackRequest,
+    CallbackResult,
+    Card,
+    Channel,
+    ChannelError,
+    Click,
+    LinkPolicy,
+    MessageRef,
+    Target,
+    log,
 )
 
 SIGNATURE_HEADER = "X-HITL-Signature"

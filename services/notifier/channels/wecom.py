@@ -34,8 +34,22 @@ from typing import Any
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from services.notifier.channels.base import (
-    ButtonStyle, CallbackRefused, CallbackRequest, CallbackResult, Card, Channel, ChannelError, Click, HttpAnswer,
-    LinkPolicy, MessageRef, Target, check_fresh, log, truncate, truncate_bytes,
+    ButtonStyle,
+    CallbackRefused,
+    CallbackRequest,
+    CallbackResult,
+    Card,
+    Channel,
+    ChannelError,
+    Click,
+    HttpAnswer,
+    LinkPolicy,
+    MessageRef,
+    Target,
+    check_fresh,
+    log,
+    truncate,
+    truncate_bytes,
 )
 from services.notifier.channels.cards import unpack_value
 
@@ -198,6 +212,15 @@ class WeComChannel(Channel):
             body["userids"] = ref.target.address.split("|")
         await self._post("update_template_card", "/cgi-bin/message/update_template_card", body)
         return MessageRef(self.name, ref.target, {**ref.ref, "response_code": None})  # spent
+
+    async def notice(self, click: Click, text: str) -> bool:
+        """An app text message to the clicking user (touser)."""
+        if not click.user_id:
+            return False
+        await self._post("message.send", "/cgi-bin/message/send", {
+            "touser": click.user_id, "msgtype": "text", "agentid": int(self.settings["agent_id"]),
+            "text": {"content": truncate_bytes(text, 2048)}})
+        return True
 
     # ------------------------------------------------------------------ callbacks
     def _open(self, request: CallbackRequest, encrypted: str, now: float | None) -> bytes:

@@ -1,7 +1,7 @@
 """console sign-ins as rows: sign-out revokes them on every replica; inbox indexes
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 
 - console_sessions: one row per sign-in (the cookie holds a random token, the row its SHA-256).
 - checkpoints: indexes for the inbox's other statuses (newest decided first) and per-app listings,
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
