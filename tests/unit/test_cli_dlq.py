@@ -247,7 +247,9 @@ def test_every_work_queue_has_its_dlq_and_a_queue_is_named_three_ways():
     settings = make_settings("sqlite://", namespace="hitl")
     names = settings.names
     assert dead_letter_queues(names) == [("hitl.checkpoints", "hitl.checkpoints.dlq"),
-                                         ("hitl.decisions", "hitl.decisions.dlq"), ("hitl.runs", "hitl.runs.dlq")]
+                                         ("hitl.decisions", "hitl.decisions.dlq"),
+                                         ("hitl.notifications", "hitl.notifications.dlq"),
+                                         ("hitl.notifier", "hitl.notifier.dlq"), ("hitl.runs", "hitl.runs.dlq")]
     for name in ("decisions", "hitl.decisions", "hitl.decisions.dlq"):
         assert dead_letter_queues(names, name) == [("hitl.decisions", "hitl.decisions.dlq")]
     with pytest.raises(ValueError, match="hitl.runs.dlq"):
