@@ -128,7 +128,7 @@ def test_a_reviewer_of_another_app_sees_and_decides_nothing_on_any_channel(e2e):
     assert classic.status_code == 202 and classic.json()["status"] == "parked"  # kept for zoe's own app only
     assert httpx.get(f"{base}/v1/runs/{cp['workflow_run_id']}", headers=ZOE).status_code == 404
     cli = e2e.hitl("show", cp["id"], reviewer_token="rv-zoe-token")
-    assert cli.returncode == 1 and "404" in cli.stderr
+    assert cli.returncode == 1 and "among your apps" in cli.stderr
     bot_decides(e2e, {"checkpoint_id": cp["id"], "action": "approve", "actor": "zoe"})
     time.sleep(1)
     assert httpx.get(f"{base}/v1/checkpoints/{cp['id']}", headers={"Authorization": "Bearer rv-alice-token"}
