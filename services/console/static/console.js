@@ -64,19 +64,22 @@
     el.dataset.status = fresh.dataset.status;
     $$("button[type=submit]", el).forEach(function (b) { b.disabled = true; b.title = "Already decided"; });
     var who = fresh.dataset.decidedBy || "someone", how = fresh.dataset.channel ? " via " + fresh.dataset.channel : "";
+    var still = fresh.dataset.status === "open";  // still open, but no longer yours to decide (reassigned, voted elsewhere)
+    el.dataset.gateReason = fresh.dataset.gateReason || "";
     var box = $(".elsewhere", el) || document.createElement("div");
     box.className = "elsewhere";
     box.setAttribute("role", "alert");
     box.textContent = "";
     var head = document.createElement("strong");
-    head.textContent = "Decided elsewhere while you were typing: " + (fresh.dataset.label || fresh.dataset.action || fresh.dataset.status) + " by " + who + how + ".";
+    head.textContent = still ? "Changed while you were typing: " + fresh.dataset.gateReason
+      : "Decided elsewhere while you were typing: " + (fresh.dataset.label || fresh.dataset.action || fresh.dataset.status) + " by " + who + how + ".";
     var rest = document.createElement("span");
     rest.className = "small";
     rest.textContent = "Your text is kept below so you can copy it; sending is off. ";
     var show = document.createElement("button");
     show.type = "button";
     show.className = "btn-link";
-    show.textContent = "Show the decision instead";
+    show.textContent = still ? "Show the page as it is now" : "Show the decision instead";
     show.addEventListener("click", function () { el.replaceWith(document.importNode(fresh, true)); tick(); });
     rest.appendChild(show);
     box.appendChild(head);
@@ -84,24 +87,36 @@
     if (!box.parentNode) el.insertBefore(box, el.firstChild);
   }
   function swap(doc) {
-    var before = {};
+    var before = {}, picked = selectedIds();
     $$("[data-checkpoint]").forEach(function (el) { before[el.dataset.checkpoint] = true; });
     $$("[data-live]").forEach(function (el) {
       var fresh = doc.querySelector('[data-live="' + el.dataset.live + '"]');
       if (!fresh) return;
       if (fresh.dataset.v !== undefined && fresh.dataset.v === el.dataset.v) return;  // unchanged: keep what is typed
-      if (el.hasAttribute("data-keep-typed") && el.dataset.sentHere !== "1" && fresh.dataset.status !== "open" && typed(el)) {
+      if (el.hasAttribute("data-keep-typed") && el.dataset.sentHere !== "1" && typed(el)
+          && (fresh.dataset.status !== "open" || fresh.dataset.gateReason)) {
         keepTyped(el, fresh);
         return;
       }
       el.replaceWith(document.importNode(fresh, true));
     });
     if (doc.title) document.title = doc.title;
+    restoreSelection(picked);
     $$("[data-checkpoint]").forEach(function (el) { if (!before[el.dataset.checkpoint]) el.classList.add("fresh"); });
     tick();
     localTimes();
   }
-  function localTimes() {  // absolute times in the reviewer's own time zone; UTC stays on hover
+  function clocks() {  // a time of day in the reviewer's own time zone: "12:03 (your time)"
+    $$("[data-clock]").forEach(function (el) {
+      if (el.dataset.done) return;
+      var d = new Date(parseFloat(el.dataset.clock) * 1000);
+      if (isNaN(d)) return;
+      el.textContent = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) + " (your time)";
+      el.dataset.done = "1";
+    });
+  }
+  function localTimes() {
+    clocks();  // absolute times in the reviewer's own time zone; UTC stays on hover
     $$("[data-local]").forEach(function (el) {
       if (el.dataset.done) return;
       var d = new Date(parseFloat(el.dataset.local) * 1000);
@@ -112,8 +127,9 @@
   }
   function concerns(ev) {
     var kind = ev.type || "";
-    if (kind === "resync") return true;
     var page = scope[0];
+    if (page === "bulk") return false;  // the answer to a POST: nothing to re-read
+    if (kind === "resync") return true;
     if (page === "inbox") return kind.indexOf("checkpoint.") === 0;
     if (page === "checkpoint") return ev.checkpoint_id === scope[1] || ev.run_id === scope[2];
     if (page === "runs") return kind.indexOf("run.") === 0 || kind.indexOf("checkpoint.") === 0;
@@ -137,7 +153,7 @@
     source.addEventListener("hitl", function (msg) {
       var ev; try { ev = JSON.parse(msg.data); } catch (e) { return; }
       if (concerns(ev)) refreshSoon();
-      else if ((ev.type || "").indexOf("checkpoint.") === 0) refreshSoon();  // keeps the inbox count right
+      else if (scope[0] !== "bulk" && (ev.type || "").indexOf("checkpoint.") === 0) refreshSoon();  // the inbox count
     });
     source.onerror = function () {
       failed = true;
@@ -179,6 +195,11 @@
   }
   function validate(form) {
     var action = form.elements.action.value, f;
+    if (action === "revise" && form.hasAttribute("data-change")) {
+      f = form.elements.proposed_output;
+      var changed = f.value.trim() !== f.defaultValue.trim() || form.elements.feedback.value.trim();
+      return fieldError(form, changed ? "" : "Change the output (or say what should change) before you send it.", f);
+    }
     if (action === "revise") { f = form.elements.feedback; return fieldError(form, f.value.trim() ? "" : "Write the feedback for the next round.", f); }
     if (action === "abort") { f = form.elements.reason; return fieldError(form, f.value.trim() ? "" : "Say why you abort.", f); }
     if (action === "edit" && form.elements.output.dataset.json === "1") {
@@ -189,8 +210,16 @@
   }
   function describe(status, body, action) {
     var err = (body && body.error) || {};
+    if (status === 200 && body.status === "voted") {
+      var p = body.progress || {};
+      return ["green", "Your " + (body.action || action) + " vote counted: " + (p.progress || "recorded") + ".",
+        "The checkpoint stays open until " + (p.required || "enough") + " approve; the workflow waits until then."];
+    }
     if (status === 200) { var r = body.resolution || {}; return ["green", DONE[action] || "Applied.", "Round " + r.round + ", decided by " + r.decided_by + "."]; }
     if (status === 202) return ["yellow", "Queued.", body.message];
+    if (status === 409 && err.code === "already_voted") return ["red", "Refused: you have voted on this checkpoint already.", "One vote per reviewer (409 already_voted)."];
+    if (status === 422 && err.code === "self_approval") return ["red", "Refused: you started this run, so you may not approve it.", (err.message || "") + " (422 self_approval)"];
+    if (status === 422 && err.code === "quorum_edit") return ["red", "Refused: an edit cannot be voted on — revise with the change instead.", (err.message || "") + " (422 quorum_edit)"];
     if (status === 409) {
       var w = err.winning_decision || {};
       return ["red", "Someone else decided first: " + (w.action || "?") + " by " + (w.decided_by || "?") + (w.channel ? " via " + w.channel : "") + ".",
@@ -211,7 +240,7 @@
     if (form.hasAttribute("data-step")) { if (!stepOutput(form)) return; }
     else if (!validate(form)) return;
     var data = { action: form.elements.action.value };
-    ["feedback", "output", "reason"].forEach(function (k) { if (form.elements[k]) data[k] = form.elements[k].value; });
+    ["feedback", "output", "reason", "proposed_output"].forEach(function (k) { if (form.elements[k]) data[k] = form.elements[k].value; });
     if (form.hasAttribute("data-step")) data.output = form.dataset.output;
     form.dataset.key = form.dataset.key || ("console-" + (crypto.randomUUID ? crypto.randomUUID() : String(Math.random()).slice(2)));
     data.idempotency_key = form.dataset.key;
@@ -313,6 +342,66 @@
     return false;
   }
 
+  // ------------------------------------------------------------------ claim, release, reassign
+  var COMMAND_DONE = { claimed: "Claimed: the others see that you are on it (they may still decide).",
+    released: "Claim released.", reassigned: "Reassigned." };
+  var COMMAND_REFUSED = { not_claimable: "that does not fit the checkpoint as it is now",
+    not_assignee: "you are not among this checkpoint's assignees", already_resolved: "it is already decided" };
+  function describeCommand(status, body) {
+    var err = (body && body.error) || {};
+    if (status === 200) {
+      var extra = body.status === "reassigned" && body.assignees ? "Assignees now: " + body.assignees.join(", ") + "." : "";
+      return ["green", COMMAND_DONE[body.status] || "Done.", extra];
+    }
+    if (status === 202) return ["yellow", "Queued.", body.message];
+    if (status === 401) return ["red", "Your session has ended: sign in again.", ""];
+    return ["red", "Refused: " + (COMMAND_REFUSED[err.code] || err.message || ("HTTP " + status)) + ".",
+      (err.message || "") + (err.code ? " (" + status + " " + err.code + ")" : "")];
+  }
+  document.addEventListener("submit", function (e) {
+    var form = e.target;
+    if (!form.matches("[data-command]")) return;
+    e.preventDefault();
+    var button = $("button[type=submit]", form);
+    if (button && button.disabled) return;
+    var data = {};
+    $$("input:not([type=hidden]), select, textarea", form).forEach(function (f) { if (f.name) data[f.name] = f.value; });
+    if (form.dataset.command === "reassign" && !data.to) { showResult("red", "Choose whom to reassign it to.", ""); return; }
+    if (button) button.disabled = true;
+    fetch(form.getAttribute("action"), { method: "POST", credentials: "same-origin", body: JSON.stringify(data),
+      headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRF-Token": csrf } })
+      .then(function (r) { return r.json().catch(function () { return {}; }).then(function (b) { return [r.status, b]; }); })
+      .then(function (res) { var d = describeCommand(res[0], res[1]); showResult(d[0], d[1], d[2]); refreshSoon(); })
+      .catch(function () { showResult("red", "No answer from the console; check the connection and try again.", ""); })
+      .then(function () { if (button) button.disabled = false; });
+  });
+
+  // ------------------------------------------------------------------ inbox: select several, decide them together
+  function selectedIds() { return $$("input[data-select]:checked").map(function (b) { return b.value; }); }
+  function restoreSelection(ids) {
+    if (!ids.length) return;
+    $$("input[data-select]").forEach(function (b) { if (ids.indexOf(b.value) >= 0) b.checked = true; });
+    selectionChanged();
+  }
+  function selectionChanged() {
+    var boxes = $$("input[data-select]"), n = boxes.filter(function (b) { return b.checked; }).length;
+    var count = $("[data-bulk-count]"), all = $("[data-select-all]");
+    if (count) count.textContent = n ? n + " selected" : "tick the open checkpoints below, then preview";
+    if (all) { all.hidden = !boxes.length; all.checked = boxes.length > 0 && n === boxes.length; all.indeterminate = n > 0 && n < boxes.length; }
+    $$("tr[data-checkpoint]").forEach(function (tr) { var b = $("input[data-select]", tr); tr.classList.toggle("picked", !!(b && b.checked)); });
+  }
+  document.addEventListener("change", function (e) {
+    var t = e.target;
+    if (t.matches && t.matches("[data-select-all]")) $$("input[data-select]").forEach(function (b) { b.checked = t.checked; });
+    if (t.matches && t.matches("[data-select], [data-select-all]")) selectionChanged();
+  });
+  document.addEventListener("submit", function (e) {
+    if (!e.target.matches("[data-bulk]") || selectedIds().length) return;
+    e.preventDefault();
+    var count = $("[data-bulk-count]");
+    if (count) { count.textContent = "Select at least one checkpoint first (tick its box, or press x on a row)."; count.classList.add("err"); }
+  });
+
   // ------------------------------------------------------------------ shortcuts and small things
   function openAction(name) {
     var d = $('details[data-action="' + name + '"]');
@@ -360,6 +449,11 @@
     if (actions[key] && $("[data-decide]")) { e.preventDefault(); openAction(actions[key]); return; }
     if (key === "?") { if (help) help.hidden = !help.hidden; return; }
     if (key === "/" && $("[data-search]")) { e.preventDefault(); $("[data-search]").focus(); return; }
+    if (key === "x" && rows()[rowIndex]) {  // the inbox: tick the selected row for "Decide selected…"
+      var box = $("input[data-select]", rows()[rowIndex]);
+      if (box) { e.preventDefault(); box.checked = !box.checked; selectionChanged(); }
+      return;
+    }
     if (key === "j") select(rowIndex + 1);
     else if (key === "k") select(rowIndex - 1);
     else if (key === "Enter" && rowIndex >= 0 && rows()[rowIndex]) location.href = rows()[rowIndex].dataset.href;
@@ -390,5 +484,5 @@
     var form = e.target.closest && e.target.closest("form[data-autosubmit]");
     if (form) form.submit();
   });
-  document.addEventListener("DOMContentLoaded", function () { tick(); localTimes(); connect(); });
+  document.addEventListener("DOMContentLoaded", function () { tick(); localTimes(); selectionChanged(); connect(); });
 })();
