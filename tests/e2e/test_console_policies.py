@@ -153,6 +153,8 @@ def test_a_claim_is_seen_live_by_a_second_reviewer_and_reassign_hands_the_seat_o
     assert "Claimed by you" in bob.locator(".cp-head").inner_text()
     shot(alice, "checkpoint-claimed")
 
+    alice.keyboard.press("r")
+    alice.keyboard.type("half a thought about the tone")  # then she hands it on instead
     alice.select_option("#reassign-to", "carol")
     alice.fill("#reassign-note", "carol knows this client")
     alice.locator('[data-command="reassign"] button[type=submit]').click()
@@ -160,6 +162,12 @@ def test_a_claim_is_seen_live_by_a_second_reviewer_and_reassign_hands_the_seat_o
     assert "Assignees now: bob, carol" in alice.locator("#result").inner_text()
     bob.locator('[data-assignees]', has_text="carol").wait_for(timeout=LIVE_S * 1000 + 1000)
     assert bob.locator(".cp-head .claim-who").count() == 0  # a reassign ends the claim
+    banner = alice.locator('[data-live="decision"] .elsewhere')  # what she typed is kept, sending is off
+    banner.wait_for(timeout=LIVE_S * 1000 + 1000)
+    assert banner.inner_text().startswith("Changed while you were typing: Assigned to bob, carol; you are not")
+    assert alice.locator("textarea#feedback").input_value() == "half a thought about the tone"
+    assert alice.locator('details[data-action="revise"] button[type=submit]').is_disabled()
+    alice.click("text=Show the page as it is now")
     alice.locator('.decision [data-code="not_assignee"]').wait_for()
     assert "to carol, replacing alice" in alice.locator('[data-live="history"]').inner_text()
 

@@ -168,3 +168,14 @@ def test_reassign_targets_are_the_reviewers_granted_the_app_and_their_groups():
     assert targets["reviewers"] == ["alice", "bob", "carol", "dave", "erin", "ops"]  # ops: an admin sees every app
     assert targets["groups"] == ["group:legal"]
     assert reassign_targets(SETTINGS, "other") == {"reviewers": ["ops", "zoe"], "groups": ["group:outsiders"]}
+
+
+def test_nothing_is_claimed_or_decided_in_bulk_before_sign_in(console):  # noqa: F811
+    app, db = console
+    cid = add(db)
+    from tests.unit.test_console_app import TestClient
+
+    anonymous = TestClient(app)
+    assert anonymous.post(f"/checkpoints/{cid}/claim", json={}).status_code == 401
+    assert anonymous.post("/bulk-decision", json={"ids": [cid], "action": "approve"}).status_code == 401
+    assert app.state.replies.commands == [] and app.state.replies.decisions == []

@@ -9,6 +9,7 @@
   var now = function () { return Date.now() / 1000 + skew; };
   var csrf = ($('meta[name="csrf-token"]') || {}).content || "";
   var scope = (document.body.dataset.scope || "").split(":");
+  var hooks = { beforeSwap: [], afterSwap: [], rowKey: [], ready: [] };  // filled by console-policies.js
 
   // ------------------------------------------------------------------ time
   function duration(s) {
@@ -60,12 +61,13 @@
   function keepTyped(el, fresh) {
     // Decided elsewhere (another reviewer, the CLI, a bot, another tab) while this reviewer was typing:
     // keep their text where it is, turn sending off, and say who decided what and how.
+    // Still open but no longer this reviewer's to decide (reassigned, their vote cast in another tab): the same.
+    var still = fresh.dataset.status === "open";
     el.dataset.v = fresh.dataset.v;
     el.dataset.status = fresh.dataset.status;
-    $$("button[type=submit]", el).forEach(function (b) { b.disabled = true; b.title = "Already decided"; });
-    var who = fresh.dataset.decidedBy || "someone", how = fresh.dataset.channel ? " via " + fresh.dataset.channel : "";
-    var still = fresh.dataset.status === "open";  // still open, but no longer yours to decide (reassigned, voted elsewhere)
     el.dataset.gateReason = fresh.dataset.gateReason || "";
+    $$("button[type=submit]", el).forEach(function (b) { b.disabled = true; b.title = still ? el.dataset.gateReason : "Already decided"; });
+    var who = fresh.dataset.decidedBy || "someone", how = fresh.dataset.channel ? " via " + fresh.dataset.channel : "";
     var box = $(".elsewhere", el) || document.createElement("div");
     box.className = "elsewhere";
     box.setAttribute("role", "alert");
@@ -87,7 +89,7 @@
     if (!box.parentNode) el.insertBefore(box, el.firstChild);
   }
   function swap(doc) {
-    var before = {}, picked = selectedIds();
+    var before = {}, kept = hooks.beforeSwap.map(function (f) { return f(); });
     $$("[data-checkpoint]").forEach(function (el) { before[el.dataset.checkpoint] = true; });
     $$("[data-live]").forEach(function (el) {
       var fresh = doc.querySelector('[data-live="' + el.dataset.live + '"]');
@@ -101,7 +103,7 @@
       el.replaceWith(document.importNode(fresh, true));
     });
     if (doc.title) document.title = doc.title;
-    restoreSelection(picked);
+    hooks.afterSwap.forEach(function (f, i) { f(kept[i]); });
     $$("[data-checkpoint]").forEach(function (el) { if (!before[el.dataset.checkpoint]) el.classList.add("fresh"); });
     tick();
     localTimes();
@@ -298,7 +300,7 @@
         var status = res[0], body = res[1], err = body.error || {};
         var region = form.closest("[data-keep-typed]");
         if (region && (status === 200 || status === 202)) region.dataset.sentHere = "1";
-        var d = status === 200 ? ["green", "Sent “" + title + "” — the form goes to Dify; the delivery state above shows when the run resumes.",
+        var d = status === 200 && body.status !== "voted" ? ["green", "Sent “" + title + "” — the form goes to Dify; the delivery state above shows when the run resumes.",
           "Form action " + button.value + " (" + ((body.resolution || {}).action || button.dataset.kind) + "), decided by " + (body.resolution || {}).decided_by + "."]
           : describe(status, body, button.dataset.kind);
         if (status === 422 && err.code === "missing_inputs") {
@@ -341,66 +343,6 @@
     }
     return false;
   }
-
-  // ------------------------------------------------------------------ claim, release, reassign
-  var COMMAND_DONE = { claimed: "Claimed: the others see that you are on it (they may still decide).",
-    released: "Claim released.", reassigned: "Reassigned." };
-  var COMMAND_REFUSED = { not_claimable: "that does not fit the checkpoint as it is now",
-    not_assignee: "you are not among this checkpoint's assignees", already_resolved: "it is already decided" };
-  function describeCommand(status, body) {
-    var err = (body && body.error) || {};
-    if (status === 200) {
-      var extra = body.status === "reassigned" && body.assignees ? "Assignees now: " + body.assignees.join(", ") + "." : "";
-      return ["green", COMMAND_DONE[body.status] || "Done.", extra];
-    }
-    if (status === 202) return ["yellow", "Queued.", body.message];
-    if (status === 401) return ["red", "Your session has ended: sign in again.", ""];
-    return ["red", "Refused: " + (COMMAND_REFUSED[err.code] || err.message || ("HTTP " + status)) + ".",
-      (err.message || "") + (err.code ? " (" + status + " " + err.code + ")" : "")];
-  }
-  document.addEventListener("submit", function (e) {
-    var form = e.target;
-    if (!form.matches("[data-command]")) return;
-    e.preventDefault();
-    var button = $("button[type=submit]", form);
-    if (button && button.disabled) return;
-    var data = {};
-    $$("input:not([type=hidden]), select, textarea", form).forEach(function (f) { if (f.name) data[f.name] = f.value; });
-    if (form.dataset.command === "reassign" && !data.to) { showResult("red", "Choose whom to reassign it to.", ""); return; }
-    if (button) button.disabled = true;
-    fetch(form.getAttribute("action"), { method: "POST", credentials: "same-origin", body: JSON.stringify(data),
-      headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRF-Token": csrf } })
-      .then(function (r) { return r.json().catch(function () { return {}; }).then(function (b) { return [r.status, b]; }); })
-      .then(function (res) { var d = describeCommand(res[0], res[1]); showResult(d[0], d[1], d[2]); refreshSoon(); })
-      .catch(function () { showResult("red", "No answer from the console; check the connection and try again.", ""); })
-      .then(function () { if (button) button.disabled = false; });
-  });
-
-  // ------------------------------------------------------------------ inbox: select several, decide them together
-  function selectedIds() { return $$("input[data-select]:checked").map(function (b) { return b.value; }); }
-  function restoreSelection(ids) {
-    if (!ids.length) return;
-    $$("input[data-select]").forEach(function (b) { if (ids.indexOf(b.value) >= 0) b.checked = true; });
-    selectionChanged();
-  }
-  function selectionChanged() {
-    var boxes = $$("input[data-select]"), n = boxes.filter(function (b) { return b.checked; }).length;
-    var count = $("[data-bulk-count]"), all = $("[data-select-all]");
-    if (count) count.textContent = n ? n + " selected" : "tick the open checkpoints below, then preview";
-    if (all) { all.hidden = !boxes.length; all.checked = boxes.length > 0 && n === boxes.length; all.indeterminate = n > 0 && n < boxes.length; }
-    $$("tr[data-checkpoint]").forEach(function (tr) { var b = $("input[data-select]", tr); tr.classList.toggle("picked", !!(b && b.checked)); });
-  }
-  document.addEventListener("change", function (e) {
-    var t = e.target;
-    if (t.matches && t.matches("[data-select-all]")) $$("input[data-select]").forEach(function (b) { b.checked = t.checked; });
-    if (t.matches && t.matches("[data-select], [data-select-all]")) selectionChanged();
-  });
-  document.addEventListener("submit", function (e) {
-    if (!e.target.matches("[data-bulk]") || selectedIds().length) return;
-    e.preventDefault();
-    var count = $("[data-bulk-count]");
-    if (count) { count.textContent = "Select at least one checkpoint first (tick its box, or press x on a row)."; count.classList.add("err"); }
-  });
 
   // ------------------------------------------------------------------ shortcuts and small things
   function openAction(name) {
@@ -449,9 +391,8 @@
     if (actions[key] && $("[data-decide]")) { e.preventDefault(); openAction(actions[key]); return; }
     if (key === "?") { if (help) help.hidden = !help.hidden; return; }
     if (key === "/" && $("[data-search]")) { e.preventDefault(); $("[data-search]").focus(); return; }
-    if (key === "x" && rows()[rowIndex]) {  // the inbox: tick the selected row for "Decide selected…"
-      var box = $("input[data-select]", rows()[rowIndex]);
-      if (box) { e.preventDefault(); box.checked = !box.checked; selectionChanged(); }
+    if (rowIndex >= 0 && rows()[rowIndex] && hooks.rowKey.some(function (f) { return f(key, rows()[rowIndex]); })) {
+      e.preventDefault();
       return;
     }
     if (key === "j") select(rowIndex + 1);
@@ -484,5 +425,7 @@
     var form = e.target.closest && e.target.closest("form[data-autosubmit]");
     if (form) form.submit();
   });
-  document.addEventListener("DOMContentLoaded", function () { tick(); localTimes(); selectionChanged(); connect(); });
+  document.addEventListener("DOMContentLoaded", function () { tick(); localTimes(); hooks.ready.forEach(function (f) { f(); }); connect(); });
+  // What console-policies.js (claims, the inbox's selection) builds on.
+  window.hitlConsole = { $: $, $$: $$, csrf: csrf, showResult: showResult, refreshSoon: refreshSoon, hooks: hooks };
 })();
