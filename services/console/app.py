@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from services.console import oidc, pages, review, signin
+from services.console import bulk, delegation, oidc, pages, review, signin
 from services.console.auth import AuthMiddleware, Sessions
 from services.console.config import ConsoleSettings
 from services.console.live import EventHub
@@ -88,6 +88,8 @@ def create_app(settings: Settings, console: ConsoleSettings, db: Database, broke
         Route("/", pages.inbox, methods=["GET"]),
         Route("/checkpoints/{checkpoint_id}", review.checkpoint_page, methods=["GET"]),
         Route("/checkpoints/{checkpoint_id}/decision", review.decide, methods=["POST"]),
+        Route("/checkpoints/{checkpoint_id}/{command}", delegation.command, methods=["POST"]),  # claim|release|reassign
+        Route("/bulk-decision", bulk.bulk_decision, methods=["POST"]),
         Route("/runs", pages.runs, methods=["GET"]),
         Route("/runs/{run_id}", pages.run, methods=["GET"]),
         Route("/events", pages.events, methods=["GET"]),

@@ -11,6 +11,7 @@ from starlette.datastructures import QueryParams
 
 from services.console.auth import Session
 from services.console.gates import assigned_to, gate
+from services.console.policy_view import quorum_line
 from services.console.web import BadRequest
 from shared.access import Scope
 from shared.settings import Settings
@@ -80,6 +81,7 @@ def inbox(conn, settings: Settings, session: Session, scope: Scope, f: InboxFilt
         cp = safe(dict(row))
         cp["mine"] = assigned_to(settings, session, cp)
         cp["gate"] = gate(settings, session, cp).as_dict()
+        cp["quorum"] = quorum_line(cp)
         shown.append(cp)
     return {"rows": shown, "total": total, "page": f.page, "pages": max(1, -(-total // page_size)),
             "total_open": cp_store.count_open(conn, scope), "options": cp_store.inbox_options(conn, scope, statuses),

@@ -39,7 +39,8 @@ def summary(routing_key: str, body: dict[str, Any]) -> dict[str, Any]:
     if isinstance(cp, dict):
         out.update(app=cp.get("app"), checkpoint_id=cp.get("id"), run_id=cp.get("workflow_run_id"),
                    node_id=cp.get("node_id"), round=cp.get("round"), status=cp.get("status"), action=cp.get("action"),
-                   decided_by=cp.get("decided_by"))
+                   decided_by=cp.get("decided_by"), claimed_by=cp.get("claimed_by"),
+                   progress=(cp.get("tally") or {}).get("progress") if isinstance(cp.get("tally"), dict) else None)
     run = body.get("run")
     if isinstance(run, dict):
         out.update(app=run.get("app"), run_id=run.get("id"), status=run.get("status"))

@@ -13,19 +13,19 @@ import json
 import re
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlparse
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import Response
 
 from services.console import render, views
-from services.console.auth import csrf_ok, wants_json
-from services.console.gates import gate
+from services.console.delegation import reassign_targets
+from services.console.gates import commands_gate, gate
 from services.console.pages import not_found, read, scope_of
+from services.console.posts import answer, check_csrf
 from services.console.steps import is_step
-from services.console.web import BadRequest, json_error, read_form, render_page
-from shared.broker import BrokerError
+from services.console.web import BadRequest, read_form, render_page
 from shared import outputs
+from shared.broker import BrokerError
 from shared.logs import get_logger
 from shared.models import Action, DecisionSubmitted
 from shared.refusals import status_of
@@ -45,6 +45,14 @@ OUTCOME_TEXT = {  # for browsers without JavaScript (a redirect carries only the
     "no_editable_input": "The form has no input to put the edited text in.",
     "unsupported_input": "This form has an input dify-hitl cannot fill: decide it in Dify.",
     "invalid_input": "A value does not fit its input (a choice outside the options, a link that is not http(s)).",
+    "voted": "Your vote counted; the checkpoint stays open until the quorum is reached.",
+    "already_voted": "You have voted on this checkpoint already: one vote per reviewer.",
+    "quorum_edit": "This checkpoint needs several approvals and an edit cannot be voted on: revise with the change.",
+    "self_approval": "You started this run, so you may not approve it: revise or abort instead.",
+    "claimed": "You have claimed this checkpoint: others see that you are on it.",
+    "released": "The claim is released.", "reassigned": "Reassigned.",
+    "not_claimable": "That claim, release or reassign does not fit this checkpoint as it is now.",
+    "csrf_failed": "Missing or wrong CSRF token: reload the page and try again.",
 }
 
 
@@ -66,9 +74,12 @@ async def checkpoint_page(request: Request) -> Response:
         return await not_found(request, None, f"No checkpoint {checkpoint_id}.")
     cp = data["cp"]
     outcome = request.query_params.get("outcome", "")
-    access = gate(request.app.state.settings, request.state.session, cp)
+    settings, session = request.app.state.settings, request.state.session
+    access = gate(settings, session, cp)
     return render_page(request, "checkpoint.html", scope=f"checkpoint:{cp['id']}:{cp['workflow_run_id']}",
                        gate=access, may_decide=access.allowed, color=views.checkpoint_color(cp),
+                       commands=commands_gate(settings, session, cp),
+                       targets=reassign_targets(settings, cp["app"]),
                        label=views.checkpoint_label(cp), outcome=OUTCOME_TEXT.get(outcome, ""), **data)
 
 
@@ -94,7 +105,7 @@ def standard_decision(cp: dict[str, Any], form: dict[str, Any], actor: str) -> D
     key = _text(form, "idempotency_key")[:200] or None
     fields: dict[str, Any] = {}
     if action == Action.revise:
-        fields["feedback"] = _text(form, "feedback")
+        fields["feedback"] = revise_feedback(cp, form)
     elif action == Action.edit:
         if "output" not in form and is_step(cp) and any(k.startswith("step:") for k in form):
             form = {**form, "output": json.dumps(step_output(cp, form), ensure_ascii=False)}
@@ -108,6 +119,21 @@ def standard_decision(cp: dict[str, Any], form: dict[str, Any], actor: str) -> D
         fields["reason"] = reason
     return DecisionSubmitted(checkpoint_id=cp["id"], action=action, actor=actor, channel="console",
                              idempotency_key=key, **fields)
+
+
+CHANGE_HEADING = "Use this output instead:"
+
+
+def revise_feedback(cp: dict[str, Any], form: dict[str, Any]) -> str:
+    """A revise's feedback; under a quorum an edit cannot be voted on, so the page offers "revise with the
+    change": the edited output (`proposed_output`) goes to the next round inside the feedback."""
+    feedback = _text(form, "feedback")
+    if "proposed_output" not in form:
+        return feedback
+    proposed = _text(form, "proposed_output")
+    if proposed.strip() == render.as_text(cp["node_output"]).strip():
+        return feedback  # nothing changed: the feedback alone (the decider wants some)
+    return (feedback.strip() + "\n\n" if feedback.strip() else "") + f"{CHANGE_HEADING}\n{proposed}"
 
 
 def step_output(cp: dict[str, Any], form: dict[str, Any]) -> dict[str, Any]:
@@ -194,20 +220,12 @@ DECISION_BUILDERS: dict[str, Callable[[dict[str, Any], dict[str, Any], str], Dec
 }
 
 
-def same_origin(request: Request) -> bool:
-    origin = request.headers.get("origin")
-    if not origin or origin == "null":
-        return origin is None
-    return urlparse(origin).netloc == request.headers.get("host", "")
-
-
 async def decide(request: Request) -> Response:
     checkpoint_id = request.path_params["checkpoint_id"]
     session, state = request.state.session, request.app.state
     try:
         form = await read_form(request, state.settings.body_limit_bytes)
-        if not same_origin(request) or not csrf_ok(session, request.headers.get("x-csrf-token") or _text(form, "csrf")):
-            raise BadRequest(403, "csrf_failed", "Missing or wrong CSRF token: reload the page and try again.")
+        check_csrf(request, form)
         scope = scope_of(request)
         row = await read(request, lambda conn: cp_store.get(conn, checkpoint_id, apps=scope)) \
             if valid_id(checkpoint_id) else None
@@ -218,31 +236,25 @@ async def decide(request: Request) -> Response:
         if session.method == "oidc":  # the provider's groups: the decider trusts what the console vouches for
             decision = decision.model_copy(update={"actor_groups": list(session.reviewer.groups)})
     except BadRequest as exc:
-        return _answer(request, checkpoint_id, exc.status, {"error": {"code": exc.code, "message": exc.message}})
+        return answer(request, checkpoint_id, exc.status, {"error": {"code": exc.code, "message": exc.message}})
     try:
         reply = await state.replies.submit_decision(decision, state.settings.decision_reply_timeout_s)
     except BrokerError:
-        return _answer(request, checkpoint_id, 503, {"error": {
+        return answer(request, checkpoint_id, 503, {"error": {
             "code": "broker_unavailable", "message": "The decision could not be queued; try again."}})
     log.info("console.decision", checkpoint_id=checkpoint_id, action=decision.action.value, reviewer=session.name,
              outcome=reply.outcome if reply else "queued", code=reply.error_code if reply else None)
     if reply is None:
-        return _answer(request, checkpoint_id, 202, {
+        return answer(request, checkpoint_id, 202, {
             "status": "accepted", "decision_id": decision.id,
             "message": "Queued: the decider has not answered yet and will apply it in order."})
+    if reply.outcome == "voted":
+        return answer(request, checkpoint_id, 200, {"status": "voted", "decision_id": decision.id,
+                                                     "action": decision.action.value, "progress": reply.progress})
     if reply.outcome == "applied" and reply.resolution is not None:
-        return _answer(request, checkpoint_id, 200, {"status": "applied", "decision_id": decision.id,
+        return answer(request, checkpoint_id, 200, {"status": "applied", "decision_id": decision.id,
                                                      "resolution": reply.resolution.model_dump(mode="json")})
     extra = {"winning_decision": reply.winning} if reply.winning else {}
-    return _answer(request, checkpoint_id, status_of(reply.error_code),
+    return answer(request, checkpoint_id, status_of(reply.error_code),
                    {"error": {"code": reply.error_code, "message": reply.error_message or "refused",
                               "checkpoint_id": reply.checkpoint_id, **extra}})
-
-
-def _answer(request: Request, checkpoint_id: str, status: int, body: dict[str, Any]) -> Response:
-    if wants_json(request):
-        return JSONResponse(body, status_code=status)
-    code = body.get("status") or body["error"]["code"]
-    if status in (403, 404) or not valid_id(checkpoint_id):
-        return json_error(status, code, body.get("error", {}).get("message", ""))
-    return RedirectResponse(f"/checkpoints/{checkpoint_id}?outcome={code}", status_code=303)

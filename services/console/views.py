@@ -11,10 +11,13 @@ from sqlalchemy import select
 
 from services.console import render
 from services.console.config import ConsoleSettings
+from services.console.policy_view import policy_view
 from services.console.steps import is_step, step_view
 from shared.access import Scope
 from shared.store import checkpoints as cp_store
 from shared.store import runs as run_store
+from shared.store import timers as timer_store
+from shared.store import votes as vote_store
 from shared.store.tables import runs as runs_table
 from shared.views import ACTION_COLOR, RUN_COLOR, STATUS_COLOR, node_label, node_state, public_run, public_view
 
@@ -122,7 +125,8 @@ def checkpoint(conn, checkpoint_id: str, scope: Scope, console: ConsoleSettings)
                "dify_link": dify_run_link(console, cp),
                "started_at": (run or {}).get("created_at")}
     step = step_view(conn, cp, nodes) if is_step(cp) else None
-    return {"cp": cp, "context": context, "step": step, "rounds": rounds, "diffs": diffs,
+    policy = policy_view(cp, vote_store.of(conn, cp["id"]), timer_store.of(conn, cp["id"]))
+    return {"cp": cp, "context": context, "step": step, "rounds": rounds, "diffs": diffs, "policy": policy,
             "next_round": later[0] if later else None,
             "history": history, "run": public_run(run) if run else None, "form": form_view(cp),
             "kind": render.output_kind(cp["node_output"]), "output_html": render.render_output(cp["node_output"]),
@@ -145,10 +149,34 @@ def history_summary(h: dict[str, Any]) -> str:
         parts.append(str(detail["detail"]))
     if detail.get("run_status") and h.get("kind") in ("resumed", "resume_stuck", "resumed_as_stopped", "expired"):
         parts.append(f"run {detail['run_status']}")
+    parts += policy_summary(h.get("kind") or "", detail)
     for key in ("round", "waited_s", "error", "status"):
         if detail.get(key) is not None and not parts:
             parts.append(f"{key}: {detail[key]}")
     return " · ".join(parts)
+
+
+def policy_summary(kind: str, detail: dict[str, Any]) -> list[str]:
+    """History rows of the policies: votes, claims, reassignments, reminders, escalations."""
+    parts = []
+    if detail.get("progress"):
+        parts.append(str(detail["progress"]))
+    if kind == "released" and detail.get("was"):
+        parts.append(f"was claimed by {detail['was']}")
+    if kind == "reassigned" and detail.get("to"):
+        replaced = ", ".join(detail.get("replaced") or [])
+        parts.append(f"to {detail['to']}" + (f", replacing {replaced}" if replaced else ""))
+    if kind == "escalated":
+        if detail.get("added"):
+            parts.append(f"step {detail.get('step')}: added {', '.join(detail['added'])}")
+        if detail.get("applied"):
+            parts.append(f"step {detail.get('step')}: {detail['applied']} ({detail.get('outcome', '')})")
+    if kind in ("reminder", "deadline_near") and detail.get("step") is not None:
+        who = ", ".join(detail.get("assignees") or []) or "the reviewers of the app"
+        parts.append(f"{'reminder ' + str(detail['step']) if kind == 'reminder' else 'deadline near'} to {who}")
+    if kind in ("claimed", "released", "reassigned") and detail.get("note"):
+        parts.append(f"note: {detail['note']}")
+    return parts
 
 
 # ---------------------------------------------------------------------- Dify forms

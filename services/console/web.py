@@ -49,6 +49,10 @@ def when(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def hm(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%H:%M UTC") if ts else "-"
+
+
 def iso(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, tz=UTC).isoformat() if ts else ""
 
@@ -56,7 +60,7 @@ def iso(ts: float | None) -> str:
 def templates() -> Environment:
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True),
                       trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(ago=ago, duration=duration, when=when, iso=iso, short=lambda s, n=8: (s or "")[:n],
+    env.filters.update(ago=ago, duration=duration, when=when, iso=iso, hm=hm, short=lambda s, n=8: (s or "")[:n],
                        left=lambda s: duration(s) if s > 0 else "due")
     return env
 
@@ -75,8 +79,9 @@ def json_error(status: int, code: str, message: str, **extra: Any) -> JSONRespon
     return JSONResponse({"error": {"code": code, "message": message, **extra}}, status_code=status)
 
 
-async def read_form(request: Request, limit: int) -> dict[str, Any]:
-    """A JSON object or an urlencoded form (no multipart), at most `limit` bytes."""
+async def read_form(request: Request, limit: int, lists: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A JSON object or an urlencoded form (no multipart), at most `limit` bytes; a form's fields named
+    in `lists` keep every value (checkboxes of one name), the others their last one."""
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
@@ -94,5 +99,9 @@ async def read_form(request: Request, limit: int) -> dict[str, Any]:
             raise BadRequest(400, "invalid_json", "the body must be a JSON object")
         return data
     if kind in ("application/x-www-form-urlencoded", ""):
-        return dict(parse_qsl(raw, keep_blank_values=True))
+        pairs = parse_qsl(raw, keep_blank_values=True)
+        fields: dict[str, Any] = dict(pairs)
+        for key in lists:
+            fields[key] = [v for k, v in pairs if k == key]
+        return fields
     raise BadRequest(415, "unsupported_media_type", "send JSON or a urlencoded form")

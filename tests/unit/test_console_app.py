@@ -27,15 +27,23 @@ PASSWORD = "alice's password"
 
 
 class Replies:
-    """Stands in for ReplyRouter: records decisions, answers what the test says."""
+    """Stands in for ReplyRouter: records decisions and commands, answers what the test says (`answer`,
+    or `answer_for(decision)` when each decision gets its own)."""
 
     def __init__(self) -> None:
         self.decisions = []
         self.answer: Reply | None = None
+        self.answer_for = None
+        self.commands = []  # (exchange, routing key, message)
+        self.command_answer: Reply | None = None
 
     async def submit_decision(self, decision, wait_s):
         self.decisions.append(decision)
-        return self.answer
+        return self.answer_for(decision) if self.answer_for else self.answer
+
+    async def request(self, exchange, routing_key, message, wait_s):
+        self.commands.append((exchange, routing_key, message))
+        return self.command_answer
 
     def fail_all(self) -> None:
         pass

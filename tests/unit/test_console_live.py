@@ -83,3 +83,19 @@ async def test_a_browser_that_falls_behind_is_told_to_resync_and_streams_end_at_
     assert ": keepalive\n\n" in chunks
     assert 'event: hitl\ndata: {"type":"checkpoint.resolved","app":"demo","checkpoint_id":"c"}\n\n' in chunks
     assert hub.clients == {}
+
+
+async def test_votes_and_claims_reach_the_open_pages_of_their_app_with_the_progress_and_the_claimer():
+    broker, hub = await hub_on_broker()
+    demo, other = hub.subscribe(frozenset({"demo"})), hub.subscribe(frozenset({"other"}))
+    checkpoint = {"app": "demo", "id": "c1", "workflow_run_id": "r1", "status": "open", "claimed_by": None,
+                  "tally": {"progress": "1 of 2 approved: alice", "approved": ["alice"]}, "node_output": "secret text"}
+    await emit(broker, "checkpoint.voted", {"type": "checkpoint.voted", "checkpoint": checkpoint,
+                                            "decision": {"actor": "alice", "action": "approve"}})
+    await emit(broker, "checkpoint.claimed", {"type": "checkpoint.claimed",
+                                              "checkpoint": {**checkpoint, "claimed_by": "bob"}})
+    voted, claimed = drain(demo)
+    assert voted["type"] == "checkpoint.voted" and voted["checkpoint_id"] == "c1"
+    assert voted["progress"] == "1 of 2 approved: alice" and "secret text" not in json.dumps(voted)
+    assert claimed["type"] == "checkpoint.claimed" and claimed["claimed_by"] == "bob"
+    assert drain(other) == []

@@ -79,7 +79,8 @@ def test_event_summaries_carry_ids_and_statuses_but_no_outputs_or_secrets():
     out = summary("checkpoint.opened", body)
     assert out == {"type": "checkpoint.opened", "at": 1.0, "app": "demo", "checkpoint_id": "c1", "run_id": "r1",
                    "node_id": "draft",
-                   "round": 1, "status": "open", "action": None, "decided_by": None}
+                   "round": 1, "status": "open", "action": None, "decided_by": None, "claimed_by": None,
+                   "progress": None}
     node = summary("node.running", {"type": "node.running",
                                     "run": {"id": "r1", "status": "running", "inputs": {"k": 1}},
                                     "node": {"node_id": "checkpoint", "status": "running"}})

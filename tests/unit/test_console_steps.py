@@ -7,9 +7,9 @@ import uuid
 from services.console.auth import Session, oidc_reviewer
 from services.console.gates import gate
 from services.console.steps import is_step
+from shared.settings import GroupConfig
 from shared.store import checkpoints as store
 from shared.store import runs as run_store
-from shared.settings import GroupConfig
 from tests.conftest import make_settings
 from tests.unit.test_console_app import TestClient, add_checkpoint, console, csrf_of, resolved, sign_in  # noqa: F401
 
@@ -85,7 +85,10 @@ def test_buttons_are_disabled_with_the_reason_for_a_reviewer_who_may_not_decide(
     sign_in(bob, "bob", "rv-bob-token")
     page = bob.get(f"/checkpoints/{cid}").text
     assert "Assigned to alice; you are not among them" in page
-    assert page.count('disabled title="Assigned to alice') == 4  # approve, revise, edit, abort
+    decision = page[page.index('data-live="decision"'):page.index('data-live="history"')]
+    assert decision.count('disabled title="Assigned to alice') == 4  # approve, revise, edit, abort
+    claim = page[page.index('data-command="claim"'):]
+    assert claim[:claim.index("</form>")].count('disabled title="Assigned to alice') == 1  # and claiming it
     assert "not yours to decide" in bob.get("/").text
     alice = TestClient(app)
     sign_in(alice)

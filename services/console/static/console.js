@@ -9,6 +9,7 @@
   var now = function () { return Date.now() / 1000 + skew; };
   var csrf = ($('meta[name="csrf-token"]') || {}).content || "";
   var scope = (document.body.dataset.scope || "").split(":");
+  var hooks = { beforeSwap: [], afterSwap: [], rowKey: [], ready: [] };  // filled by console-policies.js
 
   // ------------------------------------------------------------------ time
   function duration(s) {
@@ -60,23 +61,27 @@
   function keepTyped(el, fresh) {
     // Decided elsewhere (another reviewer, the CLI, a bot, another tab) while this reviewer was typing:
     // keep their text where it is, turn sending off, and say who decided what and how.
+    // Still open but no longer this reviewer's to decide (reassigned, their vote cast in another tab): the same.
+    var still = fresh.dataset.status === "open";
     el.dataset.v = fresh.dataset.v;
     el.dataset.status = fresh.dataset.status;
-    $$("button[type=submit]", el).forEach(function (b) { b.disabled = true; b.title = "Already decided"; });
+    el.dataset.gateReason = fresh.dataset.gateReason || "";
+    $$("button[type=submit]", el).forEach(function (b) { b.disabled = true; b.title = still ? el.dataset.gateReason : "Already decided"; });
     var who = fresh.dataset.decidedBy || "someone", how = fresh.dataset.channel ? " via " + fresh.dataset.channel : "";
     var box = $(".elsewhere", el) || document.createElement("div");
     box.className = "elsewhere";
     box.setAttribute("role", "alert");
     box.textContent = "";
     var head = document.createElement("strong");
-    head.textContent = "Decided elsewhere while you were typing: " + (fresh.dataset.label || fresh.dataset.action || fresh.dataset.status) + " by " + who + how + ".";
+    head.textContent = still ? "Changed while you were typing: " + fresh.dataset.gateReason
+      : "Decided elsewhere while you were typing: " + (fresh.dataset.label || fresh.dataset.action || fresh.dataset.status) + " by " + who + how + ".";
     var rest = document.createElement("span");
     rest.className = "small";
     rest.textContent = "Your text is kept below so you can copy it; sending is off. ";
     var show = document.createElement("button");
     show.type = "button";
     show.className = "btn-link";
-    show.textContent = "Show the decision instead";
+    show.textContent = still ? "Show the page as it is now" : "Show the decision instead";
     show.addEventListener("click", function () { el.replaceWith(document.importNode(fresh, true)); tick(); });
     rest.appendChild(show);
     box.appendChild(head);
@@ -84,24 +89,36 @@
     if (!box.parentNode) el.insertBefore(box, el.firstChild);
   }
   function swap(doc) {
-    var before = {};
+    var before = {}, kept = hooks.beforeSwap.map(function (f) { return f(); });
     $$("[data-checkpoint]").forEach(function (el) { before[el.dataset.checkpoint] = true; });
     $$("[data-live]").forEach(function (el) {
       var fresh = doc.querySelector('[data-live="' + el.dataset.live + '"]');
       if (!fresh) return;
       if (fresh.dataset.v !== undefined && fresh.dataset.v === el.dataset.v) return;  // unchanged: keep what is typed
-      if (el.hasAttribute("data-keep-typed") && el.dataset.sentHere !== "1" && fresh.dataset.status !== "open" && typed(el)) {
+      if (el.hasAttribute("data-keep-typed") && el.dataset.sentHere !== "1" && typed(el)
+          && (fresh.dataset.status !== "open" || fresh.dataset.gateReason)) {
         keepTyped(el, fresh);
         return;
       }
       el.replaceWith(document.importNode(fresh, true));
     });
     if (doc.title) document.title = doc.title;
+    hooks.afterSwap.forEach(function (f, i) { f(kept[i]); });
     $$("[data-checkpoint]").forEach(function (el) { if (!before[el.dataset.checkpoint]) el.classList.add("fresh"); });
     tick();
     localTimes();
   }
-  function localTimes() {  // absolute times in the reviewer's own time zone; UTC stays on hover
+  function clocks() {  // a time of day in the reviewer's own time zone: "12:03 (your time)"
+    $$("[data-clock]").forEach(function (el) {
+      if (el.dataset.done) return;
+      var d = new Date(parseFloat(el.dataset.clock) * 1000);
+      if (isNaN(d)) return;
+      el.textContent = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) + " (your time)";
+      el.dataset.done = "1";
+    });
+  }
+  function localTimes() {
+    clocks();  // absolute times in the reviewer's own time zone; UTC stays on hover
     $$("[data-local]").forEach(function (el) {
       if (el.dataset.done) return;
       var d = new Date(parseFloat(el.dataset.local) * 1000);
@@ -112,8 +129,9 @@
   }
   function concerns(ev) {
     var kind = ev.type || "";
-    if (kind === "resync") return true;
     var page = scope[0];
+    if (page === "bulk") return false;  // the answer to a POST: nothing to re-read
+    if (kind === "resync") return true;
     if (page === "inbox") return kind.indexOf("checkpoint.") === 0;
     if (page === "checkpoint") return ev.checkpoint_id === scope[1] || ev.run_id === scope[2];
     if (page === "runs") return kind.indexOf("run.") === 0 || kind.indexOf("checkpoint.") === 0;
@@ -137,7 +155,7 @@
     source.addEventListener("hitl", function (msg) {
       var ev; try { ev = JSON.parse(msg.data); } catch (e) { return; }
       if (concerns(ev)) refreshSoon();
-      else if ((ev.type || "").indexOf("checkpoint.") === 0) refreshSoon();  // keeps the inbox count right
+      else if (scope[0] !== "bulk" && (ev.type || "").indexOf("checkpoint.") === 0) refreshSoon();  // the inbox count
     });
     source.onerror = function () {
       failed = true;
@@ -179,6 +197,11 @@
   }
   function validate(form) {
     var action = form.elements.action.value, f;
+    if (action === "revise" && form.hasAttribute("data-change")) {
+      f = form.elements.proposed_output;
+      var changed = f.value.trim() !== f.defaultValue.trim() || form.elements.feedback.value.trim();
+      return fieldError(form, changed ? "" : "Change the output (or say what should change) before you send it.", f);
+    }
     if (action === "revise") { f = form.elements.feedback; return fieldError(form, f.value.trim() ? "" : "Write the feedback for the next round.", f); }
     if (action === "abort") { f = form.elements.reason; return fieldError(form, f.value.trim() ? "" : "Say why you abort.", f); }
     if (action === "edit" && form.elements.output.dataset.json === "1") {
@@ -189,8 +212,16 @@
   }
   function describe(status, body, action) {
     var err = (body && body.error) || {};
+    if (status === 200 && body.status === "voted") {
+      var p = body.progress || {};
+      return ["green", "Your " + (body.action || action) + " vote counted: " + (p.progress || "recorded") + ".",
+        "The checkpoint stays open until " + (p.required || "enough") + " approve; the workflow waits until then."];
+    }
     if (status === 200) { var r = body.resolution || {}; return ["green", DONE[action] || "Applied.", "Round " + r.round + ", decided by " + r.decided_by + "."]; }
     if (status === 202) return ["yellow", "Queued.", body.message];
+    if (status === 409 && err.code === "already_voted") return ["red", "Refused: you have voted on this checkpoint already.", "One vote per reviewer (409 already_voted)."];
+    if (status === 422 && err.code === "self_approval") return ["red", "Refused: you started this run, so you may not approve it.", (err.message || "") + " (422 self_approval)"];
+    if (status === 422 && err.code === "quorum_edit") return ["red", "Refused: an edit cannot be voted on — revise with the change instead.", (err.message || "") + " (422 quorum_edit)"];
     if (status === 409) {
       var w = err.winning_decision || {};
       return ["red", "Someone else decided first: " + (w.action || "?") + " by " + (w.decided_by || "?") + (w.channel ? " via " + w.channel : "") + ".",
@@ -211,7 +242,7 @@
     if (form.hasAttribute("data-step")) { if (!stepOutput(form)) return; }
     else if (!validate(form)) return;
     var data = { action: form.elements.action.value };
-    ["feedback", "output", "reason"].forEach(function (k) { if (form.elements[k]) data[k] = form.elements[k].value; });
+    ["feedback", "output", "reason", "proposed_output"].forEach(function (k) { if (form.elements[k]) data[k] = form.elements[k].value; });
     if (form.hasAttribute("data-step")) data.output = form.dataset.output;
     form.dataset.key = form.dataset.key || ("console-" + (crypto.randomUUID ? crypto.randomUUID() : String(Math.random()).slice(2)));
     data.idempotency_key = form.dataset.key;
@@ -269,7 +300,7 @@
         var status = res[0], body = res[1], err = body.error || {};
         var region = form.closest("[data-keep-typed]");
         if (region && (status === 200 || status === 202)) region.dataset.sentHere = "1";
-        var d = status === 200 ? ["green", "Sent “" + title + "” — the form goes to Dify; the delivery state above shows when the run resumes.",
+        var d = status === 200 && body.status !== "voted" ? ["green", "Sent “" + title + "” — the form goes to Dify; the delivery state above shows when the run resumes.",
           "Form action " + button.value + " (" + ((body.resolution || {}).action || button.dataset.kind) + "), decided by " + (body.resolution || {}).decided_by + "."]
           : describe(status, body, button.dataset.kind);
         if (status === 422 && err.code === "missing_inputs") {
@@ -360,6 +391,10 @@
     if (actions[key] && $("[data-decide]")) { e.preventDefault(); openAction(actions[key]); return; }
     if (key === "?") { if (help) help.hidden = !help.hidden; return; }
     if (key === "/" && $("[data-search]")) { e.preventDefault(); $("[data-search]").focus(); return; }
+    if (rowIndex >= 0 && rows()[rowIndex] && hooks.rowKey.some(function (f) { return f(key, rows()[rowIndex]); })) {
+      e.preventDefault();
+      return;
+    }
     if (key === "j") select(rowIndex + 1);
     else if (key === "k") select(rowIndex - 1);
     else if (key === "Enter" && rowIndex >= 0 && rows()[rowIndex]) location.href = rows()[rowIndex].dataset.href;
@@ -390,5 +425,7 @@
     var form = e.target.closest && e.target.closest("form[data-autosubmit]");
     if (form) form.submit();
   });
-  document.addEventListener("DOMContentLoaded", function () { tick(); localTimes(); connect(); });
+  document.addEventListener("DOMContentLoaded", function () { tick(); localTimes(); hooks.ready.forEach(function (f) { f(); }); connect(); });
+  // What console-policies.js (claims, the inbox's selection) builds on.
+  window.hitlConsole = { $: $, $$: $$, csrf: csrf, showResult: showResult, refreshSoon: refreshSoon, hooks: hooks };
 })();
