@@ -151,8 +151,9 @@ class CheckpointCommand(Message):
     actor: Text = Field(min_length=1, max_length=128)
     channel: Text = Field(default="api", max_length=32)
     to: Text | None = Field(default=None, max_length=128)  # reassign: a reviewer name or group:<name>
-    replace: Text | None = Field(default=None, max_length=128)  # reassign: whose seat (default: the actor's)
+    replace: Text | None = Field(default=None, max_length=128)  # reassign: whose seat (an admin; default: the actor's)
     note: Text | None = Field(default=None, max_length=2000)
+    actor_groups: list[Text] | None = Field(default=None, max_length=100)  # as on DecisionSubmitted
 
 
 class Resolution(BaseModel):

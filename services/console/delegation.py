@@ -54,7 +54,9 @@ async def command(request: Request) -> Response:
         fields = command_fields(name, form, settings=state.settings, app=row["app"])
     except BadRequest as exc:
         return answer(request, checkpoint_id, exc.status, {"error": {"code": exc.code, "message": exc.message}})
-    cmd = CheckpointCommand(checkpoint_id=row["id"], command=name, actor=session.name, channel="console", **fields)
+    groups = list(session.reviewer.groups) if session.method == "oidc" else None  # vouched for, like decisions
+    cmd = CheckpointCommand(checkpoint_id=row["id"], command=name, actor=session.name, channel="console",
+                            actor_groups=groups, **fields)
     try:
         reply = await state.replies.request(state.settings.names.commands, CHECKPOINT_COMMAND, cmd,
                                             state.settings.decision_reply_timeout_s)

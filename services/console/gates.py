@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.console.auth import Session
-from shared.access import actor_apps, in_scope, is_admin, is_assignee
+from shared.access import actor_apps, in_scope, is_admin, is_assignee, principal
 from shared.access import may_decide as decider_may_decide
 from shared.settings import Settings
 
@@ -147,16 +147,16 @@ def commands_gate(settings: Settings, session: Session, cp: dict[str, Any]) -> C
     if cp.get("status") != "open":
         closed = "This checkpoint is already decided."
         return Commands(closed, closed, closed)
-    reviewer = settings.reviewer(session.name)
-    if reviewer is None or not in_scope(actor_apps(settings, session.name), cp["app"]):
-        why = ("Claim, release and reassign go by the reviewers configured in HITL_REVIEWERS; you are signed in "
-               "through the identity provider only, so the decider would refuse them.")
+    groups = list(session.reviewer.groups) if session.method == "oidc" else None
+    reviewer = principal(settings, session.name, groups)
+    if reviewer is None or not in_scope(actor_apps(settings, session.name, groups), cp["app"]):
+        why = f"You may not act on checkpoints of app {cp['app']}."
         return Commands(why, why, why)
     admin = is_admin(reviewer)
     assignees = cp.get("assignees") or []
     claimed_by = cp.get("claimed_by")
     claim = ""
-    if not (admin or decider_may_decide(settings, session.name, assignees)):
+    if not (admin or decider_may_decide(settings, session.name, assignees, groups)):
         claim = f"Assigned to {', '.join(assignees)}; you are not among them (not_assignee)."
     elif claimed_by == session.name:
         claim = "You have claimed it already."

@@ -9,7 +9,7 @@ from typing import Any
 
 from services.decider import policy
 from services.decider.outcomes import Refused, event
-from shared.access import Scope, is_admin, may_decide
+from shared.access import Scope, in_scope, is_admin, may_decide, principal, reviewer_apps
 from shared.broker import Outbound
 from shared.models import CheckpointCommand, CheckpointStatus, EventType
 from shared.refusals import Refusal
@@ -27,10 +27,10 @@ def apply(conn, settings: Settings, cmd: CheckpointCommand, scope: Scope, now: f
     cp = store.lock(conn, cp["id"]) or cp
     if cp["status"] != CheckpointStatus.open:
         return cp, (Refusal.already_resolved, f"checkpoint is {cp['status']}"), []
-    reviewer = settings.reviewer(cmd.actor)
+    reviewer = principal(settings, cmd.actor, cmd.actor_groups)
     admin = bool(reviewer and is_admin(reviewer))
     detail: dict[str, Any]
-    if not (admin or may_decide(settings, cmd.actor, cp["assignees"])):
+    if not (admin or may_decide(settings, cmd.actor, cp["assignees"], cmd.actor_groups)):
         return cp, (Refusal.not_assignee, f"{cmd.actor} is not among the assignees {cp['assignees']}"), []
     if cmd.command == "claim":
         if cp["claimed_by"] and cp["claimed_by"] != cmd.actor:
@@ -71,10 +71,11 @@ def _reassign(settings: Settings, cp: CheckpointRow, cmd: CheckpointCommand, adm
     target = (cmd.to or "").strip()
     if not target:
         return Refusal.not_claimable, "reassign needs `to`: a reviewer name or group:<name>"
-    known = target.startswith("group:") and any(target.removeprefix("group:") in r.groups for r in settings.reviewers)
-    if not (known or settings.reviewer(target)):
-        return Refusal.not_claimable, f"{target!r} is no reviewer or group"
+    if not _may_take(settings, target, cp["app"]):
+        return Refusal.not_claimable, f"{target!r} is no reviewer or group granted app {cp['app']}"
     current = list(cp["assignees"] or [])
+    if cmd.replace and cmd.replace != cmd.actor and not admin:
+        return Refusal.not_assignee, "you hand on your own seat; only an admin reassigns someone else's"
     seat = cmd.replace or (cmd.actor if cmd.actor in current else None)
     if seat is not None and seat not in current:
         return Refusal.not_claimable, f"{seat!r} is not among the assignees {current}"
@@ -83,3 +84,13 @@ def _reassign(settings: Settings, cp: CheckpointRow, cmd: CheckpointCommand, adm
     replaced = [seat] if seat else current
     kept = [a for a in current if a not in replaced]
     return Seats(kept + ([target] if target not in kept else []), replaced)
+
+
+def _may_take(settings: Settings, target: str, app: str) -> bool:
+    """A reviewer granted the app, or a group some member of which is."""
+    if target.startswith("group:"):
+        group = target.removeprefix("group:")
+        return any(group in r.groups and in_scope(reviewer_apps(settings, r), app) for r in settings.reviewers) or \
+            any(g.name == group and app in g.apps for g in settings.groups)
+    reviewer = settings.reviewer(target)
+    return reviewer is not None and in_scope(reviewer_apps(settings, reviewer), app)

@@ -121,7 +121,7 @@ class DeciderService:
     @handlers.on("checkpoints", CHECKPOINT_COMMAND, CheckpointCommand, store=True)
     def on_command(self, cmd: CheckpointCommand, ctx: Context) -> list[Outbound]:
         """claim / release / reassign, answered on the caller's reply queue."""
-        scope = actor_apps(self.settings, cmd.actor)
+        scope = actor_apps(self.settings, cmd.actor, cmd.actor_groups)
         with self.db.write() as conn:
             cp, refusal, events = commands.apply(conn, self.settings, cmd, scope, self.db.now(),
                                                  self.settings.names.events)

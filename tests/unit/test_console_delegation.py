@@ -160,7 +160,11 @@ def test_the_commands_gate_follows_the_deciders_rules():
     from services.console.auth import oidc_reviewer
 
     stranger = Session(oidc_reviewer("yan", ["legal"], None), "c", 0, "t", "oidc", configured=False)
-    assert "identity provider only" in commands_gate(SETTINGS, stranger, cp).claim
+    assert "may not act on checkpoints of app demo" in commands_gate(SETTINGS, stranger, cp).claim
+    # The provider's groups count, as for decisions (the console sends them with the command).
+    from shared.settings import GroupConfig
+    granted = SETTINGS.model_copy(update={"groups": [GroupConfig(name="legal", apps=["demo"])]})
+    assert commands_gate(granted, stranger, cp).claim == ""
 
 
 def test_reassign_targets_are_the_reviewers_granted_the_app_and_their_groups():

@@ -224,3 +224,11 @@ def test_someone_outside_the_assignees_cannot_reassign(decider):
     cp = open_cp(decider, assignees=("alice",))
     _, refusal, _ = run_command(decider, cp, "bob", "reassign", to="bob")
     assert refusal[0] == "not_assignee"
+
+
+def test_a_reviewer_hands_on_only_their_own_seat_and_only_to_someone_granted_the_app(decider):
+    cp = open_cp(decider, assignees=("alice", "bob"))
+    _, refusal, _ = run_command(decider, cp, "alice", "reassign", to="carol", replace="bob")
+    assert refusal[0] == "not_assignee" and "own seat" in refusal[1]
+    _, refusal, _ = run_command(decider, cp, "alice", "reassign", to="nobody")
+    assert refusal[0] == "not_claimable" and "granted app demo" in refusal[1]
