@@ -295,7 +295,7 @@ class Settings(BaseSettings):
                     raise ValueError(f"bots.{b.name}.apps: no app named {app!r}")
 
     @model_validator(mode="after")
-    def _notify_consistent(self) -> "Settings":
+    def _notify_consistent(self) -> Settings:
         """Routing rules name configured channels, known apps, reviewers and groups; a platform
         identity belongs to one reviewer (a click must map to exactly one person)."""
         for channel in CHANNEL_NAMES:

@@ -8,7 +8,6 @@ import argparse
 import os
 import sys
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from shared.dsl.document import DslError

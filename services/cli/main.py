@@ -13,10 +13,10 @@ import sys
 from collections.abc import Callable
 
 from services.cli import render
+from services.cli.audit import add_audit_commands
 from services.cli.client import Api, CliError
 from services.cli.dlq import add_dlq_commands
 from services.cli.dsl import add_dsl_commands
-from services.cli.audit import add_audit_commands
 from services.cli.helptext import command
 from services.cli.review import add_review_commands
 from services.cli.runs import add_run_commands

@@ -14,8 +14,7 @@ import uuid
 from typing import Any
 
 from services.decider import forms, policy, votes
-from services.decider.outcomes import (Decided, Outcome, OutcomeKind, Refused, answer, event, reply_to_call,
-                                       winning_view)
+from services.decider.outcomes import Decided, Outcome, OutcomeKind, Refused, answer, event, reply_to_call, winning_view
 from shared.access import ALL, Scope, may_decide
 from shared.broker import Outbound
 from shared.models import (

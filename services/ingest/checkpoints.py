@@ -14,8 +14,15 @@ import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from services.ingest.http import (ApiError, app_for_header, compact_json, documented, parse_json_object, read_body,
-                                  validate)
+from services.ingest.http import (
+    ApiError,
+    app_for_header,
+    compact_json,
+    documented,
+    parse_json_object,
+    read_body,
+    validate,
+)
 from services.ingest.schemas import CheckpointCall
 from shared import metrics
 from shared.broker import BrokerError

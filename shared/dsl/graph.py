@@ -57,7 +57,7 @@ class Graph:
         self.edges = edges
 
     @classmethod
-    def of(cls, graph: dict) -> "Graph":
+    def of(cls, graph: dict) -> Graph:
         return cls(graph["nodes"], graph["edges"])
 
     # ------------------------------------------------------------------ lookups

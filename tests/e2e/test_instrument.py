@@ -47,7 +47,7 @@ class Desk(ThreadingHTTPServer):
 
 
 class DeskHandler(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_POST(self) -> None:
         parts = urlsplit(self.path)
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}
         self.server.calls.append({"path": parts.path, **query})

@@ -11,13 +11,13 @@ import uuid
 import pytest
 from sqlalchemy import delete, text, update
 
+from demo.stack import ROOT
 from services.decider.logic import Decider
 from shared.access import ALL
 from shared.models import CheckpointRequested, DecisionSubmitted
 from shared.store import Database, audit
 from shared.store import checkpoints as store
 from shared.store.tables import checkpoints, history
-from demo.stack import ROOT
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.integration
