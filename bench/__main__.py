@@ -37,9 +37,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--hold", type=float, default=120.0, help="hold window (s) in the held-calls scenario")
     p.add_argument("--held-clients", type=int, default=4)
     p.add_argument("--naive-held-steps", default="500,1000,2500,5000,10000")
-    p.add_argument("--poller-runs", type=int, default=5000)
-    p.add_argument("--poller-rate", type=float, default=50.0, help="HITL_DIFY_RATE_PER_S for the poller scenario")
-    p.add_argument("--poller-observe", type=float, default=30.0)
+    p.add_argument("--poller-runs", default="5000,20000,50000", help="live runs tracked, a comma list of sizes")
+    p.add_argument("--poller-rate", type=float, default=10.0, help="HITL_DIFY_RATE_PER_S for the poller scenario")
+    p.add_argument("--poller-baseline", default="5000",
+                   help="sizes measured with the former algorithm too (one GET per live run; ~N/rate s each)")
+    p.add_argument("--poller-finish-window", type=float, default=60.0,
+                   help="seconds over which the finishing runs finish")
+    p.add_argument("--poller-finishing", type=int, default=2000, help="live runs that finish while measured (per size)")
     p.add_argument("--notify-rate", type=float, default=50.0, help="checkpoints/s in the notification scenario")
     p.add_argument("--notify-duration", type=float, default=20.0)
     p.add_argument("--service-env", action="append", default=[], metavar="HITL_X=V",
@@ -57,7 +61,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         args.duration, args.concurrency, args.configs, args.clients = 3.0, 16, "1x1", 1
         args.rate, args.latency_duration = 20.0, 3.0
         args.held_steps, args.naive_held_steps, args.hold, args.held_clients = "50", "50", 20.0, 1
-        args.poller_runs, args.poller_rate, args.poller_observe = 20, 20.0, 5.0
+        args.poller_runs, args.poller_rate, args.poller_baseline, args.poller_finish_window = "300", 20.0, "", 5.0
         args.notify_rate, args.notify_duration = 10.0, 3.0
     return args
 
@@ -108,10 +112,10 @@ async def main(args: argparse.Namespace) -> dict:
             per["notify"] = await notify.notify_latency(db, rate=args.notify_rate, duration_s=args.notify_duration,
                                                         log=log)
         if "poller" in wanted:
-            per["poller"] = await scenarios.poller(db, runs=args.poller_runs, rate_per_s=args.poller_rate,
-                                                   observe_s=args.poller_observe,
-                                                   settle_timeout_s=max(60.0, 60 + 2 * args.poller_runs / args.poller_rate),
-                                                   log=log)
+            per["poller"] = await scenarios.poller(
+                db, sizes=[int(x) for x in args.poller_runs.split(",") if x],
+                baseline_sizes=[int(x) for x in args.poller_baseline.split(",") if x], rate_per_s=args.poller_rate,
+                finish_window_s=args.poller_finish_window, finishing=args.poller_finishing, log=log)
     results["elapsed_s"] = round(time.monotonic() - started, 1)
     results["summary"] = report.summarize(results)
     return results

@@ -1,21 +1,18 @@
 """The four scenarios against the real processes: (1) throughput of full cycles, (2) decision →
 release latency at a fixed offered rate, (3) held calls and ingest memory, (4) one poller tracking
-many live runs. Each returns a plain dict for the JSON file and the table."""
+many live runs (bench/poller.py). Each returns a plain dict for the JSON file and the table."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 import uuid
 from typing import Any
 
-import httpx
-
 from bench.common import (completions_in_window, count_calls, cpu_seconds, machine_busy_seconds, raise_nofile, rss_mb,
-                          summary_ms, worst_window)
+                          summary_ms)
 from bench.load import Reviewer, WorkerPlan, Workers
-from bench.stack import APP_TOKEN, DIFY_APP_KEY, RABBITMQ_URL, BenchStack
+from bench.stack import APP_TOKEN, RABBITMQ_URL, BenchStack
 
 
 SERVICE_ENV: dict[str, str] = {}  # --service-env: applied to every stack the scenarios start
@@ -217,156 +214,7 @@ async def held_calls(db_kind: str, *, steps: list[int], hold_s: float, clients: 
             "largest_step": top.get("n"), "hold_window_s": hold_s}
 
 
-# ---------------------------------------------------------------------- (4) poller
-class SlowEndpoint:
-    """An HTTP endpoint on loopback that holds every GET until released: the live runs' HTTP nodes
-    wait on it, so the runs stay `running` in the simulator until we let them finish."""
+# ---------------------------------------------------------------------- (4) poller: bench/poller.py
+from bench.poller import poller  # noqa: E402  (the scenario lives in its own module)
 
-    def __init__(self) -> None:
-        self.release = asyncio.Event()
-        self.waiting = 0
-        self.server: asyncio.AbstractServer | None = None
-        self.port = 0
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":")[1])
-                if length:
-                    await reader.readexactly(length)
-                self.waiting += 1
-                try:
-                    await asyncio.wait_for(self.release.wait(), 900)
-                finally:
-                    self.waiting -= 1
-                body = b'{"ok":true}'
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-                             + str(len(body)).encode() + b"\r\n\r\n" + body)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.TimeoutError, asyncio.LimitOverrunError):
-            pass
-        finally:
-            writer.close()
-
-    async def start(self) -> "SlowEndpoint":
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0, backlog=4096)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def close(self) -> None:
-        self.release.set()
-        if self.server:
-            self.server.close()
-
-
-async def poller(db_kind: str, *, runs: int, rate_per_s: float, observe_s: float, settle_timeout_s: float,
-                 log=print) -> dict[str, Any]:
-    """N live runs in the simulator (their HTTP node waits on SlowEndpoint), tracked by one poller
-    (`run.track`, the `hitl track` path); then all finish, and we watch how soon the poller records it."""
-    from sqlalchemy import text
-
-    from shared.models import RunTrack
-    from shared.store import Database
-    from shared.topology import RUN_TRACK
-    from tests.e2e.graphs import slow_graph
-
-    raise_nofile(65536)
-    slow = await SlowEndpoint().start()
-    env = {"HITL_DIFY_RATE_PER_S": str(rate_per_s), "HITL_DISCOVERY_INTERVAL_S": "3600",
-           "HITL_POLL_MAX_INTERVAL_S": "30"}
-    result: dict[str, Any] = {"db": db_kind, "runs": runs, "rate_limit_per_s": rate_per_s}
-    try:
-        async with BenchStack(db_kind, sim=True, watched=True, env=env, ingest=1, decider=1) as stack:
-            sim = stack.ps.sim_url
-            graph = slow_graph(f"http://127.0.0.1:{slow.port}/slow")
-            httpx.post(f"{sim}/_sim/apps", json={"name": "slow", "graph": graph, "api_key": DIFY_APP_KEY},
-                       timeout=10).raise_for_status()
-            log(f"  poller {db_kind}: starting {runs} live runs in the simulator")
-            run_ids = await _start_sim_runs(sim, runs, log=log)
-            result["started"] = len(run_ids)
-            # track them all through the broker, as `hitl track` does
-            reviewer = Reviewer(RABBITMQ_URL, stack.namespace, auto=False)
-            await reviewer.start()
-            await asyncio.gather(*(reviewer.broker.publish(
-                f"{stack.namespace}.commands", RUN_TRACK,
-                RunTrack(app="demo", workflow_run_id=r, source="track").to_bytes()) for r in run_ids))
-            await reviewer.close()
-            db = Database(stack.database_url)
-            httpx.delete(f"{sim}/_sim/requests", timeout=10)
-            t_obs = time.time()
-            await asyncio.sleep(observe_s)
-            log_rows = httpx.get(f"{sim}/_sim/requests", params={"since": t_obs}, timeout=30).json()["requests"]
-            polls = [r for r in log_rows if r["method"] == "GET" and "/v1/workflows/run/" in r["path"]]
-            with db.read() as conn:
-                tracked = conn.execute(text("SELECT count(*) FROM runs")).scalar_one()
-                polled = conn.execute(text("SELECT count(*) FROM runs WHERE dify_status IS NOT NULL")).scalar_one()
-            result.update(tracked=tracked, polled_at_least_once=polled, live_in_sim=slow.waiting,
-                          observe_s=observe_s, polls_per_s=round(len(polls) / observe_s, 1),
-                          sim_requests_per_s=round(len(log_rows) / observe_s, 1),
-                          worst_1s_window=worst_window(sorted(r["time"] for r in log_rows), 1.0),
-                          worst_5s_window=worst_window(sorted(r["time"] for r in log_rows), 5.0))
-            log(f"    tracking {tracked} runs: {result['polls_per_s']} polls/s (limit {rate_per_s}/s), "
-                f"worst 1 s window {result['worst_1s_window']}")
-            # let them all finish; how long until the store says succeeded?
-            t_release = time.time()
-            slow.release.set()
-            deadline = time.monotonic() + settle_timeout_s
-            done = 0
-            while time.monotonic() < deadline:
-                with db.read() as conn:
-                    done = conn.execute(text("SELECT count(*) FROM runs WHERE status = 'succeeded'")).scalar_one()
-                if done >= len(run_ids):
-                    break
-                await asyncio.sleep(1.0)
-            with db.read() as conn:
-                rows = conn.execute(text("SELECT run_id, min(at) FROM run_history WHERE kind = 'status' AND "
-                                         "status = 'succeeded' GROUP BY run_id")).all()
-            stale = [max(0.0, at - t_release) for _, at in rows]
-            all_rows = httpx.get(f"{sim}/_sim/requests", params={"since": t_obs}, timeout=30).json()["requests"]
-            times = sorted(r["time"] for r in all_rows)
-            poll_times = sorted(r["time"] for r in all_rows if r["method"] == "GET" and "/v1/workflows/run/" in r["path"])
-            by_kind: dict[str, int] = {}
-            for r in all_rows:
-                kind = r["method"] + " " + "/".join(r["path"].split("/")[:4])
-                by_kind[kind] = by_kind.get(kind, 0) + 1
-            result.update(requests_by_kind=by_kind, worst_1s_window_polls=worst_window(poll_times, 1.0),
-                          worst_5s_window_polls=worst_window(poll_times, 5.0))
-            result.update(recorded_succeeded=done, not_recorded=len(run_ids) - done,
-                          staleness_after_finish=summary_ms(stale),
-                          worst_1s_window_overall=worst_window(times, 1.0),
-                          worst_5s_window_overall=worst_window(times, 5.0),
-                          within_rate_limit=worst_window(times, 1.0) <= rate_per_s * 2
-                          and worst_window(times, 5.0) <= rate_per_s * 6)
-            log(f"    finished: {done}/{len(run_ids)} recorded succeeded; staleness p50 "
-                f"{result['staleness_after_finish']['p50_ms']} ms, max {result['staleness_after_finish']['max_ms']} ms")
-            db.dispose()
-    finally:
-        await slow.close()
-    return result
-
-
-async def _start_sim_runs(sim: str, n: int, *, log=print, concurrency: int = 50) -> list[str]:
-    """Start n streaming runs straight at the simulator and leave once each has started."""
-    ids: list[str] = []
-    sem = asyncio.Semaphore(concurrency)
-    headers = {"Authorization": f"Bearer {DIFY_APP_KEY}"}
-
-    async with httpx.AsyncClient(base_url=sim, headers=headers, timeout=30,
-                                 limits=httpx.Limits(max_connections=concurrency)) as client:
-        async def one(i: int) -> None:
-            async with sem:
-                body = {"inputs": {"topic": f"t{i}"}, "response_mode": "streaming", "user": "bench"}
-                async with client.stream("POST", "/v1/workflows/run", json=body) as r:
-                    async for line in r.aiter_lines():
-                        if line.startswith("data:"):
-                            ev = json.loads(line[5:])
-                            if ev.get("workflow_run_id"):
-                                ids.append(ev["workflow_run_id"])
-                            break
-
-        await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(n)), return_exceptions=True), 600)
-    return ids
+__all__ = ["Sampler", "held_calls", "held_step", "latency", "poller", "run_cycles", "throughput"]

@@ -1,4 +1,6 @@
-"""`make run`: start the Dify simulator, decider and ingest with the demo workflow, and say what to type."""
+"""`make run`: start the Dify simulator, decider, poller, ingest, the console and the notifier (its email
+and webhook pointed at local sinks that print here) with one demo app per kind of wait (demo/apps.py),
+and say what to type."""
 from __future__ import annotations
 
 import os
@@ -6,16 +8,21 @@ import signal
 import sys
 import time
 
-from demo.sinks import with_notifier
-from demo.stack import APP_TOKEN, DIFY_APP_KEY, ROOT, ProcessStack
+from demo.apps import APPS, apps_env, gateway_curl, register_apps
+from demo.sinks import LocalSinks, with_notifier
+from demo.stack import ROOT, ProcessStack
+
+PORTS = {"sim": 5001, "ingest": 8080, "decider": 8081, "poller": 8082, "console": 8090, "notifier": 8083}
 
 
-def main() -> None:
-    stack = ProcessStack(ROOT / "var" / "run", database_url=os.environ.get("HITL_DATABASE_URL", f"sqlite:///{ROOT / 'var' / 'hitl.db'}"),
-                         namespace=os.environ.get("HITL_NAMESPACE", "hitl"),
-                         ports={"sim": 5001, "ingest": 8080, "decider": 8081, "poller": 8082, "console": 8090,
-                                "notifier": 8083})
-    sinks = with_notifier(stack)  # the notifier's email and webhook go to local sinks that print here
+def make_stack() -> ProcessStack:
+    return ProcessStack(ROOT / "var" / "run",
+                        database_url=os.environ.get("HITL_DATABASE_URL", f"sqlite:///{ROOT / 'var' / 'hitl.db'}"),
+                        namespace=os.environ.get("HITL_NAMESPACE", "hitl"), ports=PORTS,
+                        env=apps_env(f"http://127.0.0.1:{PORTS['sim']}"))
+
+
+def start_processes(stack: ProcessStack, sinks: LocalSinks) -> None:
     try:
         stack.start_all()
         stack.start("console")
@@ -24,33 +31,51 @@ def main() -> None:
         stack.stop_all()
         sinks.stop()
         sys.exit(f"could not start: {exc}")
-    stack.register_app()
-    print(f"""
+
+
+def what_to_type(stack: ProcessStack, sinks: LocalSinks) -> str:
+    """The three waits, each with the run to start through the gateway and how to decide it."""
+    held, human, handoff = (next(a for a in APPS if a.name == n) for n in ("demo", "longreview", "handoff"))
+    apps = "\n".join(f"  {a.name:17} {a.wait}   (Dify key {a.dify_api_key})" for a in APPS)
+    return f"""
 dify-hitl is running (logs in var/run/*.log; Ctrl-C stops everything)
-  Dify simulator   {stack.sim_url}     demo app key: {DIFY_APP_KEY}
-  ingest           {stack.ingest_url}     checkpoint token: {APP_TOKEN}
+  Dify simulator   {stack.sim_url}
+  ingest           {stack.ingest_url}     (the Dify gateway, the decision and runs API)
   decider          {stack.decider_url}     (/metrics, /readyz)
   poller           {stack.poller_url}     (/metrics, /readyz)
   console          {stack.console_url}     sign in as alice / rv-alice-token (or bob / rv-bob-token)
 {sinks.banner(stack)}
 
-1. Start a workflow run (it pauses at the human checkpoint):
-   curl -s -X POST {stack.sim_url}/v1/workflows/run -H 'Authorization: Bearer {DIFY_APP_KEY}' \\
-        -H 'Content-Type: application/json' \\
-        -d '{{"inputs": {{"topic": "release notes"}}, "response_mode": "blocking", "user": "me"}}' &
+Demo apps, one per kind of wait (README "Which wait to use"):
+{apps}
 
-2. Decide, as reviewer alice:
-   export HITL_TOKEN=rv-alice-token
+Every run below goes through the gateway (ingest), so `hitl run-show` has its node timeline.
+export HITL_TOKEN=rv-alice-token     # reviewer alice
+
+1. Short review — held HTTP checkpoint (the run waits inside its HTTP node, at most Dify's 1200 s):
+   {gateway_curl(stack, held, "release notes")} &
    .venv/bin/hitl checkpoints --status open
-   .venv/bin/hitl show <ID>
    .venv/bin/hitl decide <ID> revise --feedback "mention the new API"    # round 2 appears
    .venv/bin/hitl decide <ID2> approve                                     # the run ends succeeded
-   Or from the notification printed below: open its Approve link, press Confirm.
+   Or from a notification printed here: open its Approve link, press Confirm.
 
-3. Watch runs:
-   .venv/bin/hitl runs
-   .venv/bin/hitl run-show <RUN_ID>          # node timeline in colors
-""", flush=True)
+2. Long review — Dify's Human Input form (the run is paused in Dify, nothing held, up to 7 days):
+   {gateway_curl(stack, human, "pricing page")}
+   .venv/bin/hitl show <ID>                                  # the form, its actions, Dify's expiry
+   .venv/bin/hitl decide <ID> edit --output "The corrected draft"
+
+3. Any length — detached checkpoint (answers "pending" at once; the decision starts handoff-continue):
+   {gateway_curl(stack, handoff, "annual report")}
+   .venv/bin/hitl decide <ID> approve
+   .venv/bin/hitl runs --app handoff-continue                 # the continuation run, with the decision
+
+Watch runs:
+   .venv/bin/hitl runs                        # status and the checkpoint outcome ("aborted by alice")
+   .venv/bin/hitl run-show <RUN_ID>           # node timeline in colors
+"""
+
+
+def supervise(stack: ProcessStack, sinks: LocalSinks) -> None:
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     try:
@@ -66,6 +91,15 @@ dify-hitl is running (logs in var/run/*.log; Ctrl-C stops everything)
         print("stopping…")
         stack.stop_all()
         sinks.stop()
+
+
+def main() -> None:
+    stack = make_stack()
+    sinks = with_notifier(stack)  # the notifier's email and webhook go to local sinks that print here
+    start_processes(stack, sinks)
+    register_apps(stack)
+    print(what_to_type(stack, sinks), flush=True)
+    supervise(stack, sinks)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -189,7 +190,7 @@ class ProcessStack:
         self.delete_broker_objects()
 
 
-def fresh_postgres_db(base_url: str, prefix: str = "hitl_test") -> tuple[str, callable]:
+def fresh_postgres_db(base_url: str, prefix: str = "hitl_test") -> tuple[str, Callable[[], None]]:
     """A new, empty database on a PostgreSQL server, and a function that drops it (tests, bench)."""
     import psycopg
     from sqlalchemy.engine import make_url

@@ -225,6 +225,15 @@ class RunEvent(Message):
     user: Text | None = None
 
 
+class StreamsAlive(Message):
+    """A process that reads live run streams (ingest's gateway and runs it started, the poller's
+    re-attaches) lists them every HITL_STREAM_HEARTBEAT_S: a streamed run missing from every list
+    for HITL_STREAM_LOST_AFTER_S lost its reader, and the poller re-attaches to it."""
+
+    type: Literal["run.streams_alive"] = "run.streams_alive"
+    streams: list[tuple[Text, Text]] = Field(default_factory=list, max_length=1000)  # (app, workflow_run_id)
+
+
 class RunEnded(Message):
     """The poller saw a run end failed or stopped: the decider cancels the run's open checkpoints —
     those of the same app only."""

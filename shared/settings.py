@@ -162,6 +162,23 @@ class Settings(BaseSettings):
     discovery_interval_s: float = Field(default=10.0, gt=0)
     discovery_lookback_s: float = Field(default=3600.0, ge=0)
     stream_idle_limit_s: float = Field(default=60.0, gt=0)
+    # Where live runs' statuses come from: `listing` walks GET /v1/workflows/logs (100 runs a request)
+    # and polls one by one only what changed or what the listing cannot show; `per_run` polls every
+    # live run with GET /v1/workflows/run/{id} (the former algorithm, kept as the bench's baseline).
+    status_source: Literal["listing", "per_run"] = "listing"
+    listing_lookback_s: float = Field(default=8 * 86400.0, gt=0)  # older live runs are polled one by one
+    sweep_interval_s: float = Field(default=2.0, gt=0)  # least time between two passes over an app's listing
+    sweep_window_runs: int = Field(default=1000, ge=1)  # live runs per time window of a pass
+    sweep_window_s: float = Field(default=3600.0, gt=0)  # longest time window of a pass
+    sweep_lease_s: float = Field(default=60.0, gt=0)  # one poller walks an app's listing at a time
+    # While an app's listing is walked, one-by-one polls (outputs of finished runs, fallbacks) may take at
+    # most this share of its rate; the rest goes to the walk. Idle walk: polls take the whole rate.
+    direct_poll_share: float = Field(default=0.1, gt=0, le=1)
+    capture_retry_s: float = Field(default=60.0, gt=0)  # one capture re-attach per paused run per interval
+    capture_grace_s: float = Field(default=2.0, ge=0)  # a pause seen by a poll: wait for its stream's form first
+    stream_heartbeat_s: float = Field(default=20.0, gt=0)  # a live stream's reader says it is alive this often
+    stream_lost_after_s: float = Field(default=60.0, gt=0)  # no sign of a reader this long: re-attach
+    stream_reattach_max: int = Field(default=10, ge=0)  # re-attaches of one run after lost streams
 
     # How long one Dify HTTP call is held (see ARCHITECTURE "Waiting longer than one HTTP call").
     hold_default_s: float = Field(default=55.0, gt=0)
@@ -261,6 +278,9 @@ class Settings(BaseSettings):
                 raise ValueError(f"apps.{a.name}: dify_base_url and dify_api_key go together")
         if self.poll_min_interval_s > self.poll_max_interval_s:
             raise ValueError("poll_min_interval_s is above poll_max_interval_s")
+        if self.stream_heartbeat_s >= self.stream_lost_after_s:
+            raise ValueError(f"stream_heartbeat_s ({self.stream_heartbeat_s}) must be below stream_lost_after_s "
+                             f"({self.stream_lost_after_s}): a live stream would be taken for lost")
         tokens = [a.checkpoint_token for a in self.apps] + [r.token for r in self.reviewers]
         if len(tokens) != len(set(tokens)):
             raise ValueError("a token is used twice: every app and reviewer needs its own token")

@@ -12,6 +12,7 @@ CHECKPOINT_REQUESTED = "checkpoint.requested"
 RUN_ENDED = "run.ended"  # → decider (cancels the run's open checkpoints)
 RUN_TRACK = "run.track"  # → poller
 RUN_EVENT = "run.event"  # → poller
+RUN_STREAMS_ALIVE = "run.streams_alive"  # → poller (the live streams a process is reading)
 FORM_DELIVER = "form.deliver"  # → poller (submit a decided Dify form)
 FORM_REPORT = "form.report"  # → decider (what became of it)
 CHECKPOINT_COMMAND = "checkpoint.command"  # → decider (claim, release, reassign)
@@ -153,6 +154,7 @@ def build_topology(names: Names) -> Topology:
         Binding(names.commands, names.checkpoints_queue, RUN_ENDED),
         Binding(names.commands, names.runs_queue, RUN_TRACK),
         Binding(names.commands, names.runs_queue, RUN_EVENT),
+        Binding(names.commands, names.runs_queue, RUN_STREAMS_ALIVE),
         Binding(names.commands, names.runs_queue, FORM_DELIVER),
         Binding(names.commands, names.checkpoints_queue, FORM_REPORT),
         Binding(names.commands, names.checkpoints_queue, CHECKPOINT_COMMAND),

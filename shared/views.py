@@ -4,11 +4,14 @@ colours; and the one rule that decides a node's displayed state, so the CLI and 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from shared.models import ABORT_ACTION_IDS
+
 CHECKPOINT_HIDDEN = frozenset({"reply_to", "correlation_id", "published", "secret"})
-RUN_HIDDEN = frozenset({"lease_owner", "lease_until", "next_poll_at", "poll_interval", "poll_failures"})
+RUN_HIDDEN = frozenset({"lease_owner", "lease_until", "next_poll_at", "poll_interval", "poll_failures",
+                        "capture_due_at", "direct_until", "stream_alive_at", "reattached_at"})
 
 ID_PATTERN = r"^[A-Za-z0-9_.:\-]+$"
 _ID = re.compile(ID_PATTERN)
@@ -75,3 +78,52 @@ def loop_iterations(nodes: Sequence[Mapping[str, Any]]) -> list[int | None]:
         out.append(index if index is not None else seen.get(key, 0))
         seen[key] = (out[-1] or 0) + 1
     return out
+
+
+# How a checkpoint ended, in words: "aborted by alice", "timed out → abort".
+_DECIDED = {"approve": "approved", "edit": "edited", "revise": "revise requested", "abort": "aborted"}
+# Which outcome speaks for a run with several checkpoints: one that stopped the happy path wins, then the latest.
+_WEIGHT = {"abort": 3, "timeout": 2, "run_ended": 1}
+
+
+def checkpoint_outcome(cp: Mapping[str, Any]) -> str | None:
+    """One checkpoint's outcome, or None while it is open."""
+    status, action, who = cp.get("status"), cp.get("action"), cp.get("decided_by")
+    if status == "open" or not action:
+        return None
+    if status == "cancelled" or cp.get("reason") == "run_ended":
+        return "cancelled: the run ended"
+    if status == "expired" or cp.get("reason") == "timeout":
+        if who == "dify":
+            return "timed out in Dify"
+        return f"timed out → {'default output' if cp.get('on_timeout') == 'default' else action}"
+    form_action = (cp.get("output") or {}).get("action") if cp.get("kind") == "dify-form" else None
+    if who == "dify":
+        return "decided in Dify"
+    words = f"{_DECIDED.get(action, action)} by {who}"
+    plain = {"approve": ("approve",), "edit": ("approve",), "revise": ("revise",), "abort": ABORT_ACTION_IDS}
+    return words + (f" ({form_action})" if form_action and form_action not in plain.get(action, ()) else "")
+
+
+def run_outcome(checkpoints: Iterable[Mapping[str, Any]]) -> str | None:
+    """What the run's checkpoints decided, shown beside its status ("succeeded · aborted by alice"), so
+    that a run that went down an abort or timeout branch does not read as a plain success.
+
+    The outcome of one checkpoint speaks for the run: an abort first, then a timeout, then a
+    cancellation, else the latest decided one; with more than one checkpoint the count follows.
+    "waiting for a person" while one is open; None when the run had no checkpoint."""
+    cps = list(checkpoints)
+    if not cps:
+        return None
+    if any(c.get("status") == "open" for c in cps):
+        return "waiting for a person"
+    decided = [c for c in cps if checkpoint_outcome(c)]
+    if not decided:
+        return None
+
+    def weight(c: Mapping[str, Any]) -> tuple[int, float]:
+        kind = "abort" if c.get("action") == "abort" and c.get("reason") == "decision" else c.get("reason")
+        return _WEIGHT.get(str(kind), 0), float(c.get("resolved_at") or c.get("created_at") or 0)
+
+    words = checkpoint_outcome(max(decided, key=weight))
+    return words + (f" ({len(cps)} checkpoints)" if len(cps) > 1 else "") if words else None

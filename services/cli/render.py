@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from shared.dify import form_inputs
 from shared.views import ACTION_COLOR, RUN_COLOR, STATUS_COLOR, loop_iterations, node_label, node_state
 
 COLORS = {"green": "32", "red": "31", "yellow": "33", "blue": "34", "grey": "90", "bold": "1"}
@@ -143,7 +144,8 @@ def form_detail(cp: dict[str, Any]) -> list[str]:
     defaults = form.get("resolved_default_values") or {}
     for i in form.get("inputs") or []:
         name = i.get("output_variable_name")
-        out.append(f"  input {name} ({i.get('type')}): {defaults.get(name, '')!r}")
+        value = f": {defaults[name]!r}" if defaults.get(name) not in (None, "") else ""
+        out.append(f"  input {name} — {form_inputs.describe(i)}{value}")
     out.append("  actions: " + ", ".join(f"{a.get('id')} ({a.get('title')})" for a in form.get("actions") or []))
     if cp.get("delivery"):
         color = DELIVERY_COLOR.get(cp["delivery"])
@@ -173,6 +175,18 @@ def policy_lines(cp: dict[str, Any]) -> list[str]:
     if cp.get("claimed_by"):
         out.append(f"  claimed   by {cp['claimed_by']} since {when(cp.get('claimed_at'))}")
     return out
+
+
+def capture_text(run: dict[str, Any]) -> str:
+    """Where the form of a paused run stands (the poller re-attaches with the run's user to capture it)."""
+    capture, detail = run.get("capture"), run.get("capture_detail")
+    if capture == "unavailable":
+        return paint("its form cannot be captured", "red") + f": {detail}"
+    if capture == "failed":
+        return paint("capturing its form failed", "red") + f" ({detail}); retried every interval"
+    if capture == "captured":
+        return "its form was captured"
+    return "capturing its form (a re-attach with the run's user)"
 
 
 def decision_result(data: dict[str, Any]) -> str:
@@ -211,11 +225,11 @@ def run_table(data: dict[str, Any]) -> str:
     rows = data.get("runs", [])
     if not rows:
         return "no runs tracked"
-    lines = [f"{'RUN':36}  {'STATUS':17}  {'APP':10}  {'SOURCE':10}  STARTED"]
+    lines = [f"{'RUN':36}  {'STATUS':17}  {'APP':10}  {'SOURCE':10}  {'STARTED':23}  OUTCOME"]
     for r in rows:
         status = r["status"] + (" (record stale)" if r.get("stale_record") else "")
         lines.append(f"{r['id']:36}  {paint(f'{status:17}', RUN_COLOR.get(r['status']))}  {r['app'][:10]:10}  "
-                     f"{r['source'][:10]:10}  {when(r.get('created_at'))}")
+                     f"{r['source'][:10]:10}  {when(r.get('created_at')):23}  {outcome_text(r)}".rstrip())
     lines.append(f"{data.get('total', len(rows))} in all")
     return "\n".join(lines)
 
@@ -234,11 +248,23 @@ def node_line(node: dict[str, Any], state: str, iteration: int | None) -> str:
             f"{paint(f'{label:22}', color)} {took:>8}{extra}")
 
 
+def outcome_text(run: dict[str, Any]) -> str:
+    """The checkpoint outcome beside a run's status (shared/views.py::run_outcome), coloured: red for
+    an abort or a timeout, so that such a run does not read as a plain green success."""
+    outcome = run.get("outcome")
+    if not outcome:
+        return ""
+    bad = outcome.startswith(("aborted", "timed out", "cancelled"))
+    return paint(outcome, "red" if bad else "blue" if outcome == "waiting for a person" else None)
+
+
 def run_detail(run: dict[str, Any]) -> str:
     stale = f"  (Dify's record says {run['dify_status']}: it never catches up after a stop)" \
         if run.get("stale_record") else ""
+    outcome = outcome_text(run)
     out = [paint(f"Run {run['id']}", "bold"),
-           f"  status    {paint(run['status'], RUN_COLOR.get(run['status']))}{stale}",
+           f"  status    {paint(run['status'], RUN_COLOR.get(run['status']))}"
+           + (f" · {outcome}" if outcome else "") + stale,
            f"  app       {run['app']}   source {run['source']}   task {run.get('task_id') or '-'}",
            f"  started   {when(run.get('created_at'))}   finished {when(run.get('finished_at'))}"]
     if run.get("parent_run_id"):
@@ -253,8 +279,7 @@ def run_detail(run: dict[str, Any]) -> str:
     elif not run.get("streamed"):
         out += ["", "  (node-level status is recorded for runs started through dify-hitl or its gateway)"]
     if run["status"] == "paused" and not waiting:
-        out += ["", paint("  paused in Dify — no form token", "blue") +
-                " (started outside dify-hitl: decide in Dify, or start runs through the gateway)"]
+        out += ["", "  " + paint("paused in Dify", "blue") + " — " + capture_text(run)]
     if run.get("checkpoints"):
         out += ["", paint("Checkpoints", "bold")]
         for c in run["checkpoints"]:

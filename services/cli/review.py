@@ -16,7 +16,6 @@ from typing import Any, TypeVar
 from services.cli import render
 from services.cli.client import Api, CliError, fail_on_error, output, refuse
 from services.cli.helptext import command
-from services.cli.runs import key_values
 from shared.outputs import InvalidOutput, edited_output
 
 MIN_PREFIX = 6
@@ -110,11 +109,29 @@ def decision_body(args: argparse.Namespace, cp: dict[str, Any]) -> dict[str, Any
         if getattr(args, field) is not None:
             body[field] = getattr(args, field)
     if args.form_input:
-        body["form_inputs"] = {k: v if isinstance(v, str) else json.dumps(v)
-                               for k, v in key_values(args.form_input).items()}
+        body["form_inputs"] = form_values(args.form_input)
     if has_output:
         body["output"] = new_output(args, cp)
     return body
+
+
+def form_values(pairs: list[str]) -> dict[str, Any]:
+    """NAME=VALUE pairs for a Dify form: a value that is a JSON object or list is sent as JSON (a file
+    `{"transfer_method": "remote_url", "url": …}`, a file list); anything else as the text typed (a
+    select option, a paragraph — "42" stays the text "42")."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise CliError(f"--input: expected NAME=VALUE, got {pair!r}")
+        parsed: Any = value
+        if value.lstrip().startswith(("{", "[")):
+            try:
+                parsed = json.loads(value)
+            except ValueError as exc:
+                raise CliError(f"--input {name}: the value looks like JSON but is not: {exc}") from None
+        out[name] = parsed
+    return out
 
 
 def cmd_decide(args: argparse.Namespace, api: Api) -> None:
@@ -245,7 +262,8 @@ def add_review_commands(sub: argparse._SubParsersAction, bind: Callable[..., Any
     d.add_argument("--idempotency-key", help="send the same key again to repeat safely")
     d.add_argument("--action", dest="form_action", help="Dify form: the user action id (e.g. publish_now)")
     d.add_argument("--input", dest="form_input", action="append", metavar="NAME=VALUE",
-                   help="Dify form: an input value")
+                   help="Dify form: an input value; JSON for files, e.g. "
+                        "doc='{\"transfer_method\": \"remote_url\", \"url\": \"https://…\"}'")
     d.add_argument("--wait", type=float, metavar="SECONDS",
                    help=f"revise: how long to wait for the next round (default {DEFAULT_REVISE_WAIT_S:.0f}, "
                         "Dify forms 0; 0: not)")

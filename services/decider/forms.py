@@ -8,10 +8,12 @@ or failed / expired with Dify's reason.
 """
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
 from shared.broker import Outbound
+from shared.dify import form_inputs
 from shared.models import (
     ABORT_ACTION_IDS,
     Action,
@@ -53,8 +55,57 @@ def locate(conn, req: CheckpointRequested) -> tuple[int, CheckpointRow | None]:
 
 
 def submission(cp: CheckpointRow, dec: DecisionSubmitted) -> tuple[str, dict[str, Any]] | tuple[None, tuple[str, str]]:
-    """(action id, inputs) for the form, or (None, refusal) — checked before anything is sent."""
+    """(action id, inputs) for the form, or (None, refusal) — checked before anything is sent.
+
+    Every input gets a value: the decision's, else Dify's resolved default. Values are checked per input
+    type (shared/dify/form_inputs.py): a select takes one of its options, a file input a
+    `{transfer_method, url | upload_file_id}` object (a list of them for file-list); a form holding an
+    input type we do not know is refused as `unsupported_input`, never guessed at."""
     form = cp["form"] or {}
+    specs = [i for i in form.get("inputs") or [] if isinstance(i, dict) and form_inputs.input_name(i)]
+    action_id = _action_id(form, dec)
+    if isinstance(action_id, tuple):
+        return None, action_id
+    unknown_types = [f"{form_inputs.input_name(i)} ({i.get('type')})" for i in specs if not form_inputs.is_known(i)]
+    if unknown_types:
+        return None, (Refusal.unsupported_input, f"the form has inputs of a type dify-hitl does not know: "
+                                                 f"{', '.join(unknown_types)}; decide it in Dify")
+    names = [form_inputs.input_name(i) for i in specs]
+    given = dec.form_inputs if isinstance(dec.form_inputs, dict) else {}
+    unknown = set(given) - set(names)
+    if unknown:
+        return None, (Refusal.unknown_input, f"the form has no input {sorted(unknown)} (inputs: {names})")
+    defaults = form.get("resolved_default_values") or {}
+    values: dict[str, Any] = {}
+    for spec in specs:
+        name = form_inputs.input_name(spec)
+        assert name is not None
+        value: Any
+        if dec.action == Action.edit and spec is _edited_input(specs):  # the edited text wins
+            value = dec.output if isinstance(dec.output, str) else json.dumps(dec.output, ensure_ascii=False)
+        elif name in given:
+            value = given[name]
+        else:
+            value = defaults.get(name)
+        if form_inputs.is_empty(spec, value):
+            values[name] = None
+            continue
+        normalized, why = form_inputs.normalize(spec, value)
+        if why is not None:
+            if name not in given:  # a default Dify resolved that we cannot submit back: the reviewer must give one
+                values[name] = None
+                continue
+            return None, (Refusal.invalid_input, f"input {name} {why}")
+        values[name] = normalized
+    if dec.action == Action.edit and _edited_input(specs) is None:
+        return None, (Refusal.no_editable_input, "the form has no text input to put the edited text in")
+    missing = [n for n, v in values.items() if v is None]
+    if missing:
+        return None, (Refusal.missing_inputs, f"inputs without a value: {missing}")
+    return action_id, values
+
+
+def _action_id(form: dict[str, Any], dec: DecisionSubmitted) -> str | tuple[str, str]:
     actions = [a.get("id") for a in form.get("actions") or []]
     action_id = dec.form_action
     if action_id is None:
@@ -62,26 +113,17 @@ def submission(cp: CheckpointRow, dec: DecisionSubmitted) -> tuple[str, dict[str
                   Action.abort: ABORT_ACTION_IDS}[dec.action]
         action_id = next((a for a in wanted if a in actions), None)
         if action_id is None:
-            return None, (Refusal.action_required, f"the form has no action for {dec.action.value}; "
+            return (Refusal.action_required, f"the form has no action for {dec.action.value}; "
                                              f"name one of {actions} as form_action")
     if action_id not in actions:
-        return None, (Refusal.unknown_action, f"{action_id!r} is not an action of this form ({actions})")
-    names = [i.get("output_variable_name") for i in form.get("inputs") or []]
-    inputs = {n: v for n, v in (form.get("resolved_default_values") or {}).items() if n in names}
-    unknown = set(dec.form_inputs or {}) - set(names)
-    if unknown:
-        return None, (Refusal.unknown_input, f"the form has no input {sorted(unknown)} (inputs: {names})")
-    inputs.update(dec.form_inputs or {})
-    if dec.action == Action.edit:
-        paragraph = next((i.get("output_variable_name") for i in form.get("inputs") or []
-                          if i.get("type") == "paragraph"), None) or (names[0] if names else None)
-        if paragraph is None:
-            return None, (Refusal.no_editable_input, "the form has no input to put the edited text in")
-        inputs[paragraph] = dec.output if isinstance(dec.output, str) else str(dec.output)
-    missing = [n for n in names if inputs.get(n) in (None, "")]
-    if missing:
-        return None, (Refusal.missing_inputs, f"inputs without a value: {missing}")
-    return action_id, inputs
+        return (Refusal.unknown_action, f"{action_id!r} is not an action of this form ({actions})")
+    return action_id
+
+
+def _edited_input(specs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Where an edit's text goes: the paragraph input, else the first text input."""
+    return next((i for i in specs if i.get("type") == "paragraph"), None) or \
+        next((i for i in specs if i.get("type") in form_inputs.TEXT_TYPES), None)
 
 
 def delivery_command(commands_exchange: str, cp: CheckpointRow, user: str | None) -> Outbound:

@@ -182,12 +182,15 @@ async def read_upstream(upstream: httpx.Response, to_client: asyncio.Queue, tee:
 
 async def publish_events(to_broker: asyncio.Queue, tee: EventTee) -> None:
     run_id: str | None = None
-    while (event := await to_broker.get()) is not END:
-        if run_id is None and event.workflow_run_id:
-            run_id = event.workflow_run_id
-            await _quietly(tee.track(run_id, event.task_id))
-        if run_id:
-            await _quietly(tee.event(run_id, event.model_dump(exclude_none=True)))
+    try:
+        while (event := await to_broker.get()) is not END:
+            if run_id is None and event.workflow_run_id:
+                run_id = event.workflow_run_id
+                await _quietly(tee.track(run_id, event.task_id))
+            if run_id:
+                await _quietly(tee.event(run_id, event.model_dump(exclude_none=True)))
+    finally:
+        tee.close()  # no longer read: if the run goes on, the poller re-attaches to it
 
 
 async def _quietly(coro: Any) -> None:

@@ -26,9 +26,10 @@ from shared.dify import DifyClient, DifyError, check_run_id
 from shared.models import RunEvent, RunTrack
 from shared.runstarter import RunNotStarted, RunStarter
 from shared.store import checkpoints as checkpoint_store
+from shared.store import run_tracking
 from shared.store import runs as run_store
 from shared.topology import RUN_EVENT, RUN_TRACK
-from shared.views import ID_PATTERN, TRACKED_RUN_STATUSES, public_run
+from shared.views import ID_PATTERN, TRACKED_RUN_STATUSES, public_run, run_outcome
 
 router = APIRouter()
 
@@ -176,9 +177,14 @@ async def list_runs(request: Request, status: str | None = None, app: str | None
     if status is not None and status not in TRACKED_RUN_STATUSES:
         raise ApiError(400, "invalid_field", f"status: one of {list(TRACKED_RUN_STATUSES)}", field="status")
     page_bounds(limit, offset)
-    rows, total = await read_store(request, lambda conn: run_store.listing(conn, apps=scope, status=status, app=app,
-                                                                           limit=limit, offset=offset))
-    return compact_json({"total": total, "limit": limit, "offset": offset, "runs": [public_run(r) for r in rows]})
+
+    def query(conn):
+        rows, total = run_store.listing(conn, apps=scope, status=status, app=app, limit=limit, offset=offset)
+        cps = run_tracking.checkpoints_of_runs(conn, [(r["app"], r["id"]) for r in rows])
+        return [{**public_run(r), "outcome": run_outcome(cps.get((r["app"], r["id"]), []))} for r in rows], total
+
+    runs, total = await read_store(request, query)
+    return compact_json({"total": total, "limit": limit, "offset": offset, "runs": runs})
 
 
 @router.get("/v1/runs/{run_id}")
@@ -192,7 +198,7 @@ async def show_run(run_id: str, request: Request) -> Response:
             return None
         app = run["app"]
         cps, _ = checkpoint_store.listing(conn, apps={app}, run_id=run_id, limit=500)
-        return {**public_run(run), "nodes": run_store.nodes_of(conn, app, run_id),
+        return {**public_run(run), "outcome": run_outcome(cps), "nodes": run_store.nodes_of(conn, app, run_id),
                 "history": run_store.history_of(conn, app, run_id),
                 "checkpoints": [{k: c[k] for k in ("id", "kind", "node_id", "round", "status", "action", "decided_by", "delivery")}
                                 for c in cps]}

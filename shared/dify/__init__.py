@@ -11,8 +11,8 @@ The behaviour it relies on is /work/shared/DIFY.md; errors are the DifyError fam
 from .client import DifyClient, check_run_id, normalize_base_url
 from .errors import (DifyAuthError, DifyBadRequest, DifyError, DifyForbidden, DifyFormError, DifyNotFound,
                      DifyRateLimited, DifyServerError, DifyStreamStalled, DifyUnavailable, error_from_response)
-from .models import (TERMINAL_STATUSES, BlockingRunResponse, HumanInputForm, LogEntry, LogPage, Parameters,
-                     PauseReason, RunRecord, StreamEvent, is_terminal)
+from .models import (TERMINAL_STATUSES, BlockingRunResponse, FormInput, HumanInputForm, LogEntry, LogPage,
+                     Parameters, PauseReason, RunRecord, StreamEvent, is_terminal)
 from .ratelimit import AppLimiter, TokenBucket
 from .sse import SseSplitter, parse_sse_lines, parse_sse_text
 from .stream import DifyStream
@@ -22,6 +22,6 @@ __all__ = [
     "DifyError", "DifyAuthError", "DifyNotFound", "DifyBadRequest", "DifyForbidden", "DifyRateLimited",
     "DifyServerError", "DifyUnavailable", "DifyFormError", "DifyStreamStalled", "error_from_response",
     "TERMINAL_STATUSES", "is_terminal", "RunRecord", "BlockingRunResponse", "PauseReason", "LogPage", "LogEntry",
-    "StreamEvent", "Parameters", "HumanInputForm",
+    "StreamEvent", "Parameters", "HumanInputForm", "FormInput",
     "AppLimiter", "TokenBucket", "SseSplitter", "parse_sse_lines", "parse_sse_text",
 ]

@@ -55,13 +55,13 @@ class DifyClient:
     def __init__(self, app: AppConfig, *, rate_per_s: float = 10, max_concurrency: int = 8, timeout_s: float = 30,
                  retries: int = 3, transport: httpx.AsyncBaseTransport | None = None, burst: float | None = None,
                  backoff_base_s: float = 0.5, backoff_cap_s: float = 8.0, run_timeout_s: float = DEFAULT_RUN_TIMEOUT_S,
-                 idle_limit_s: float = 60.0, parameters_ttl_s: float = 60.0) -> None:
+                 idle_limit_s: float = 60.0, parameters_ttl_s: float = 60.0, direct_share: float = 1.0) -> None:
         if not app.dify_base_url or not app.dify_api_key:
             raise ValueError(f"app {app.name!r}: dify_base_url and dify_api_key are both needed for a Dify client")
         self.app = app
         self.base_url = normalize_base_url(app.dify_base_url)
         self.timeout_s, self.run_timeout_s, self.idle_limit_s = timeout_s, run_timeout_s, idle_limit_s
-        self.limiter = AppLimiter(app.name, rate_per_s, max_concurrency, burst)
+        self.limiter = AppLimiter(app.name, rate_per_s, max_concurrency, burst, direct_share=direct_share)
         self.requester = Requester(app.name, self.base_url, app.dify_api_key, limiter=self.limiter,
                                    timeout_s=timeout_s, retries=retries, backoff_base_s=backoff_base_s,
                                    backoff_cap_s=backoff_cap_s, transport=transport)
@@ -113,10 +113,12 @@ class DifyClient:
                           idle_limit_s=self.idle_limit_s if idle_limit_s is None else idle_limit_s,
                           max_ping_only_s=max_ping_only_s)
 
-    async def get_run(self, run_id: str) -> RunRecord:
-        """Dify's record of a run. A stopped run may say `running` forever (DIFY.md): trust the stream."""
+    async def get_run(self, run_id: str, *, lane: str | None = None) -> RunRecord:
+        """Dify's record of a run. A stopped run may say `running` forever (DIFY.md): trust the stream.
+        `lane="direct"`: a one-by-one poll, which yields to a listing sweep (AppLimiter)."""
         path = f"/v1/workflows/run/{check_run_id(run_id)}"
-        return _parse(RunRecord, await self.requester.call("GET", path, "get_run", idempotent=True), "get_run")
+        body = await self.requester.call("GET", path, "get_run", idempotent=True, lane=lane)
+        return _parse(RunRecord, body, "get_run")
 
     async def stop(self, task_id: str, user: str) -> dict[str, Any]:
         """Ask Dify to stop a task (the task_id of the run answer / stream, not the run id). Dify
@@ -161,6 +163,10 @@ class DifyClient:
         params.update({k: v for k, v in optional.items() if v is not None})
         return _parse(LogPage, await self.requester.call("GET", "/v1/workflows/logs", "logs", params=params,
                                                          idempotent=True), "logs")
+
+    def sweeping(self) -> _Sweeping:
+        """`async with client.sweeping():` around a listing walk: direct polls yield to it meanwhile."""
+        return _Sweeping(self.limiter)
 
     async def iter_logs(self, created_at_after: datetime | str | None = None, *, limit: int = 100,
                         max_pages: int | None = None, **filters: Any) -> AsyncIterator[LogEntry]:
@@ -223,6 +229,17 @@ class DifyClient:
         if not form_token:
             raise ValueError("form_token is required")
         return f"/v1/form/human_input/{quote(form_token, safe='')}"
+
+
+class _Sweeping:
+    def __init__(self, limiter: AppLimiter) -> None:
+        self.limiter = limiter
+
+    async def __aenter__(self) -> None:
+        self.limiter.sweeping += 1
+
+    async def __aexit__(self, *exc_info) -> None:
+        self.limiter.sweeping -= 1
 
 
 def _parse(model: type[M], body: Any, endpoint: str) -> M:

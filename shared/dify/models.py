@@ -11,7 +11,11 @@ from typing import Any, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from . import form_inputs
+
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "stopped", "partial-succeeded"})
+# Events that carry streamed text and no state: never recorded (they can be large).
+CHUNK_EVENTS = frozenset({"text_chunk", "reasoning_chunk"})
 # Statuses Dify's logs endpoint accepts as a filter; any other value answers 400 (fixture 10).
 LOG_FILTER_STATUSES = frozenset({"succeeded", "failed", "stopped"})
 
@@ -75,6 +79,36 @@ class RunRecord(DifyModel):
         return {k: v for k, v in self.inputs.items() if not k.startswith("sys.")}
 
 
+class FormInput(DifyModel):
+    """One input of a Human Input form. 1.13/1.14: `text_input`, `paragraph`; 1.15+ also `select`
+    (`options`, or an `option_source` of constants) and `file` / `file-list` (allowed types,
+    extensions and upload methods, `max_length`). Any other type parses too: it is one we do not
+    know (shared/dify/form_inputs.py refuses to decide it)."""
+
+    type: str
+    output_variable_name: str | None = None
+    default: dict[str, Any] | None = None
+    options: list[Any] = Field(default_factory=list)
+    option_source: dict[str, Any] | None = None
+    allowed_file_types: list[str] | None = None
+    allowed_file_extensions: list[str] | None = None
+    allowed_file_upload_methods: list[str] | None = None
+    max_length: int | None = None
+
+    @property
+    def choices(self) -> list[str]:
+        return form_inputs.options_of(self.model_dump())
+
+    @property
+    def known(self) -> bool:
+        return self.type in form_inputs.KNOWN_TYPES
+
+
+def parse_form_inputs(items: list[dict[str, Any]]) -> list[FormInput]:
+    """The inputs of a form as typed models; an entry without a type is skipped, never fatal."""
+    return [FormInput.model_validate(i) for i in items if isinstance(i, dict) and isinstance(i.get("type"), str)]
+
+
 class PauseReason(DifyModel):
     """One entry of a paused run's `reasons` (Human Input node, fixture 08)."""
 
@@ -88,6 +122,10 @@ class PauseReason(DifyModel):
     resolved_default_values: dict[str, Any] = Field(default_factory=dict)
     form_token: str | None = None
     expiration_time: Timestamp | None = None
+
+    @property
+    def form_inputs(self) -> list[FormInput]:
+        return parse_form_inputs(self.inputs)
 
 
 class BlockingRunData(DifyModel):
@@ -185,6 +223,26 @@ class StreamEvent(DifyModel):
         """`data.status` of workflow_finished / workflow_paused (None for other events)."""
         return self.data.get("status") if self.event in ("workflow_finished", "workflow_paused") else None
 
+    @property
+    def is_chunk(self) -> bool:
+        """Streamed text with no state in it: `text_chunk`, and 1.15+'s `reasoning_chunk` (model
+        reasoning, `{reasoning, node_id, is_final}`)."""
+        return self.event in CHUNK_EVENTS
+
+    @property
+    def submitted_data(self) -> dict[str, Any] | None:
+        """1.15+: the values a `human_input_form_filled` was submitted with (absent in 1.14)."""
+        value = self.data.get("submitted_data") if self.event == "human_input_form_filled" else None
+        return value if isinstance(value, dict) else None
+
+    @property
+    def container(self) -> dict[str, Any]:
+        """Where a node event ran: its Loop / Iteration and the round / item index (Human Input
+        works inside both from 1.16)."""
+        meta = self.data.get("execution_metadata") or {}
+        return {"loop_id": self.data.get("loop_id"), "loop_index": meta.get("loop_index"),
+                "iteration_id": self.data.get("iteration_id"), "iteration_index": meta.get("iteration_index")}
+
 
 class HumanInputForm(DifyModel):
     """GET /v1/form/human_input/{form_token}."""
@@ -194,6 +252,10 @@ class HumanInputForm(DifyModel):
     resolved_default_values: dict[str, Any] = Field(default_factory=dict)
     user_actions: list[dict[str, Any]] = Field(default_factory=list)
     expiration_time: Timestamp | None = None
+
+    @property
+    def form_inputs(self) -> list[FormInput]:
+        return parse_form_inputs(self.inputs)
 
 
 class InputSpec(TypedDict):

@@ -52,19 +52,33 @@ class TokenBucket:
 
 
 class AppLimiter:
-    """The bucket and the in-flight semaphore of one app; `async with limiter:` around each request."""
+    """The bucket and the in-flight semaphore of one app; `async with limiter:` around each request.
+
+    Requests of the `direct` lane (the poller's one-by-one polls) take at most `direct_share` of the
+    rate while a listing sweep of the app is walking (`sweeping`): a sweep page brings 100 runs'
+    statuses, a direct poll one, so the pages must not queue behind a backlog of polls. With no
+    sweep walking, every request shares the whole rate."""
 
     def __init__(self, app: str, rate_per_s: float = 10, max_concurrency: int = 8, burst: float | None = None,
-                 bucket: TokenBucket | None = None) -> None:
+                 bucket: TokenBucket | None = None, direct_share: float = 1.0) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be >= 1")
+        if not 0 < direct_share <= 1:
+            raise ValueError("direct_share must be in (0, 1]")
         self.app = app
         self.bucket = bucket or TokenBucket(rate_per_s, burst)
         self.semaphore = asyncio.Semaphore(max_concurrency)
+        self.direct = TokenBucket(self.bucket.rate * direct_share, 1) if direct_share < 1 else None
+        self.sweeping = 0  # listing walks in progress
 
     @property
     def waits(self) -> int:
         return self.bucket.waits
+
+    async def lane(self, lane: str | None) -> None:
+        """Wait for the lane's own share first (outside the semaphore: a waiting poll holds no slot)."""
+        if lane == "direct" and self.direct is not None and self.sweeping:
+            await self.direct.acquire()
 
     async def __aenter__(self) -> "AppLimiter":
         # A slot first, then the token: a token taken while waiting for a slot would be spent later,

@@ -41,13 +41,16 @@ class Requester:
 
     # ------------------------------------------------------------------ plain JSON calls
     async def call(self, method: str, path: str, endpoint: str, *, params: dict | None = None,
-                   json: Any = None, idempotent: bool, timeout: httpx.Timeout | float | None = None) -> Any:
-        """The decoded JSON answer of one call (retried when `idempotent`), or a DifyError."""
+                   json: Any = None, idempotent: bool, timeout: httpx.Timeout | float | None = None,
+                   lane: str | None = None) -> Any:
+        """The decoded JSON answer of one call (retried when `idempotent`), or a DifyError. `lane`:
+        see AppLimiter (the poller's one-by-one polls are `direct`)."""
         return await self.with_retries(endpoint, idempotent,
-                                       lambda: self._once(method, path, endpoint, params, json, timeout))
+                                       lambda: self._once(method, path, endpoint, params, json, timeout, lane))
 
     async def _once(self, method: str, path: str, endpoint: str, params: dict | None, json: Any,
-                    timeout: httpx.Timeout | float | None) -> Any:
+                    timeout: httpx.Timeout | float | None, lane: str | None = None) -> Any:
+        await self.limiter.lane(lane)
         async with self.limiter:
             response = await self._send(endpoint, self.http.build_request(
                 method, path, params=params, json=json, timeout=timeout if timeout is not None else self.timeout_s))

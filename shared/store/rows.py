@@ -119,6 +119,15 @@ class RunRow(TypedDict):
     lease_until: float | None
     tracked_at: float
     updated_at: float
+    started_by: str | None
+    capture: str | None
+    capture_detail: str | None
+    capture_due_at: float | None
+    stream_alive_at: float | None
+    reattach_count: int
+    reattached_at: float | None
+    unlisted: bool
+    direct_until: float | None
 
 
 class NodeRow(TypedDict):
@@ -131,6 +140,8 @@ class NodeRow(TypedDict):
     status: str
     loop_id: str | None
     loop_index: int | None
+    iteration_id: str | None
+    iteration_index: int | None
     retries: int
     error: str | None
     inputs: Any

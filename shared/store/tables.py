@@ -122,9 +122,20 @@ runs = Table(
     Column("lease_until", Float),
     Column("tracked_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+    Column("started_by", String(255)),  # end_user | account:<email> (from the logs row): who started it in Dify
+    # A paused run's Human Input form captured by a re-attach with the run's user (runs started elsewhere).
+    Column("capture", String(16)),  # NULL | captured | unavailable | failed
+    Column("capture_detail", Text),
+    Column("capture_due_at", Float),  # when to (try to) capture; NULL: nothing to capture
+    Column("stream_alive_at", Float),  # last sign of a live stream reader: an event or a heartbeat
+    Column("reattach_count", Integer, nullable=False, default=0),  # re-attaches after a lost stream
+    Column("reattached_at", Float),
+    Column("unlisted", Boolean, nullable=False, default=False),  # the logs listing does not show it
+    Column("direct_until", Float),  # polled one by one until then, listed or not
     Index("ix_runs_next_poll", "next_poll_at"),
     Index("ix_runs_app_status", "app", "status"),
     Index("ix_runs_continuation", "continuation_of"),
+    Index("ix_runs_capture_due", "capture_due_at"),
 )
 
 node_executions = Table(
@@ -138,6 +149,8 @@ node_executions = Table(
     Column("status", String(32), nullable=False),
     Column("loop_id", String(128)),
     Column("loop_index", Integer),
+    Column("iteration_id", String(128)),
+    Column("iteration_index", Integer),
     Column("retries", Integer, nullable=False, default=0),
     Column("error", Text),
     Column("inputs", JSON),
@@ -167,6 +180,8 @@ discovery_watermarks = Table(
     Column("app", String(64), primary_key=True),
     Column("created_at", Float, nullable=False),  # newest log row seen (unix seconds)
     Column("updated_at", Float, nullable=False),
+    Column("sweep_owner", String(64)),  # the poller walking this app's logs listing now
+    Column("sweep_until", Float),
 )
 
 # A decision that arrived before its checkpoint: kept, and applied when the checkpoint opens (or

@@ -171,3 +171,49 @@ def test_form_tokens_appear_in_no_log_line_and_no_api_answer(e2e):
     assert all(token not in text for text in answers)
     assert token not in logs(e2e.stack)
     assert APP_TOKEN not in logs(e2e.stack)
+
+
+def sim_run(e2e: E2E, topic: str, user: str) -> dict:
+    """A run started straight at Dify (its web app, another service): we never see its stream."""
+    return httpx.post(f"{e2e.stack.sim_url}/v1/workflows/run", headers=DIFY, timeout=30,
+                      json={"inputs": {"topic": topic}, "response_mode": "blocking", "user": user}).json()
+
+
+def test_a_run_paused_elsewhere_is_discovered_captured_decided_by_cli_and_verified_resumed(e2e):
+    started = sim_run(e2e, "Quarterly newsletter", user="someone-else")
+    run_id = started["workflow_run_id"]
+    assert started["data"]["status"] == "paused"
+    cp = form_checkpoint(e2e, run_id, timeout_s=40)  # discovered in the logs, form captured by a re-attach
+    assert cp["user"] == "someone-else" and cp["node_id"] == "review"
+    assert "Quarterly newsletter" in cp["form"]["form_content"]  # rendered, not Dify's raw template
+    assert "secret" not in cp and "form_token" not in json.dumps(cp)
+    shown = e2e.hitl("run-show", run_id).stdout
+    assert "waiting for a person" in shown
+    out = e2e.hitl("decide", cp["id"], "approve", "--input", "edited=Approved as is")
+    assert out.returncode == 0, out.stderr
+    done = wait_checkpoint(e2e, cp["id"], lambda c: c["delivery"] == "resumed")
+    assert [h["kind"] for h in done["history"]] == ["captured", "decision", "delivered", "resumed"]
+    run = final_run(e2e, run_id)
+    assert run["status"] == "succeeded" and run["outputs"]["edited"] == "Approved as is"
+    tracked = httpx.get(f"{e2e.stack.ingest_url}/v1/runs/{run_id}", headers=REVIEWER).json()
+    assert (tracked["source"], tracked["capture"]) in (("logs", "captured"), ("logs", None))
+    assert "capture_captured" in [h["kind"] for h in tracked["history"]]
+    assert tracked["outcome"] == "approved by alice"
+
+
+def test_a_console_accounts_paused_run_shows_why_its_form_cannot_be_captured(e2e):
+    answer = httpx.post(f"{e2e.stack.sim_url}/_sim/apps/forms/debug-run", timeout=30, json={
+        "inputs": {"topic": "debug"}, "account": {"name": "Rita", "email": "rita@example.com"}}).json()
+    run_id = answer["workflow_run_id"]
+    deadline = time.monotonic() + 40
+    while True:
+        r = httpx.get(f"{e2e.stack.ingest_url}/v1/runs/{run_id}", headers=REVIEWER)
+        if r.status_code == 200 and r.json().get("capture") == "unavailable":
+            break
+        assert time.monotonic() < deadline, r.text
+        time.sleep(0.3)
+    run = r.json()
+    assert "rita@example.com" in run["capture_detail"]
+    assert any(h["kind"] == "capture_unavailable" for h in run["history"])
+    shown = e2e.hitl("run-show", run_id).stdout
+    assert "its form cannot be captured" in shown and "rita@example.com" in shown

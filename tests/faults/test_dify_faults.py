@@ -88,7 +88,18 @@ def test_the_poller_catches_up_after_dify_was_down_slow_or_failing(stack, fault,
     store.close()
 
 
-def test_a_failed_poll_is_rescheduled_with_backoff_not_left_to_its_lease(stack, row):
+@pytest.fixture(scope="module")
+def per_run_stack(stacks):
+    """The same stack with every live run polled by id (HITL_STATUS_SOURCE=per_run): with the logs
+    listing a run is polled by id only at moments (its end, a form submit), and this test needs a
+    poll by id while Dify answers 500."""
+    return stacks("dify-per-run", env={"HITL_DIFY_TIMEOUT_S": "1", "HITL_POLL_MAX_INTERVAL_S": "2",
+                                       "HITL_DISCOVERY_INTERVAL_S": "2", "HITL_POLL_LEASE_S": "8",
+                                       "HITL_STATUS_SOURCE": "per_run"})
+
+
+def test_a_failed_poll_is_rescheduled_with_backoff_not_left_to_its_lease(per_run_stack, row):
+    stack = per_run_stack
     e2e = E2E(stack)
     e2e.register(lambda g: (fast_retries(g, read_s=10, interval_ms=500), set_checkpoint_body(g, read_timeout_s=10)))
     store = StoreView(stack.db_url)

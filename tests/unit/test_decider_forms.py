@@ -70,3 +70,78 @@ def test_an_open_form_whose_run_moves_on_was_submitted_in_dify_or_expired_there(
     expired = {**open_form, "form": {**FORM, "expiration_time": 1}}
     kind, values = _transition(expired, report("run_resumed", run_status="running"))
     assert (kind, values["status"]) == (EventType.expired, "expired")
+
+
+# ---------------------------------------------------------------- Dify 1.15+ inputs (select, file, file-list)
+NEWER = {"inputs": [{"type": "paragraph", "output_variable_name": "note"},
+                    {"type": "select", "output_variable_name": "channel", "options": ["blog", "newsletter"]},
+                    {"type": "file", "output_variable_name": "cover", "allowed_file_upload_methods":
+                        ["remote_url", "local_file"]},
+                    {"type": "file-list", "output_variable_name": "attachments", "max_length": 2}],
+         "actions": [{"id": "approve", "title": "Approve"}, {"id": "abort", "title": "Abort"}],
+         "resolved_default_values": {"note": "ok"}}
+REMOTE = {"transfer_method": "remote_url", "url": "https://example.com/cover.png"}
+LOCAL = {"transfer_method": "local_file", "upload_file_id": "up-1", "type": "document"}
+
+
+def decide_newer(action="approve", form=NEWER, **extra):
+    return submission({"form": form}, DecisionSubmitted(checkpoint_id="c", action=action, actor="a", **extra))
+
+
+def test_select_and_file_inputs_are_submitted_as_dify_takes_them():
+    action, inputs = decide_newer(form_inputs={"channel": "blog", "cover": REMOTE, "attachments": [LOCAL, REMOTE]})
+    assert action == "approve"
+    assert inputs == {"note": "ok", "channel": "blog", "cover": REMOTE, "attachments": [LOCAL, REMOTE]}
+
+
+@pytest.mark.parametrize("given,words", [
+    ({"channel": "tv"}, "not one of its options"),
+    ({"cover": "https://example.com/x.png"}, "takes a file"),
+    ({"cover": {"transfer_method": "ftp", "url": "ftp://x"}}, "transfer_method"),
+    ({"cover": {"transfer_method": "remote_url", "url": "file:///etc/passwd"}}, "http(s) url"),
+    ({"cover": {"transfer_method": "local_file"}}, "upload_file_id"),
+    ({"attachments": [REMOTE, REMOTE, REMOTE]}, "at most 2 files"),
+    ({"attachments": REMOTE}, "JSON list of files"),
+    ({"note": {"a": 1}}, "takes text"),
+])
+def test_values_that_do_not_fit_their_input_type_are_refused_with_the_reason(given, words):
+    complete = {"channel": "blog", "cover": REMOTE, "attachments": [REMOTE], **given}
+    action, refusal = decide_newer(form_inputs=complete)
+    assert action is None and refusal[0] == "invalid_input" and words in refusal[1]
+
+
+def test_required_select_and_files_without_a_value_are_missing_inputs():
+    action, refusal = decide_newer(form_inputs={"channel": "blog"})
+    assert action is None and refusal == ("missing_inputs", "inputs without a value: ['cover', 'attachments']")
+
+
+def test_an_upload_method_the_input_does_not_allow_is_refused():
+    form = {**NEWER, "inputs": [{"type": "file", "output_variable_name": "cover",
+                                 "allowed_file_upload_methods": ["local_file"]}]}
+    action, refusal = decide_newer(form=form, form_inputs={"cover": REMOTE})
+    assert action is None and "local_file" in refusal[1]
+
+
+def test_a_constant_option_source_is_read_as_the_options():
+    form = {**NEWER, "inputs": [{"type": "select", "output_variable_name": "tone",
+                                 "option_source": {"type": "constant", "value": ["calm", "bold"]}}]}
+    assert decide_newer(form=form, form_inputs={"tone": "bold"}) == ("approve", {"tone": "bold"})
+
+
+def test_an_input_type_we_do_not_know_is_refused_as_unsupported_and_never_crashes():
+    form = {**NEWER, "inputs": [{"type": "signature", "output_variable_name": "sig"},
+                                {"type": "paragraph", "output_variable_name": "note"}]}
+    for action in ("approve", "edit", "abort"):
+        extra = {"output": "x", "has_output": True} if action == "edit" else {}
+        got, refusal = decide_newer(action, form=form, **extra)
+        assert got is None and refusal[0] == "unsupported_input" and "sig (signature)" in refusal[1]
+
+
+def test_edit_goes_to_the_paragraph_even_when_the_form_has_selects_and_files():
+    action, inputs = decide_newer("edit", output="Better", has_output=True,
+                                  form_inputs={"channel": "newsletter", "cover": REMOTE, "attachments": [REMOTE]})
+    assert action == "approve" and inputs["note"] == "Better" and inputs["channel"] == "newsletter"
+
+
+def test_text_inputs_take_numbers_as_their_text():
+    assert decide("approve", form_inputs={"edited": 42}) == ("approve", {"edited": "42"})

@@ -135,3 +135,24 @@ def test_discovered_log_rows_are_tracked_once_with_their_status(recorder):
     assert all(recorder.on_discovered("demo", e) == [] for e in entries)
     run, _, _ = read(recorder, entries[0].workflow_run.id)
     assert (run["source"], run["user"], run["next_poll_at"]) == ("logs", "fx-log-user-1", None)
+
+
+def test_newer_difys_submitted_data_is_kept_and_its_reasoning_chunks_are_not(recorder):
+    filled = {"event": "human_input_form_filled", "workflow_run_id": RUN, "data": {
+        "node_id": "review", "action_id": "approve", "submitted_data": {"choice": "hold", "doc": {"url": "https://x"}}}}
+    chunk = {"event": "reasoning_chunk", "workflow_run_id": RUN, "data": {"reasoning": "hm", "node_id": "llm"}}
+    out = feed(recorder, [chunk, filled])
+    _, _, history = read(recorder, RUN)
+    [event] = [h for h in history if h["kind"] == "event"]
+    assert event["detail"] == {"event": "human_input_form_filled", "action_id": "approve",
+                               "submitted_data": {"choice": "hold", "doc": {"url": "https://x"}}}
+    assert "form.report" in [o.routing_key for o in out]
+
+
+def test_nodes_inside_an_iteration_keep_their_iteration_and_item(recorder):
+    started = {"event": "node_finished", "workflow_run_id": RUN, "data": {
+        "id": "exec-1", "node_id": "body", "node_type": "human-input", "status": "succeeded", "iteration_id": "it",
+        "execution_metadata": {"iteration_index": 2}}}
+    feed(recorder, [started])
+    _, [node], _ = read(recorder, RUN)
+    assert (node["iteration_id"], node["iteration_index"]) == ("it", 2)
