@@ -14,8 +14,8 @@ from pathlib import Path
 from bench import baselines, notify, report, scenarios
 from bench.common import raise_nofile
 from bench.profile import Profiler
-from shared.runner import run as run_loop
 from shared.logs import setup_logging
+from shared.runner import run as run_loop
 
 HERE = Path(__file__).resolve().parent
 ALL = ("ceiling", "throughput", "latency", "held", "poller", "naive", "notify")

@@ -21,14 +21,14 @@ from typing import Any
 
 import httpx
 
-from bench.common import count_calls, completions_in_window, cpu_seconds, raise_nofile, summary_ms
+from bench.common import completions_in_window, count_calls, cpu_seconds, raise_nofile, summary_ms
 from bench.load import NODE_OUTPUT, WorkerPlan, Workers
 from bench.naive import NaiveReviewer
 from bench.stack import APP_TOKEN, RABBITMQ_URL, database_for
 from demo.stack import ROOT, free_port
-from shared.runner import run
 from shared.broker import Broker
 from shared.models import CheckpointEvent, CheckpointRequested, DecisionSubmitted, Reply, Resolution
+from shared.runner import run
 from shared.topology import Binding, Exchange, Queue, Topology
 
 
@@ -175,7 +175,7 @@ class NaivePeer:
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
 
-    def __enter__(self) -> "NaivePeer":
+    def __enter__(self) -> NaivePeer:
         log = open(Path(self.tmp.name) / "naive.log", "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "bench.naive", "--port", str(self.port), "--db", self.url,
                                       "--token", APP_TOKEN], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,

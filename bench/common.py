@@ -8,8 +8,9 @@ from __future__ import annotations
 import math
 import os
 import resource
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 # One record per HTTP checkpoint call made by a simulated Dify node:
 # (workflow_run_id, t_start, t_answer | None, status | None, action | None, checkpoint_id | None, error | None)

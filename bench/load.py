@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.common import CallRecord, raise_nofile
-from shared.runner import run
 from shared.broker import Broker
 from shared.broker.signing import BOT_HEADER, BOT_SIGNATURE_HEADER, signature
 from shared.models import DecisionSubmitted
+from shared.runner import run
 from shared.topology import Names, Queue, build_topology
 
 NODE_OUTPUT = ("A draft of the release notes: the new API, two fixes, one deprecation. " * 4).strip()

@@ -134,7 +134,7 @@ class NaiveReviewer:
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True)
 
-    def start(self) -> "NaiveReviewer":
+    def start(self) -> NaiveReviewer:
         self.thread.start()
         return self
 

@@ -9,11 +9,17 @@ import time
 import uuid
 from typing import Any
 
-from bench.common import (completions_in_window, count_calls, cpu_seconds, machine_busy_seconds, raise_nofile, rss_mb,
-                          summary_ms)
+from bench.common import (
+    completions_in_window,
+    count_calls,
+    cpu_seconds,
+    machine_busy_seconds,
+    raise_nofile,
+    rss_mb,
+    summary_ms,
+)
 from bench.load import Reviewer, WorkerPlan, Workers
 from bench.stack import APP_TOKEN, RABBITMQ_URL, BenchStack
-
 
 SERVICE_ENV: dict[str, str] = {}  # --service-env: applied to every stack the scenarios start
 
@@ -41,7 +47,7 @@ class Sampler:
                     self._cpu_last[key] = cpu
             await asyncio.sleep(self.every_s)
 
-    def start(self) -> "Sampler":
+    def start(self) -> Sampler:
         self._t0 = time.monotonic()
         self._busy0 = machine_busy_seconds()
         self._cpu0 = {k: cpu_seconds(p) or 0.0 for k, p in self.pids.items()}

@@ -82,7 +82,7 @@ class BenchStack:
         self.ingest_keys: list[str] = []
         self.decider_keys: list[str] = []
 
-    def start(self) -> "BenchStack":
+    def start(self) -> BenchStack:
         if self.with_sim:
             self.ps.start("sim")
         # decider first: it migrates the store; later processes find it current
@@ -118,7 +118,7 @@ class BenchStack:
             if not self.keep_dir:
                 self.tmp.cleanup()
 
-    async def __aenter__(self) -> "BenchStack":
+    async def __aenter__(self) -> BenchStack:
         try:
             return self.start()
         except BaseException:

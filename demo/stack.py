@@ -117,7 +117,7 @@ class ProcessStack:
         self.wait_http(self.url(key) + health, key)
         return key
 
-    def start_all(self) -> "ProcessStack":
+    def start_all(self) -> ProcessStack:
         for name in PROCESSES:
             self.start(name)
         return self
@@ -166,7 +166,7 @@ class ProcessStack:
         r.raise_for_status()
         return r.json()["api_key"]
 
-    def __enter__(self) -> "ProcessStack":
+    def __enter__(self) -> ProcessStack:
         return self.start_all()
 
     def delete_broker_objects(self) -> None:

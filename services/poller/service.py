@@ -28,8 +28,7 @@ from services.poller.sweep import ListingSweep, PassStats
 from shared.broker import Outbound, Reject, RetryLater, publish_all
 from shared.broker.router import Context, Handlers, in_store
 from shared.broker.signing import Verifier
-from shared.dify import (DifyAuthError, DifyBadRequest, DifyClient, DifyError, DifyForbidden, DifyFormError,
-                         DifyNotFound)
+from shared.dify import DifyAuthError, DifyBadRequest, DifyClient, DifyError, DifyForbidden, DifyFormError, DifyNotFound
 from shared.logs import get_logger
 from shared.models import CheckpointEvent, EventType, FormDelivery, FormReport, RunEvent, RunTrack, StreamsAlive
 from shared.runstarter import EventTee, RunStarter

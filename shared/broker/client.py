@@ -86,7 +86,7 @@ class Broker:
     async def wait_ready(self, timeout_s: float) -> None:
         try:
             await asyncio.wait_for(self._ready.wait(), timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise BrokerUnavailable(f"no connection to RabbitMQ within {timeout_s:.0f}s") from None
 
     def stop_consuming(self) -> None:
@@ -274,7 +274,7 @@ class Broker:
                 await asyncio.wait_for(self._publish_once(exchange, routing_key, body, props), remaining)
                 metrics.publish_confirm.observe(time.perf_counter() - started)
                 return
-            except (PublishNotConfirmed, BrokerUnavailable, asyncio.TimeoutError) as exc:
+            except (TimeoutError, PublishNotConfirmed, BrokerUnavailable) as exc:
                 if time.monotonic() >= deadline:
                     raise PublishNotConfirmed(f"{exchange}/{routing_key}: {exc}") from None
                 await asyncio.sleep(0.05)
@@ -335,7 +335,7 @@ class Broker:
             # basic_get answers get-empty without calling on_get: poll briefly for either outcome.
             try:
                 return await asyncio.wait_for(fut, 2.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return None
         finally:
             if ch.is_open:

@@ -9,10 +9,32 @@
 The behaviour it relies on is /work/shared/DIFY.md; errors are the DifyError family below.
 """
 from .client import DifyClient, check_run_id, normalize_base_url
-from .errors import (DifyAuthError, DifyBadRequest, DifyError, DifyForbidden, DifyFormError, DifyNotFound,
-                     DifyRateLimited, DifyServerError, DifyStreamStalled, DifyUnavailable, error_from_response)
-from .models import (TERMINAL_STATUSES, BlockingRunResponse, FormInput, HumanInputForm, LogEntry, LogPage,
-                     Parameters, PauseReason, RunRecord, StreamEvent, is_terminal)
+from .errors import (
+                     DifyAuthError,
+                     DifyBadRequest,
+                     DifyError,
+                     DifyForbidden,
+                     DifyFormError,
+                     DifyNotFound,
+                     DifyRateLimited,
+                     DifyServerError,
+                     DifyStreamStalled,
+                     DifyUnavailable,
+                     error_from_response,
+)
+from .models import (
+                     TERMINAL_STATUSES,
+                     BlockingRunResponse,
+                     FormInput,
+                     HumanInputForm,
+                     LogEntry,
+                     LogPage,
+                     Parameters,
+                     PauseReason,
+                     RunRecord,
+                     StreamEvent,
+                     is_terminal,
+)
 from .ratelimit import AppLimiter, TokenBucket
 from .sse import SseSplitter, parse_sse_lines, parse_sse_text
 from .stream import DifyStream

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import datetime, timezone
-from typing import Any, AsyncIterator, Literal, TypeVar
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -15,8 +16,7 @@ from shared.settings import AppConfig
 
 from .errors import DifyBadRequest, DifyError
 from .inputs import validate_inputs
-from .models import (LOG_FILTER_STATUSES, BlockingRunResponse, HumanInputForm, LogEntry, LogPage, Parameters,
-                     RunRecord)
+from .models import LOG_FILTER_STATUSES, BlockingRunResponse, HumanInputForm, LogEntry, LogPage, Parameters, RunRecord
 from .ratelimit import AppLimiter
 from .requester import Requester
 from .stream import DifyStream
@@ -45,7 +45,7 @@ def check_run_id(run_id: str) -> str:
 def iso_time(value: datetime | str) -> str:
     """Dify's logs filters want ISO 8601 (a Unix number answers 400); naive datetimes are UTC."""
     if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
     if isinstance(value, str) and value.strip():
         return value.strip()
     raise ValueError(f"expected a datetime or an ISO 8601 string, got {value!r}")
@@ -76,7 +76,7 @@ class DifyClient:
     async def aclose(self) -> None:
         await self.requester.aclose()
 
-    async def __aenter__(self) -> "DifyClient":
+    async def __aenter__(self) -> DifyClient:
         return self
 
     async def __aexit__(self, *exc_info) -> None:

@@ -5,7 +5,8 @@ Why locally: a streaming run whose inputs Dify rejects answers 200 with one ping
 and their order follow Dify's blocking-mode 400 answers."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .errors import DifyBadRequest
 from .models import InputSpec

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from . import metrics
 
@@ -80,7 +80,7 @@ class AppLimiter:
         if lane == "direct" and self.direct is not None and self.sweeping:
             await self.direct.acquire()
 
-    async def __aenter__(self) -> "AppLimiter":
+    async def __aenter__(self) -> AppLimiter:
         # A slot first, then the token: a token taken while waiting for a slot would be spent later,
         # all at once when a slow Dify catches up, and the rate on the wire would exceed the limit.
         await self.semaphore.acquire()

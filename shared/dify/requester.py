@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from typing import Any, Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import httpx
 
@@ -100,7 +101,7 @@ class Requester:
             response = await (asyncio.wait_for(send, self.timeout_s) if stream else send)
             status = str(response.status_code)
             return response
-        except (httpx.TimeoutException, asyncio.TimeoutError):
+        except (TimeoutError, httpx.TimeoutException):
             status = "timeout"
             raise DifyUnavailable(None, "timeout", f"{endpoint}: no answer from Dify in time",
                                   endpoint=endpoint) from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from shared.logs import get_logger
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 
@@ -39,7 +39,7 @@ class DifyStream:
     def headers(self) -> httpx.Headers | None:
         return self._response.headers if self._response is not None else None
 
-    async def open(self) -> "DifyStream":
+    async def open(self) -> DifyStream:
         if self._response is None:
             self._response = await self._open_response()
         return self
@@ -48,7 +48,7 @@ class DifyStream:
         if self._response is not None:
             await self._response.aclose()
 
-    async def __aenter__(self) -> "DifyStream":
+    async def __aenter__(self) -> DifyStream:
         return await self.open()
 
     async def __aexit__(self, *exc_info) -> None:
@@ -128,7 +128,7 @@ class DifyStream:
             return await asyncio.wait_for(chunks.__anext__(), timeout=max(wait, 0.001))
         except StopAsyncIteration:
             return None
-        except asyncio.TimeoutError:
+        except TimeoutError:
             if stall_deadline is not None and self._clock() >= stall_deadline - 1e-3:
                 raise self._stalled(seen_event) from None
             raise DifyUnavailable(None, "stream_timeout", f"{self.endpoint}: Dify sent nothing, not even a "

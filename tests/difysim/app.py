@@ -12,8 +12,18 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import (admin, admin_runs, bulk, console_api, console_auth, console_imports, files_api, forms_api, logs_api,
-               service_api)
+from . import (
+    admin,
+    admin_runs,
+    bulk,
+    console_api,
+    console_auth,
+    console_imports,
+    files_api,
+    forms_api,
+    logs_api,
+    service_api,
+)
 from .config import SimConfig
 from .errors import ApiError, internal_server_error, method_not_allowed_html, not_found_html
 from .state import SimState

@@ -12,7 +12,6 @@ from datetime import datetime
 
 from .graph import Graph
 
-
 UUID4_VERSION = 4 << 76
 UUID4_VARIANT = 0b10 << 62
 UUID4_CLEAR = ~((0xF << 76) | (0b11 << 62))

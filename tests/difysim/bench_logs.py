@@ -13,8 +13,8 @@ import asyncio
 import contextlib
 import statistics
 import time
-from datetime import datetime, timezone
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import httpx
 
@@ -26,7 +26,7 @@ LIMIT = 100
 
 def queries(size: int, middle: float) -> dict[str, str]:
     deep = max(1, size // LIMIT)
-    after = datetime.fromtimestamp(middle, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    after = datetime.fromtimestamp(middle, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {
         "page 1": f"limit={LIMIT}&page=1",
         "last page": f"limit={LIMIT}&page={deep}",

@@ -36,7 +36,7 @@ class BulkFinisher:
                 self.wake.clear()
                 try:  # wake early when an earlier run is scheduled
                     await asyncio.wait_for(self.wake.wait(), timeout=min(delay, 1.0))
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
                 continue
             now = time.time()

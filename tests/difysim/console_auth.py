@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -21,7 +21,7 @@ from .errors import ApiError
 from .service_api import json_body
 from .state import SimState
 
-SETUP_AT = datetime.now(timezone.utc).isoformat()
+SETUP_AT = datetime.now(UTC).isoformat()
 
 
 def same(given: str | None, expected: str) -> bool:

@@ -8,7 +8,8 @@ between two tasks ever looks like "nothing left to run".
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, Coroutine, Generic, TypeVar
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 if TYPE_CHECKING:
     from .runs import Run
@@ -17,7 +18,7 @@ Key = TypeVar("Key")
 
 
 class CountedTasks(Generic[Key]):
-    def __init__(self, run: "Run", owner_suspends: bool) -> None:
+    def __init__(self, run: Run, owner_suspends: bool) -> None:
         self.run, self.owner_suspends = run, owner_suspends
         self.running: dict[asyncio.Task, Key] = {}
         self.handed_over = 0  # finished tasks, released once their successors are counted

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from typing import Any, Literal
 
 import yaml
@@ -114,7 +114,7 @@ def check_app(dsl: AppDsl, dify: DifyVersion) -> None:
         raise DslError("Start node and trigger nodes cannot coexist in the same workflow")
 
 
-@lru_cache(maxsize=None)
+@cache
 def human_input_model(input_types: tuple[str, ...]) -> type[BaseModel]:
     """A model named like Dify's, so that its validation messages read the same (fixture 17)."""
     allowed: Any = Literal[input_types]  # type: ignore[valid-type]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import httpx
 
 from . import events
+from .apps import new_id
 from .config import SimConfig
 from .counted_tasks import CountedTasks
 from .forms import FormRegistry
@@ -21,7 +22,6 @@ from .frames import Frame
 from .graph import Graph, Scope
 from .nodes import EXECUTORS, NodeContext, NodeResult, failure
 from .nodes.simple import end_values
-from .apps import new_id
 from .runs import Run
 from .templates import value_to_text
 from .variables import VariablePool

@@ -58,7 +58,7 @@ class Decision:
 
 
 class Form:
-    def __init__(self, run: "Run", node: dict, pool: VariablePool) -> None:
+    def __init__(self, run: Run, node: dict, pool: VariablePool) -> None:
         data = node.get("data") or {}
         self.id, self.token = new_form_id(), new_form_token()
         self.run, self.node_id, self.node_title = run, node["id"], data.get("title", "")
@@ -167,12 +167,12 @@ class FormRegistry:
     def __init__(self) -> None:
         self.by_token: dict[str, Form] = {}
 
-    def open(self, run: "Run", node: dict, pool: VariablePool) -> Form:
+    def open(self, run: Run, node: dict, pool: VariablePool) -> Form:
         form = Form(run, node, pool)
         self.by_token[form.token] = form
         return form
 
-    def of_run(self, run: "Run") -> list[Form]:
+    def of_run(self, run: Run) -> list[Form]:
         return [f for f in self.by_token.values() if f.run is run]
 
     def check_timeouts(self, global_timeout_s: float, now: float | None = None) -> dict[str, list[str]]:

@@ -13,9 +13,9 @@ class Frame:
     kind: Literal["loop", "iteration"]
     index: int  # 0-based round or item
     pool: VariablePool  # a parallel Iteration gives each item its own copy
-    parent: "Frame | None" = None
+    parent: Frame | None = None
 
-    def nearest(self, kind: str) -> "Frame | None":
+    def nearest(self, kind: str) -> Frame | None:
         frame: Frame | None = self
         while frame is not None and frame.kind != kind:
             frame = frame.parent

@@ -31,7 +31,7 @@ class IterationFailed(Exception):
 
 
 class Iteration:
-    def __init__(self, engine: "Engine", node: dict, frame: Frame | None) -> None:
+    def __init__(self, engine: Engine, node: dict, frame: Frame | None) -> None:
         self.engine, self.node, self.frame = engine, node, frame
         self.data, self.iteration_id = node.get("data") or {}, node["id"]
         self.pool = engine.pool_of(frame)
@@ -48,7 +48,7 @@ class Iteration:
         value = pool.get(self.data.get("output_selector") or [])
         return None if value is MISSING else value
 
-    def judge(self, index: int, outcome: "WalkOutcome", pool: VariablePool, outputs: dict[int, Any]) -> None:
+    def judge(self, index: int, outcome: WalkOutcome, pool: VariablePool, outputs: dict[int, Any]) -> None:
         """Record one item's contribution; raise IterationFailed when the error mode says so."""
         if outcome.error is None:
             outputs[index] = self.item_output(pool)
@@ -92,7 +92,7 @@ class Iteration:
         return outputs
 
 
-async def run_iteration(engine: "Engine", node: dict, frame: Frame | None) -> "NodeOutcome":
+async def run_iteration(engine: Engine, node: dict, frame: Frame | None) -> NodeOutcome:
     from .engine import NodeOutcome
 
     it = Iteration(engine, node, frame)

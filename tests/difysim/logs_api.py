@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError
@@ -40,7 +40,7 @@ def parse_iso_time(value: str) -> datetime:
         if value.isdigit():
             raise ValueError("ISO time too short") from None  # e.g. a unix timestamp
         raise ValueError(f"Invalid isoformat string: {value!r}") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def created_by_fields(run: Run) -> dict:

@@ -11,8 +11,9 @@ account, session together with status) scan the bounded range.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .runs import Run
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 FILTERABLE_STATUSES = ("succeeded", "failed", "stopped")
 
 
-def sort_key(run: "Run") -> tuple[int, int]:
+def sort_key(run: Run) -> tuple[int, int]:
     return (run.created_at, run.seq)
 
 
@@ -35,17 +36,17 @@ class SortedRuns:
     def __len__(self) -> int:
         return len(self.items)
 
-    def add(self, run: "Run") -> None:
+    def add(self, run: Run) -> None:
         if not self.items or sort_key(self.items[-1]) <= sort_key(run):
             self.items.append(run)  # the usual case: a run created now is the newest
         else:
             insort(self.items, run, key=sort_key)
 
-    def add_many(self, runs: list["Run"]) -> None:
+    def add_many(self, runs: list[Run]) -> None:
         self.items.extend(runs)
         self.items.sort(key=sort_key)  # two sorted runs merged: linear for Timsort
 
-    def remove(self, run: "Run") -> None:
+    def remove(self, run: Run) -> None:
         i = bisect_left(self.items, sort_key(run), key=sort_key)
         if i < len(self.items) and self.items[i] is run:
             del self.items[i]
@@ -63,7 +64,7 @@ class LogQuery:
     session_id: str | None = None
     after: float | None = None
     before: float | None = None
-    matches: Callable[["Run"], bool] | None = None  # filters no list answers (keyword, account)
+    matches: Callable[[Run], bool] | None = None  # filters no list answers (keyword, account)
 
 
 class AppRunIndex:
@@ -72,18 +73,18 @@ class AppRunIndex:
         self.by_status: dict[str, SortedRuns] = {}
         self.by_session: dict[str, SortedRuns] = {}
 
-    def _lists_of(self, run: "Run") -> Iterable[SortedRuns]:
+    def _lists_of(self, run: Run) -> Iterable[SortedRuns]:
         yield self.all
         if run.status in FILTERABLE_STATUSES:
             yield self.by_status.setdefault(run.status, SortedRuns())
         if run.session_id is not None:
             yield self.by_session.setdefault(run.session_id, SortedRuns())
 
-    def add(self, run: "Run") -> None:
+    def add(self, run: Run) -> None:
         for runs in self._lists_of(run):
             runs.add(run)
 
-    def add_many(self, runs: list["Run"]) -> None:
+    def add_many(self, runs: list[Run]) -> None:
         groups: dict[int, tuple[SortedRuns, list[Run]]] = {}
         for run in runs:
             for target in self._lists_of(run):
@@ -91,13 +92,13 @@ class AppRunIndex:
         for target, batch in groups.values():
             target.add_many(batch)
 
-    def status_changed(self, run: "Run", old: str, new: str) -> None:
+    def status_changed(self, run: Run, old: str, new: str) -> None:
         if old in FILTERABLE_STATUSES:
             self.by_status[old].remove(run)
         if new in FILTERABLE_STATUSES:
             self.by_status.setdefault(new, SortedRuns()).add(run)
 
-    def page(self, query: LogQuery, page: int, limit: int) -> tuple[int, list["Run"]]:
+    def page(self, query: LogQuery, page: int, limit: int) -> tuple[int, list[Run]]:
         """(total, the runs of `page`), newest first."""
         if query.status is not None:
             base = self.by_status.get(query.status) or SortedRuns()

@@ -21,7 +21,7 @@ def _coerce(value: Any, var_type: str | None) -> Any:
     return value
 
 
-async def run_loop(engine: "Engine", node: dict, frame: Frame | None) -> "NodeOutcome":
+async def run_loop(engine: Engine, node: dict, frame: Frame | None) -> NodeOutcome:
     from .engine import NodeOutcome
 
     run, pool = engine.run, engine.pool_of(frame)

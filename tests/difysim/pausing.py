@@ -64,7 +64,7 @@ class Waiter:
 class PausableRun:
     """Mixin of `Run` (runs.py): everything about `paused`."""
 
-    def _init_pausing(self: "Run") -> None:
+    def _init_pausing(self: Run) -> None:
         self.pause_count = 0  # > 0: a state snapshot is rebuilt like Dify's, not replayed raw
         self.paused_payload: dict | None = None  # the current workflow_paused data
         self.stop_requested_at: float | None = None
@@ -74,45 +74,45 @@ class PausableRun:
         self._pause_check_scheduled = False
 
     @property
-    def stop_requested(self: "Run") -> bool:
+    def stop_requested(self: Run) -> bool:
         return self.stop_requested_at is not None
 
-    def request_stop_while_paused(self: "Run") -> None:
+    def request_stop_while_paused(self: Run) -> None:
         # Stopping a paused run does nothing visible until it is resumed (fixture 11).
         self.stop_requested_at = time.monotonic()
 
     # ---------------------------------------------------------------- activity (engine.walk)
-    def activity_started(self: "Run") -> None:
+    def activity_started(self: Run) -> None:
         self.busy += 1
 
-    def activity_finished(self: "Run", count: int = 1) -> None:
+    def activity_finished(self: Run, count: int = 1) -> None:
         self.busy -= count
         if count:
             self._schedule_pause_check()
 
-    def suspend(self: "Run") -> None:
+    def suspend(self: Run) -> None:
         self.suspended += 1
         self._schedule_pause_check()
 
-    def unsuspend(self: "Run") -> None:
+    def unsuspend(self: Run) -> None:
         self.suspended -= 1
 
     # ---------------------------------------------------------------- waiting nodes
-    def add_waiter(self: "Run", node_id: str, reason: dict | None) -> Waiter:
+    def add_waiter(self: Run, node_id: str, reason: dict | None) -> Waiter:
         """Park a node (synchronously, so that a decision can never come before it is registered)."""
         waiter = Waiter(node_id, reason, asyncio.get_running_loop().create_future())
         self.waiters.append(waiter)
         self.suspend()
         return waiter
 
-    async def wait(self: "Run", waiter: Waiter) -> Any:
+    async def wait(self: Run, waiter: Waiter) -> Any:
         """The decision for `waiter`. Raises CancelledError when the run must end without resuming."""
         value = await waiter.future
         if value is DIED or isinstance(value, EndWithoutResuming):
             raise asyncio.CancelledError  # the graph goes no further; the engine task just ends
         return value
 
-    def release(self: "Run", waiter: Waiter, value: Any) -> bool:
+    def release(self: Run, waiter: Waiter, value: Any) -> bool:
         """Decide one waiting node. False when it was decided before (or never waited here)."""
         if waiter.decided or waiter not in self.waiters:
             return False
@@ -125,7 +125,7 @@ class PausableRun:
             self._resume_all()
         return True
 
-    def resume(self: "Run", value: Any = None) -> bool:
+    def resume(self: Run, value: Any = None) -> bool:
         """Decide every waiting node of a paused run with `value`. False if the run is not paused."""
         pending = [w for w in self.waiters if not w.decided]
         if self.status != "paused" or not pending:
@@ -134,7 +134,7 @@ class PausableRun:
             self.release(waiter, value)
         return True
 
-    def end_paused(self: "Run", ending: EndWithoutResuming) -> bool:
+    def end_paused(self: Run, ending: EndWithoutResuming) -> bool:
         """End the run where it waits (global timeout, fault switch): no node goes on."""
         if self.stream_ended and self.detached:
             return False
@@ -143,25 +143,25 @@ class PausableRun:
             self._wake(waiter, ending)
         return True
 
-    def _wake(self: "Run", waiter: Waiter, value: Any) -> None:
+    def _wake(self: Run, waiter: Waiter, value: Any) -> None:
         self.waiters.remove(waiter)
         self.unsuspend()
         if not waiter.future.done():
             waiter.future.set_result(value)
 
     # ---------------------------------------------------------------- pause and resumption
-    def workflow_paused_data(self: "Run", paused_nodes: list[str], reasons: list[dict]) -> dict:
+    def workflow_paused_data(self: Run, paused_nodes: list[str], reasons: list[dict]) -> dict:
         """The data of `workflow_paused` (fixture 09), also the source of the blocking paused answer."""
         return {"workflow_run_id": self.id, "paused_nodes": list(paused_nodes), "outputs": {}, "reasons": reasons,
                 "status": "paused", "created_at": self.created_at, "elapsed_time": self.elapsed(),
                 "total_tokens": 0, "total_steps": self.steps}
 
-    def _schedule_pause_check(self: "Run") -> None:
+    def _schedule_pause_check(self: Run) -> None:
         if not self._pause_check_scheduled:
             self._pause_check_scheduled = True
             asyncio.get_running_loop().call_soon(self._check_pause)
 
-    def _check_pause(self: "Run") -> None:
+    def _check_pause(self: Run) -> None:
         self._pause_check_scheduled = False
         if self.status == "paused" or self.detached:
             return  # a stopped run goes on unheard (fixture 11); its waiting nodes wait forever
@@ -169,7 +169,7 @@ class PausableRun:
         if waiting and self.busy == self.suspended:
             self._pause(waiting)
 
-    def _pause(self: "Run", waiting: list[Waiter]) -> None:
+    def _pause(self: Run, waiting: list[Waiter]) -> None:
         payload = self.workflow_paused_data([w.node_id for w in waiting],
                                             [w.reason for w in waiting if w.reason is not None])
         self.status = "paused"
@@ -181,7 +181,7 @@ class PausableRun:
         if not self.outcome.done():
             self.outcome.set_result(payload)
 
-    def _resume_all(self: "Run") -> None:
+    def _resume_all(self: Run) -> None:
         decided, self.paused_payload = list(self.waiters), None
         if self.stop_requested and time.monotonic() - self.stop_requested_at < STOP_FLAG_TTL_S:
             self._die_on_stop_flag()
@@ -203,7 +203,7 @@ class PausableRun:
         for waiter in decided:
             self._wake(waiter, waiter.value)
 
-    def _end_paused(self: "Run", ending: EndWithoutResuming) -> None:
+    def _end_paused(self: Run, ending: EndWithoutResuming) -> None:
         payload = self.finished_payload(ending.status, {}, ending.error)
         self.status, self.outputs, self.error = ending.status, {}, ending.error
         self.finished_at, self.elapsed_time = payload["finished_at"], payload["elapsed_time"]
@@ -216,7 +216,7 @@ class PausableRun:
         if not self.outcome.done():
             self.outcome.set_result(payload)
 
-    def _die_on_stop_flag(self: "Run") -> None:
+    def _die_on_stop_flag(self: Run) -> None:
         # The resumed worker sees "Task stopped", the pause is deleted and nothing more is written:
         # the record reads running, 0 steps, no outputs, forever (fixture 11 paused-run-get-after-submit).
         self.status, self.outputs, self.total_steps = "running", {}, 0

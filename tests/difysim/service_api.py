@@ -11,10 +11,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from . import sse
+from .apps import App, Workflow
 from .errors import ApiError, internal_server_error, invalid_param, pydantic_message, run_not_found, unauthorized
 from .forms import WAITING
 from .inputs import InputError, user_input_form, validate_inputs
-from .apps import App, Workflow
 from .runs import Run
 from .snapshot import state_snapshot
 from .state import SimState

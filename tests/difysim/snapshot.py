@@ -19,11 +19,11 @@ if TYPE_CHECKING:
 NODE_KEYS = ("id", "node_id", "node_type", "title")
 
 
-def _envelope(run: "Run", event: str, data: dict) -> dict:
+def _envelope(run: Run, event: str, data: dict) -> dict:
     return {"event": event, "task_id": run.task_id, "workflow_run_id": run.id, "data": data}
 
 
-def _node_pair(run: "Run", index: int, started: dict, finished: dict | None, paused: bool) -> list[dict]:
+def _node_pair(run: Run, index: int, started: dict, finished: dict | None, paused: bool) -> list[dict]:
     base = {**{k: started.get(k) for k in NODE_KEYS}, "index": index, "predecessor_node_id": None, "inputs": None}
     tail = {"iteration_id": started.get("iteration_id"), "loop_id": started.get("loop_id")}
     out = [_envelope(run, "node_started", {**base, "created_at": started.get("created_at"), "extras": {}, **tail})]
@@ -40,7 +40,7 @@ def _node_pair(run: "Run", index: int, started: dict, finished: dict | None, pau
     return out
 
 
-def state_snapshot(run: "Run", open_forms: list["Form"]) -> list[dict]:
+def state_snapshot(run: Run, open_forms: list[Form]) -> list[dict]:
     """The replayed events, in Dify's order; `open_forms` are the run's forms still waiting."""
     events = [_envelope(run, "workflow_started", {
         "id": run.id, "workflow_id": run.workflow.id, "inputs": json.loads(run.record_inputs_json()),

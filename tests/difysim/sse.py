@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 
 from starlette.responses import StreamingResponse
 
@@ -31,7 +31,7 @@ async def relay(queue: asyncio.Queue, config: SimConfig, on_close: Callable[[], 
         while True:
             try:
                 message = await asyncio.wait_for(queue.get(), timeout=config.ping_interval_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 if time.monotonic() - last_event >= config.sse_idle_close_s:
                     return
                 yield PING

@@ -42,7 +42,7 @@ class VariablePool:
     def scope(self, node_id: str) -> dict[str, Any]:
         return self._scopes.get(node_id, {})
 
-    def fork(self) -> "VariablePool":
+    def fork(self) -> VariablePool:
         """A copy for one item of a parallel Iteration: it sees everything so far, writes only its own."""
         forked = VariablePool()
         forked._scopes = {name: dict(values) for name, values in self._scopes.items()}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from demo.stack import ProcessStack
-from tests.e2e.harness import E2E, node, set_checkpoint_body
+from tests.e2e.harness import E2E
 
 pytestmark = pytest.mark.e2e
 

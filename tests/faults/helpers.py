@@ -252,7 +252,7 @@ class Reviewer:
             await asyncio.gather(*(self.decide(cp) for cp in todo), return_exceptions=True)
             try:
                 await asyncio.wait_for(stop.wait(), period_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def aclose(self) -> None:

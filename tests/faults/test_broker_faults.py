@@ -20,8 +20,18 @@ from urllib.parse import urlparse
 import pytest
 
 from tests.faults.conftest import scaled
-from tests.faults.helpers import (DifyNode, Reviewer, StoreView, account, checkpoint_body, finish, open_broker, ready,
-                                  replay_all, start_call)
+from tests.faults.helpers import (
+    DifyNode,
+    Reviewer,
+    StoreView,
+    account,
+    checkpoint_body,
+    finish,
+    open_broker,
+    ready,
+    replay_all,
+    start_call,
+)
 from tests.faults.netfaults import PrivateRabbit, TcpProxy
 
 TARGETS = ("ingest", "decider", "poller")

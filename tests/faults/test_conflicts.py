@@ -15,8 +15,18 @@ import pytest
 
 from demo.stack import REVIEWERS, ROOT
 from tests.faults.conftest import scaled
-from tests.faults.helpers import (REVIEWER_TOKEN, DifyNode, StoreView, account, checkpoint_body, finish, open_broker,
-                                  publish_decision, start_call, wait_until)
+from tests.faults.helpers import (
+    REVIEWER_TOKEN,
+    DifyNode,
+    StoreView,
+    account,
+    checkpoint_body,
+    finish,
+    open_broker,
+    publish_decision,
+    start_call,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -13,14 +13,20 @@ import random
 import signal
 import time
 
-import httpx
-
-from demo.stack import DIFY_APP_KEY
 from tests.e2e.harness import E2E, set_checkpoint_body
 from tests.e2e.test_long_waits_and_restarts import fast_retries
 from tests.faults.conftest import scaled
-from tests.faults.helpers import (DifyNode, Reviewer, StoreView, account, checkpoint_body, open_broker, ready,
-                                  replay_all, wait_until)
+from tests.faults.helpers import (
+    DifyNode,
+    Reviewer,
+    StoreView,
+    account,
+    checkpoint_body,
+    open_broker,
+    ready,
+    replay_all,
+    wait_until,
+)
 
 TARGETS = ("ingest", "decider", "poller")
 

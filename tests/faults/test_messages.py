@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import time
 import uuid
 
@@ -20,8 +19,17 @@ import pytest
 from shared.models import CheckpointRequested
 from shared.topology import CHECKPOINT_REQUESTED, Names, dlq_name
 from tests.faults.conftest import scaled
-from tests.faults.helpers import (DifyNode, StoreView, account, checkpoint_body, finish, open_broker,
-                                  publish_decision, start_call, wait_until)
+from tests.faults.helpers import (
+    DifyNode,
+    StoreView,
+    account,
+    checkpoint_body,
+    finish,
+    open_broker,
+    publish_decision,
+    start_call,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -13,8 +13,17 @@ import pytest
 from tests.e2e.harness import E2E, set_checkpoint_body
 from tests.e2e.test_long_waits_and_restarts import fast_retries
 from tests.faults.conftest import scaled
-from tests.faults.helpers import (DifyNode, Reviewer, StoreView, account, checkpoint_body, finish, open_broker,
-                                  start_call, wait_until)
+from tests.faults.helpers import (
+    DifyNode,
+    Reviewer,
+    StoreView,
+    account,
+    checkpoint_body,
+    finish,
+    open_broker,
+    start_call,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(600)
 CUT = ("RemoteProtocolError", "ReadError")  # a held call dropped without an answer

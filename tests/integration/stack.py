@@ -30,7 +30,7 @@ class Stack:
         return Broker(self.settings.rabbitmq_url, name=name, topology=self.topology, prefetch=self.settings.prefetch,
                       max_attempts=self.settings.max_delivery_attempts, signing_key=TEST_KEY)
 
-    async def __aenter__(self) -> "Stack":
+    async def __aenter__(self) -> Stack:
         self.db.migrate()
         self.events: list[dict[str, Any]] = []
         self.tap = self.broker("test-tap")

@@ -8,7 +8,7 @@ import os
 import threading
 import time
 import urllib.request
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120),
 class CheckpointHandler(BaseHTTPRequestHandler):
     """Answers every checkpoint call 200 {"action":"approve"}; `?delay=S` holds the answer S seconds."""
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         delay = float(parse_qs(urlparse(self.path).query).get("delay", ["0"])[0])
         time.sleep(delay)
@@ -118,7 +118,7 @@ def test_streaming_run_of_fixture_02_yields_events_in_order(simulator_url, check
 
 
 def test_logs_after_a_watermark_find_every_run_across_pages(simulator_url, checkpoint_url):
-    watermark = datetime.fromtimestamp(int(time.time()) - 1, timezone.utc)
+    watermark = datetime.fromtimestamp(int(time.time()) - 1, UTC)
 
     async def scenario():
         async with client_for(simulator_url, recorded_graph("01-http-ok-blocking", checkpoint_url), "logs") as dify:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import text
-from shared.store.errors import StoreUnavailable
 
 from shared.store import Database
 from shared.store import checkpoints as store
+from shared.store.errors import StoreUnavailable
 from tests.conftest import _fresh_postgres_db
 
 pytestmark = pytest.mark.integration

@@ -8,12 +8,10 @@ import re
 from pathlib import Path
 
 import httpx
-import pytest
 
-from shared.dify import (BlockingRunResponse, LogPage, DifyAuthError, DifyBadRequest, DifyClient, DifyError, DifyForbidden,
-                         DifyFormError, DifyNotFound, DifyRateLimited, DifyServerError, DifyUnavailable, RunRecord,
-                         StreamEvent, error_from_response, is_terminal, parse_sse_lines, parse_sse_text)
-from shared.dify.sse import SseSplitter
+from shared.dify import (
+    DifyClient,
+)
 from shared.settings import AppConfig
 
 SHARED = Path(os.environ.get("HITL_SHARED_DIR") or Path(__file__).resolve().parents[3] / "shared")

@@ -1,20 +1,37 @@
 """The Dify client parses what real Dify 1.14.1 answered (shared/dify-fixtures) and maps its errors."""
 from __future__ import annotations
 
-import asyncio
 import json
-import re
 
 import httpx
 import pytest
 
-from shared.dify import (BlockingRunResponse, LogPage, DifyAuthError, DifyBadRequest, DifyClient, DifyError, DifyForbidden,
-                         DifyFormError, DifyNotFound, DifyRateLimited, DifyServerError, DifyUnavailable, RunRecord,
-                         StreamEvent, error_from_response, is_terminal, parse_sse_lines, parse_sse_text)
-from shared.dify.sse import SseSplitter
-from shared.settings import AppConfig
-from tests.unit.dify_support import (FIXTURES, RUN_ID_01, SHARED, SKIPPED_HEADERS, load, make_client,
-                                     recorded_response, replay, run, sse_bytes)
+from shared.dify import (
+    BlockingRunResponse,
+    DifyAuthError,
+    DifyBadRequest,
+    DifyError,
+    DifyForbidden,
+    DifyFormError,
+    DifyNotFound,
+    DifyRateLimited,
+    DifyServerError,
+    DifyUnavailable,
+    LogPage,
+    RunRecord,
+    StreamEvent,
+    error_from_response,
+    is_terminal,
+)
+from tests.unit.dify_support import (
+    FIXTURES,
+    RUN_ID_01,
+    load,
+    make_client,
+    recorded_response,
+    replay,
+    run,
+)
 
 pytestmark = pytest.mark.skipif(not FIXTURES.exists(), reason=f"no Dify fixtures at {FIXTURES}")
 

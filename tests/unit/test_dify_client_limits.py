@@ -10,8 +10,15 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
-from shared.dify import (DifyBadRequest, DifyClient, DifyRateLimited, DifyServerError, DifyStreamStalled,
-                         DifyUnavailable, Parameters)
+from shared.dify import (
+    DifyBadRequest,
+    DifyClient,
+    DifyRateLimited,
+    DifyServerError,
+    DifyStreamStalled,
+    DifyUnavailable,
+    Parameters,
+)
 from shared.settings import AppConfig
 
 RUN_ID = "b39f029a-8a16-4ffa-b350-573e3971a8cc"

@@ -5,7 +5,7 @@ import asyncio
 import json
 import random
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from tests.difysim import bench_logs
 from tests.difysim.testing import echo_graph, in_process, register
@@ -35,7 +35,7 @@ async def logs(client, auth, query: str = "") -> dict:
 
 
 def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def test_bulk_runs_are_listed_newest_first_across_pages_with_total_and_has_more():

@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -78,7 +78,7 @@ def test_limit_above_100_is_rejected_with_dify_text():
 
 
 def test_created_at_after_accepts_iso_with_z_or_offset_and_rejects_unix_numbers():
-    cut = datetime.fromtimestamp(BASE_TIME + 35, tz=timezone.utc)
+    cut = datetime.fromtimestamp(BASE_TIME + 35, tz=UTC)
     assert query("?created_at__after=" + cut.strftime("%Y-%m-%dT%H:%M:%SZ")).json()["total"] == 3
     assert query("?created_at__after=" + cut.isoformat().replace("+", "%2B")).json()["total"] == 3
     answer = query(f"?created_at__after={BASE_TIME}")
@@ -87,7 +87,7 @@ def test_created_at_after_accepts_iso_with_z_or_offset_and_rejects_unix_numbers(
 
 
 def test_created_at_before_keeps_older_runs():
-    cut = datetime.fromtimestamp(BASE_TIME + 15, tz=timezone.utc)
+    cut = datetime.fromtimestamp(BASE_TIME + 15, tz=UTC)
     assert query("?created_at__before=" + cut.strftime("%Y-%m-%dT%H:%M:%SZ")).json()["total"] == 2
 
 

@@ -7,8 +7,8 @@ and register it here; a node that must wait for a person parks with `ctx.run.add
 from __future__ import annotations
 
 from .assigner import run_assigner
-from .code import run_code
 from .base import NodeContext, NodeResult, failure
+from .code import run_code
 from .http_request import run_http_request
 from .human_input import run_human_input
 from .llm import run_llm

@@ -19,14 +19,14 @@ if TYPE_CHECKING:
 class NodeContext:
     node: dict
     pool: VariablePool
-    run: "Run"
+    run: Run
     http: httpx.AsyncClient
     config: SimConfig
     loop_id: str | None = None
     attempt: int = 0  # 0 for the first try, n for the n-th retry
     trace_id: str = field(default_factory=lambda: secrets.token_hex(16))  # W3C trace id, one per node run
     execution_id: str = ""  # of this node run's node_started; a resumed node announces itself again with it
-    forms: "FormRegistry | None" = None  # where the human-input node opens its form
+    forms: FormRegistry | None = None  # where the human-input node opens its form
     resumed: tuple[int, float] | None = None  # (created_at, monotonic) of a paused node's resumption
     iteration_id: str | None = None  # the Iteration this node runs in, like loop_id
 

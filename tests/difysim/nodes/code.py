@@ -24,7 +24,7 @@ async def run_code(ctx: NodeContext) -> NodeResult:
         return failure(SANDBOX_UNREACHABLE, "CodeExecutionError", inputs=inputs)
     namespace: dict = {}
     try:
-        exec(compile(ctx.data.get("code") or "", f"<code node {ctx.node_id}>", "exec"), namespace)  # noqa: S102
+        exec(compile(ctx.data.get("code") or "", f"<code node {ctx.node_id}>", "exec"), namespace)
         result = namespace["main"](**inputs)
     except Exception as exc:  # the sandbox reports any exception as the node's error
         return failure(f"{type(exc).__name__}: {exc}", "CodeNodeError", inputs=inputs)

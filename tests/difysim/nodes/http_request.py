@@ -9,8 +9,12 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from ..config import (HTTP_MAX_CONNECT_TIMEOUT_S, HTTP_MAX_READ_TIMEOUT_S, HTTP_MAX_WRITE_TIMEOUT_S,
-                      HTTP_NODE_MAX_TEXT_SIZE)
+from ..config import (
+    HTTP_MAX_CONNECT_TIMEOUT_S,
+    HTTP_MAX_READ_TIMEOUT_S,
+    HTTP_MAX_WRITE_TIMEOUT_S,
+    HTTP_NODE_MAX_TEXT_SIZE,
+)
 from ..templates import render, render_json_body
 from .base import NodeContext, NodeResult, failure
 
