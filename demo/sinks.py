@@ -107,8 +107,8 @@ class LocalSinks:
         channels = {"email": {"host": "127.0.0.1", "port": self.smtp_port, "from_address": "hitl@demo.local",
                               "security": "none", "subject_prefix": "[Review]"},
                     "webhook": {"secret": WEBHOOK_SECRET}}
-        rules = [{"targets": [  # every demo app{"channel": "email", "to": EMAIL_TO, "reviewer": "alice"},
-                                             {"channel": "webhook", "to": self.webhook_url, "reviewer": "alice"}]}]
+        rules = [{"targets": [{"channel": "email", "to": EMAIL_TO, "reviewer": "alice"},  # every demo app
+                              {"channel": "webhook", "to": self.webhook_url, "reviewer": "alice"}]}]
         return {"HITL_CHANNELS": json.dumps(channels), "HITL_NOTIFY": json.dumps(rules),
                 "HITL_NOTIFIER_LINK_SECRET": LINK_SECRET, "HITL_NOTIFIER_CONSOLE_URL": console_url}
 
