@@ -56,6 +56,7 @@ class EventType(StrEnum):
     resumed = "checkpoint.resumed"
     resumed_as_stopped = "checkpoint.resumed_as_stopped"
     resume_stuck = "checkpoint.resume_stuck"
+    resume_unconfirmed = "checkpoint.resume_unconfirmed"
     voted = "checkpoint.voted"  # a vote of a quorum, with the progress
     reminder = "checkpoint.reminder"
     deadline_near = "checkpoint.deadline_near"

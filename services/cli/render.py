@@ -133,7 +133,8 @@ def checkpoint_detail(cp: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-DELIVERY_COLOR = {"resumed": "green", "resume_stuck": "red", "resumed_as_stopped": "red", "failed": "red"}
+DELIVERY_COLOR = {"resumed": "green", "resume_stuck": "red", "resume_unconfirmed": "red", "resumed_as_stopped": "red",
+                  "failed": "red"}
 
 
 def form_detail(cp: dict[str, Any]) -> list[str]:

@@ -147,7 +147,8 @@ def history_summary(h: dict[str, Any]) -> str:
         parts.append(f"output: {text[:200]}{'…' if len(text) > 200 else ''}")
     if detail.get("detail") and not parts:  # a Dify form's delivery: what Dify said
         parts.append(str(detail["detail"]))
-    if detail.get("run_status") and h.get("kind") in ("resumed", "resume_stuck", "resumed_as_stopped", "expired"):
+    if detail.get("run_status") and h.get("kind") in ("resumed", "resume_stuck", "resume_unconfirmed",
+                                                           "resumed_as_stopped", "expired"):
         parts.append(f"run {detail['run_status']}")
     parts += policy_summary(h.get("kind") or "", detail)
     for key in ("round", "waited_s", "error", "status"):
@@ -186,11 +187,13 @@ DELIVERY = {
     "delivered": ("yellow", "delivered", "Dify took the form; waiting to see the run leave its pause."),
     "resumed": ("green", "resumed", "Dify resumed the run: it went on down the chosen branch."),
     "resume_stuck": ("red", "resume stuck", "Dify took the form but the run is still paused."),
+    "resume_unconfirmed": ("red", "resume unconfirmed", "Dify took the form and says the run is running, but "
+                           "nothing has moved since; a stop requested during the pause leaves a run like this."),
     "resumed_as_stopped": ("red", "resumed as stopped", "The run ended stopped right after the form was submitted."),
     "failed": ("red", "delivery failed", "Dify refused the form."),
     "expired": ("grey", "expired", "Dify closed the form before it was submitted; the run took its timeout branch."),
 }
-UNSETTLED = ("pending", "delivered", "resume_stuck")
+UNSETTLED = ("pending", "delivered", "resume_stuck", "resume_unconfirmed")
 
 
 def delivery_view(cp: dict[str, Any]) -> dict[str, Any]:

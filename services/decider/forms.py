@@ -2,9 +2,11 @@
 the delivery until the run is seen moving on.
 
 Dify's resume is fragile (DIFY.md): a submitted form can leave the run `paused`, or end it `stopped`.
-So a decision is only done when the run is seen leaving `paused`; until then the checkpoint's
-`delivery` says where it stands: pending → delivered → resumed | resume_stuck | resumed_as_stopped,
-or failed / expired with Dify's reason.
+So a decision is only done on evidence that the run moved on — its stream shows the node filled, or
+the run ends; a record that just reads `running` is not enough (a stop requested during the pause
+leaves it so for ever). Until then the checkpoint's `delivery` says where it stands: pending →
+delivered → resumed | resume_stuck | resume_unconfirmed | resumed_as_stopped, or failed / expired
+with Dify's reason.
 """
 from __future__ import annotations
 
@@ -183,11 +185,13 @@ def _transition(cp: CheckpointRow, r: FormReport, now: float) -> tuple[EventType
                                                                        "down its timeout branch"})
         return _transition(cp, r, now)
     if r.outcome == "run_resumed":
+        if open_ and r.run_status in ("stopped", "failed"):
+            return None  # it ended under the open form, nobody submitted it: the run-ended cancel closes it
         if open_:  # somebody submitted the form in Dify itself
             return EventType.resolved, dict(status=CheckpointStatus.resolved, action=Action.approve,
                                                output=None, feedback="submitted in Dify", decided_by="dify",
                                                reason="decision", channel="dify", delivery_state="resumed")
-        if delivery in ("pending", "delivered", "resume_stuck"):
+        if delivery in ("pending", "delivered", "resume_stuck", "resume_unconfirmed"):
             stopped = r.run_status == "stopped" and cp["action"] in (Action.approve, Action.edit)
             return (EventType.resumed_as_stopped, {"delivery": "resumed_as_stopped"}) if stopped else \
                 (EventType.resumed, {"delivery": "resumed"})

@@ -200,7 +200,7 @@ class DeciderService:
         for cp in await in_store(self.broker, self.timers.flag_stuck_resumes):
             await publish_all(self.broker, [stuck_event(self.settings.names.events, cp)])
             metrics.resume_stuck.labels(cp["app"]).inc()
-            log.warning("checkpoint.resume_stuck", checkpoint_id=cp["id"], run_id=cp["workflow_run_id"])
+            log.warning(f"checkpoint.{cp['delivery']}", checkpoint_id=cp["id"], run_id=cp["workflow_run_id"])
         for timer in await in_store(self.broker, self.timers.due_timers):
             events, resolved = await in_store(self.broker, self.timers.fire, timer["id"])
             await publish_all(self.broker, events)

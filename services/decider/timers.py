@@ -12,10 +12,13 @@ from services.decider.outcomes import closing_event, event, reply_to_call
 from shared.broker import Outbound
 from shared.models import Action, CheckpointStatus, DecisionEvent, DecisionSubmitted, EventType, FormReport, OnTimeout
 from shared.settings import Settings
-from shared.store import Database, parked, timers
+from shared.store import Database, parked, runs, timers
 from shared.store import checkpoints as store
 from shared.store.rows import CheckpointRow, TimerRow
 
+UNCONFIRMED = ("Dify took the form and its record says running, but nothing has moved since (no node on the "
+               "stream, no end): a stop requested while the run was paused leaves it like this for ever — "
+               "check the run in Dify")
 TIMER_EVENTS = {"reminder": EventType.reminder, "deadline_near": EventType.deadline_near,
                 "escalate": EventType.escalated}
 
@@ -160,15 +163,21 @@ class Timers:
         return [event(self.events_exchange, kind, cp) for kind, cp in changes]
 
     def flag_stuck_resumes(self) -> list[CheckpointRow]:
-        """Delivered forms whose run has not left `paused` in time: Dify's known lost resume."""
+        """Delivered forms with no evidence of a resume in time (no end of the run, no filled node on its
+        stream): `resume_stuck` while Dify's record still says paused (its known lost resume),
+        `resume_unconfirmed` when it says running — what a stop requested during the pause leaves
+        behind for ever (fixture 11) — so neither is ever shown as resumed."""
         stuck = []
         with self.db.write() as conn:
             now = self.db.now()
             for cp in store.resume_overdue(conn, now - self.settings.resume_timeout_s):
-                store.set_delivery(conn, cp["id"], "resume_stuck", "the run is still paused after the submit", now)
-                store.append_history(conn, cp["id"], "resume_stuck", actor="system", channel="poller",
-                                     outcome="resume_stuck", detail={"waited_s": self.settings.resume_timeout_s},
-                                     at=now)
+                run = runs.get(conn, cp["app"], cp["workflow_run_id"])
+                state, why = ("resume_unconfirmed", UNCONFIRMED) if run and run["status"] == "running" else \
+                    ("resume_stuck", "the run is still paused after the submit")
+                store.set_delivery(conn, cp["id"], state, why, now)
+                store.append_history(conn, cp["id"], state, actor="system", channel="poller", outcome=state,
+                                     detail={"waited_s": self.settings.resume_timeout_s,
+                                             "run_status": run["status"] if run else None}, at=now)
                 current = store.get(conn, cp["id"])
                 if current is not None:
                     stuck.append(current)
@@ -198,4 +207,5 @@ class Timers:
 
 
 def stuck_event(exchange: str, cp: CheckpointRow) -> Outbound:
-    return event(exchange, EventType.resume_stuck, cp)
+    kind = EventType.resume_unconfirmed if cp["delivery"] == "resume_unconfirmed" else EventType.resume_stuck
+    return event(exchange, kind, cp)

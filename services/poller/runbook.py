@@ -14,7 +14,7 @@ from services.poller import metrics
 from shared.broker import Outbound
 from shared.models import FormReport, RunEnded, RunStatusEvent
 from shared.settings import Settings
-from shared.store import Database
+from shared.store import Database, checkpoints
 from shared.store import runs as store
 from shared.store.rows import RunRow
 from shared.topology import FORM_REPORT, RUN_ENDED
@@ -51,9 +51,15 @@ class RunBook:
         seen, which can have no checkpoint of ours to cancel."""
         run = run or store.get(conn, app, run_id)
         assert run is not None
-        if previous == "paused":  # Dify resumed it (a form was submitted) — or it ended while paused
-            out.append(self.form_report(app, run_id, "run_resumed", run_status=status))
+        if previous == "paused":
             store.update_run(conn, app, run_id, capture=None, capture_detail=None, capture_due_at=None)
+        # A submitted form counts as resumed on evidence only: the run ending (here), or its stream showing
+        # the Human Input node filled (events.py). A record that merely reads `running` is no proof: a stop
+        # requested while the run was paused leaves it `running` forever after the submit (fixture 11).
+        ended_after_resume = status in TERMINAL and previous != "paused" and not new
+        if (previous == "paused" and status != "running") or (
+                ended_after_resume and checkpoints.awaits_resume(conn, app, run_id)):
+            out.append(self.form_report(app, run_id, "run_resumed", run_status=status))
         if status == "paused":
             self._paused(conn, run)
         if history:

@@ -110,6 +110,18 @@ def resume_overdue(conn: Connection, before: float, limit: int = 100) -> list[Ch
     return as_rows(conn.execute(q))
 
 
+UNSETTLED_DELIVERY = ("pending", "delivered", "resume_stuck", "resume_unconfirmed")
+_AWAITS_RESUME = (select(c.id).where(c.app == bindparam("b_app"), c.workflow_run_id == bindparam("b_run"),
+                                     c.kind == "dify-form", or_(c.status == OPEN, c.delivery.in_(UNSETTLED_DELIVERY)))
+                  .limit(1))
+
+
+def awaits_resume(conn: Connection, app: str, run_id: str) -> bool:
+    """A Dify form of this run is open (it may be submitted in Dify itself) or decided with its resume
+    not yet confirmed: the run's end is news for it."""
+    return conn.execute(_AWAITS_RESUME, {"b_app": app, "b_run": run_id}).first() is not None
+
+
 def insert_if_absent(conn: Connection, values: dict[str, Any]) -> CheckpointRow | None:
     """Insert a new checkpoint unless its key exists; the new row when this call created it."""
     # RETURNING rather than rowcount: psycopg 3 reports -1 for a plain INSERT ... ON CONFLICT here.

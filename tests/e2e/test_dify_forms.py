@@ -159,6 +159,25 @@ def test_a_resume_that_ends_stopped_after_approve_is_flagged(e2e):
     assert flagged["status"] == "resolved"
 
 
+def test_a_submit_after_a_stop_during_the_pause_is_resume_unconfirmed_never_resumed(e2e):
+    # Somebody stops the paused run in Dify: Dify only raises a flag; our submit then leaves the run's
+    # record `running` for ever with nothing moving (fixture 11) — that must not read as resumed.
+    started = gateway_run(e2e, "stopped in dify")
+    cp = form_checkpoint(e2e, started["workflow_run_id"])
+    task_id = started["events"][0]["task_id"]
+    stop = httpx.post(f"{e2e.stack.sim_url}/v1/workflows/tasks/{task_id}/stop", headers=DIFY,
+                      json={"user": "editor-1"}, timeout=10)
+    assert stop.json() == {"result": "success"}
+    e2e.decide(cp["id"], "approve")
+    flagged = wait_checkpoint(e2e, cp["id"], lambda c: c["delivery"] not in ("pending", "delivered"))
+    assert flagged["delivery"] == "resume_unconfirmed", flagged["delivery"]
+    last = flagged["history"][-1]
+    assert last["kind"] == "resume_unconfirmed" and last["detail"]["run_status"] == "running"
+    shown = e2e.hitl("show", cp["id"]).stdout
+    assert "resume_unconfirmed" in shown
+    assert "resumed" not in [h["kind"] for h in flagged["history"]]
+
+
 def test_form_tokens_appear_in_no_log_line_and_no_api_answer(e2e):
     started = gateway_run(e2e, "secret")
     token = next(e for e in started["events"] if e["event"] == "human_input_required")["data"]["form_token"]

@@ -156,3 +156,35 @@ def test_nodes_inside_an_iteration_keep_their_iteration_and_item(recorder):
     feed(recorder, [started])
     _, [node], _ = read(recorder, RUN)
     assert (node["iteration_id"], node["iteration_index"]) == ("it", 2)
+
+
+def decided_form(recorder: Recorder, run_id: str, delivery: str) -> None:
+    from shared.store.tables import checkpoints
+    now = time.time()
+    with recorder.db.write() as conn:
+        conn.execute(checkpoints.insert().values(
+            id="cp-form-1", app="demo", workflow_run_id=run_id, node_id="review", round=1, status="resolved",
+            kind="dify-form", delivery=delivery, action="approve", timeout_s=300, deadline=now + 300,
+            on_timeout="abort", assignees=[], max_rounds=5, created_at=now, updated_at=now))
+
+
+def polled(recorder: Recorder, status: str) -> list:
+    with recorder.db.write() as conn:
+        [run] = store.claim_due(conn, "me", time.time() + 3600, 30, 1)
+    record = RunRecord.model_validate({"id": RUN, "status": status, "inputs": "{}", "outputs": {}})
+    return [o.routing_key for o in recorder.on_poll(run, record, "me")]
+
+
+def test_a_record_that_only_says_running_after_a_submit_is_no_resume_the_end_of_the_run_is(recorder):
+    # Fixture 11: a run stopped while paused reads `running` for ever after the form's submit.
+    recorder.track(RunTrack(app="demo", workflow_run_id=RUN))
+    assert polled(recorder, "paused") == ["run.status.paused"]
+    decided_form(recorder, RUN, "delivered")
+    assert polled(recorder, "running") == ["run.status.running"]
+    assert polled(recorder, "succeeded") == ["form.report", "run.status.succeeded"]
+
+
+def test_the_end_of_a_run_with_no_form_waiting_sends_no_form_report(recorder):
+    recorder.track(RunTrack(app="demo", workflow_run_id=RUN))  # tracked as running
+    decided_form(recorder, RUN, "resumed")
+    assert polled(recorder, "succeeded") == ["run.status.succeeded"]
