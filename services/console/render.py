@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from markupsafe import Markup, escape
@@ -86,6 +87,7 @@ def _node(value: Any, key: Any, depth: int, budget: list[int]) -> Markup:
     budget[0] -= 1
     if budget[0] < 0:
         return Markup('<div class="jt-row jt-more">…</div>')
+    items: Iterable[tuple[Any, Any]]
     if isinstance(value, dict) and value:
         items, open_, close, count = value.items(), "{", "}", f"{len(value)} key{'s' if len(value) != 1 else ''}"
     elif isinstance(value, list) and value:
@@ -177,14 +179,14 @@ def markdown(source: str) -> Markup:
             close_list()
             level = min(len(heading.group(1)) + 2, 6)  # h3..h6: below the page's own headings
             out.append(f'<h{level} class="md-h">{_inline(heading.group(2))}</h{level}>')
-        elif bullet or numbered:
+        elif item := bullet or numbered:
             flush_para()
             tag = "ul" if bullet else "ol"
             if list_tag != tag:
                 close_list()
                 out.append(f"<{tag}>")
                 list_tag = tag
-            out.append(f"<li>{_inline((bullet or numbered).group(1))}</li>")
+            out.append(f"<li>{_inline(item.group(1))}</li>")
         else:
             close_list()
             para.append(line)

@@ -4,7 +4,9 @@ Every function takes an open (read) Connection; the handlers run them in a threa
 """
 from __future__ import annotations
 
+import itertools
 import re
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import select
@@ -47,11 +49,11 @@ def scrub(value: Any, secrets: set[str] | frozenset[str] = frozenset()) -> Any:
     return value
 
 
-def secrets_of(rows: list[dict[str, Any]]) -> set[str]:
+def secrets_of(rows: Iterable[Mapping[str, Any]]) -> set[str]:
     return {r["secret"] for r in rows if r.get("secret")}
 
 
-def safe(cp: dict[str, Any]) -> dict[str, Any]:
+def safe(cp: Mapping[str, Any]) -> dict[str, Any]:
     return scrub({k: v for k, v in public_view(cp).items() if k not in SECRET_FIELDS}, secrets_of([cp]))
 
 
@@ -102,7 +104,7 @@ def checkpoint(conn, checkpoint_id: str, scope: Scope, console: ConsoleSettings)
     cp = safe(row)
     rounds = [safe(r) for r in cp_store.rounds(conn, cp["app"], cp["workflow_run_id"], cp["node_id"])]
     diffs = []
-    for before, after in zip(rounds, rounds[1:], strict=False):
+    for before, after in itertools.pairwise(rounds):
         if after["round"] > cp["round"]:
             break
         diffs.append({"from": before, "to": after, "feedback": before.get("feedback"),
@@ -121,9 +123,9 @@ def checkpoint(conn, checkpoint_id: str, scope: Scope, console: ConsoleSettings)
     pairs = list(inputs.items()) if isinstance(inputs, dict) else []
     context = {"inputs": inputs, "own_inputs": [(k, v) for k, v in pairs if not str(k).startswith("sys.")],
                "system_inputs": [(k, v) for k, v in pairs if str(k).startswith("sys.")],
-               "node_title": node_title(cp, nodes), "user": cp.get("user") or (run or {}).get("user"),
+               "node_title": node_title(cp, nodes), "user": cp.get("user") or (run["user"] if run else None),
                "dify_link": dify_run_link(console, cp),
-               "started_at": (run or {}).get("created_at")}
+               "started_at": run["created_at"] if run else None}
     step = step_view(conn, cp, nodes) if is_step(cp) else None
     policy = policy_view(cp, vote_store.of(conn, cp["id"]), timer_store.of(conn, cp["id"]))
     return {"cp": cp, "context": context, "step": step, "rounds": rounds, "diffs": diffs, "policy": policy,
@@ -232,12 +234,12 @@ def form_view(cp: dict[str, Any]) -> dict[str, Any] | None:
                               "inputs": sent.get("inputs") or {}}}
 
 
-def form_pending(cps: list[dict[str, Any]]) -> bool:
+def form_pending(cps: Iterable[Mapping[str, Any]]) -> bool:
     """A form checkpoint that explains a pause: open, or decided and not yet seen resumed."""
     return any(c.get("kind") == "dify-form" and (c["status"] == "open" or c.get("delivery") in UNSETTLED) for c in cps)
 
 
-def paused_without_token(run: dict[str, Any], cps: list[dict[str, Any]]) -> bool:
+def paused_without_token(run: Mapping[str, Any], cps: Iterable[Mapping[str, Any]]) -> bool:
     """Paused in Dify (a Human Input node) with no form checkpoint to decide: started outside dify-hitl,
     so no form token was ever seen."""
     return run.get("status") == "paused" and not form_pending(cps)

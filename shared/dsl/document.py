@@ -103,14 +103,15 @@ def load(text: str) -> Document:
         data = _yaml().load(text)
     except YAMLError as exc:
         raise DslError(f"not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
+    if not isinstance(data, CommentedMap):  # the round-trip loader's mapping: every mapping it reads is one
         raise DslError("the file must be a mapping (a Dify app export), not a list or a scalar")
     check_version(data.get("version"))
     app = data.get("app")
     if not isinstance(app, dict):
         raise DslError("no `app:` section: this is not a Dify app export")
     if app.get("mode") not in WORKFLOW_MODES:
-        raise DslError(f"app mode {app.get('mode')!r} has no workflow graph (expected one of {', '.join(WORKFLOW_MODES)})")
+        raise DslError(f"app mode {app.get('mode')!r} has no workflow graph "
+                       f"(expected one of {', '.join(WORKFLOW_MODES)})")
     workflow = data.get("workflow")
     if not isinstance(workflow, dict) or not isinstance(workflow.get("graph"), dict):
         raise DslError("no `workflow.graph` section: export the app again from Dify")

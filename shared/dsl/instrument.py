@@ -111,7 +111,8 @@ def _one(graph: Graph, ids: Ids, node: dict, abort: str | None, opts: Options) -
 def _rewire(graph: Graph, downstream: set[str], old: tuple[str, str], new: tuple[str, str]) -> int:
     # Every node after the reviewed one, an --on-abort node among them: on the abort path neither the old
     # nor the new variable holds the approved output, so nothing is lost there.
-    return sum(rewire(graph.node(nid)["data"], old, new) for nid in downstream if graph.node(nid) is not None)
+    nodes = (graph.node(nid) for nid in downstream)
+    return sum(rewire(node["data"], old, new) for node in nodes if node is not None)
 
 
 def _notes(var: Var) -> list[str]:
@@ -166,7 +167,8 @@ def _revise(graph: Graph, ids: Ids, node: dict, var: Var, successors: list[dict]
     width = LOOP_SIZE[0] + 60
     make_room(graph, x, width)
     decision = [loop, "decision"]
-    breaks = [r.condition(f"{loop}_{a}", decision, "start with", r.action_prefix(a)) for a in ("approve", "edit", "abort")]
+    breaks = [r.condition(f"{loop}_{a}", decision, "start with", r.action_prefix(a))
+              for a in ("approve", "edit", "abort")]
     breaks.append(r.condition(f"{loop}_failed", decision, "start with", r.action_prefix("failed")))
     add(graph, r.loop_node(loop, f"Review loop: {label}", count=s.max_rounds, logical_operator="or", breaks=breaks,
                            variables=[("decision", "string", "none"), ("round", "number", 1),
@@ -193,7 +195,8 @@ def _revise(graph: Graph, ids: Ids, node: dict, var: Var, successors: list[dict]
             inner(1028, 68, loop)),
         r.assigner(failed, "Remember failure", [r.assign(decision, r.FAILED, variable=False)], inner(728, 208, loop)),
         r.decision_router(route, f"Decision on {label}", decision, r.Place(x + width, y)),
-        r.end_node(fail, f"Review failed: {label}", [("decision", decision)], r.Place(x + width, y + LOOP_SIZE[1] + ROW)))
+        r.end_node(fail, f"Review failed: {label}", [("decision", decision)],
+                   r.Place(x + width, y + LOOP_SIZE[1] + ROW)))
     added = [loop, f"{loop}start", cp, out, remember, failed, route, fail]
     if abort is None:
         abort = ids.make(f"hitl_abort_{nid}")
