@@ -6,7 +6,7 @@ export RABBITMQ_URL ?= amqp://guest:guest@127.0.0.1:5672/%2F
 export DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/test
 CONFORMANCE := $(firstword $(wildcard ../shared/tools/dify-conformance) $(HITL_SHARED_DIR)/tools/dify-conformance)
 
-.PHONY: setup services run demo test test-fast conformance bench faults clean
+.PHONY: setup services run demo lint test test-fast conformance bench faults clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,11 @@ run: setup services  ## simulator + decider + ingest with the demo workflow; pri
 demo: setup services  ## plays a whole round trip by itself (revise, round 2, approve)
 	$(PY) -m demo.play
 
-test: setup services  ## the whole suite (unit, integration on SQLite and PostgreSQL, end-to-end, conformance) + a short fault run
+lint: setup  ## ruff and mypy (both configured in pyproject.toml; mypy's files are listed there), at zero
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+
+test: lint services  ## lint first, then the whole suite (unit, integration on SQLite and PostgreSQL, end-to-end, conformance) + a short fault run
 	$(PY) -m pytest -q -m "not faults" -p no:cacheprovider
 	FAULTS_SCALE=0.1 $(PY) -m pytest -q -m faults tests/faults -p no:cacheprovider
 
