@@ -29,7 +29,8 @@ def hitl(stack: ProcessStack, *args: str) -> str:
 def wait_open(stack: ProcessStack, round_: int, timeout_s: float = 30) -> dict:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        r = httpx.get(f"{stack.ingest_url}/v1/checkpoints?status=open", headers={"Authorization": "Bearer rv-alice-token"})
+        r = httpx.get(f"{stack.ingest_url}/v1/checkpoints?status=open",
+                      headers={"Authorization": "Bearer rv-alice-token"})
         for cp in r.json()["checkpoints"]:
             if cp["round"] == round_:
                 return cp

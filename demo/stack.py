@@ -110,9 +110,9 @@ class ProcessStack:
         env = dict(self.env)
         if name != "sim":
             env[f"HITL_{name.upper()}_PORT"] = str(self.ports[key])
-        log = open(self.workdir / f"{key}.log", "ab")
-        self.procs[key] = subprocess.Popen(self.command(name), cwd=ROOT, env=env, stdout=log,
-                                           stderr=subprocess.STDOUT, start_new_session=True)
+        with open(self.workdir / f"{key}.log", "ab") as log:  # the child keeps its own copy of the descriptor
+            self.procs[key] = subprocess.Popen(self.command(name), cwd=ROOT, env=env, stdout=log,
+                                               stderr=subprocess.STDOUT, start_new_session=True)
         health = "/_sim/health" if name == "sim" else "/readyz"
         self.wait_http(self.url(key) + health, key)
         return key
@@ -160,7 +160,8 @@ class ProcessStack:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
     # ------------------------------------------------------------------ the demo app in the simulator
-    def register_app(self, graph_path: Path = DEMO_GRAPH, name: str = "demo-review", api_key: str = DIFY_APP_KEY) -> str:
+    def register_app(self, graph_path: Path = DEMO_GRAPH, name: str = "demo-review",
+                     api_key: str = DIFY_APP_KEY) -> str:
         graph = graph_path.read_text().replace("__HITL_URL__", self.ingest_url).replace("__HITL_TOKEN__", APP_TOKEN)
         r = httpx.post(f"{self.sim_url}/_sim/apps", json={"name": name, "graph": json.loads(graph), "api_key": api_key})
         r.raise_for_status()

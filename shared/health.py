@@ -19,7 +19,8 @@ def ops_routes(checks: Callable[[], dict[str, bool]]) -> list[Route]:
     async def readyz(_request):
         results = await asyncio.to_thread(checks)  # a hung database must not stall the event loop
         ok = all(results.values())
-        return JSONResponse({"status": "ready" if ok else "not_ready", "checks": results}, status_code=200 if ok else 503)
+        return JSONResponse({"status": "ready" if ok else "not_ready", "checks": results},
+                            status_code=200 if ok else 503)
 
     async def metrics(_request):
         return Response(await asyncio.to_thread(generate_latest), media_type=CONTENT_TYPE_LATEST)

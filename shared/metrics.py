@@ -33,7 +33,8 @@ messages_dead_lettered = Counter("hitl_messages_dead_lettered_total", "Deliverie
 message_handling = Histogram("hitl_message_handling_seconds", "Handler run time of one delivery", ["queue"],
                              buckets=FAST_BUCKETS + (10, 30))
 # Incremented by the Dify form (Human Input) work: a submitted form whose run did not leave `paused`.
-resume_stuck = Counter("hitl_resume_stuck_total", "Dify form submissions whose run showed no sign of resuming (stuck or unconfirmed)", ["app"])
+resume_stuck = Counter("hitl_resume_stuck_total",
+                       "Dify form submissions whose run showed no sign of resuming (stuck or unconfirmed)", ["app"])
 store_query_errors = Counter("hitl_store_query_errors_total", "Scrape-time store queries that failed")
 
 

@@ -95,7 +95,8 @@ class EventTee:
         self._watching: set[str] = set()
 
     async def track(self, run_id: str, task_id: str | None, **link: Any) -> None:
-        msg = RunTrack(app=self.app, workflow_run_id=run_id, source=self.source, task_id=task_id, user=self.user, **link)
+        msg = RunTrack(app=self.app, workflow_run_id=run_id, source=self.source, task_id=task_id, user=self.user,
+                       **link)
         await self.broker.publish(self.names.commands, RUN_TRACK, msg.to_bytes(), message_id=msg.id)
 
     async def event(self, run_id: str, event: dict[str, Any]) -> None:
@@ -135,7 +136,8 @@ class RunStarter:
                     workflow_id: str | None = None, **link: Any) -> StartedRun:
         """Start the run; returns once Dify has announced it (workflow_started)."""
         tee = EventTee(self.broker, self.settings, app, source, user)
-        stream = client.stream_run(inputs, user, workflow_id=workflow_id, idle_limit_s=self.settings.stream_idle_limit_s)
+        stream = client.stream_run(inputs, user, workflow_id=workflow_id,
+                                   idle_limit_s=self.settings.stream_idle_limit_s)
         events = None
         try:
             await stream.open()

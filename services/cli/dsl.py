@@ -183,7 +183,8 @@ def add_dsl_commands(subparsers) -> None:
     p.add_argument("--read-timeout-s", type=int, default=600, help="node read timeout = read_timeout_s (default 600)")
     p.add_argument("--timeout-s", type=int, default=900, help="checkpoint deadline (default 900; keep it under "
                    "Dify's 1200 s run limit); Human Input: rounded up to hours")
-    p.add_argument("--on-timeout", choices=["abort", "approve"], default="abort", help="at the deadline (default abort)")
+    p.add_argument("--on-timeout", choices=["abort", "approve"], default="abort",
+                   help="at the deadline (default abort)")
     p.add_argument("--assignee", action="append", metavar="NAME", help="reviewer name or group:<name> (repeat)")
     p.add_argument("--message", help="what the reviewer is asked (default: Review <node title>)")
     p.add_argument("--diagram", action="store_true", help="print Mermaid diagrams of the graph before and after")

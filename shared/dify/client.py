@@ -92,7 +92,8 @@ class DifyClient:
             raise ValueError("run() is blocking only; use stream_run() for a streaming run")
         timeout = httpx.Timeout(self.timeout_s, read=timeout_s or self.run_timeout_s)
         body = await self.requester.call("POST", self._run_path(workflow_id), "workflows_run", idempotent=False,
-                                         json=self._run_body(inputs, user, "blocking", files), timeout=timeout)
+                                         json=self._run_body(inputs, user, "blocking", files),
+                                         http_timeout=timeout)
         return _parse(BlockingRunResponse, body, "workflows_run")
 
     def stream_run(self, inputs: dict[str, Any], user: str, workflow_id: str | None = None,

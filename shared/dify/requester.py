@@ -42,19 +42,21 @@ class Requester:
 
     # ------------------------------------------------------------------ plain JSON calls
     async def call(self, method: str, path: str, endpoint: str, *, params: dict | None = None,
-                   json: Any = None, idempotent: bool, timeout: httpx.Timeout | float | None = None,
+                   json: Any = None, idempotent: bool, http_timeout: httpx.Timeout | float | None = None,
                    lane: str | None = None) -> Any:
         """The decoded JSON answer of one call (retried when `idempotent`), or a DifyError. `lane`:
-        see AppLimiter (the poller's one-by-one polls are `direct`)."""
+        see AppLimiter (the poller's one-by-one polls are `direct`). `http_timeout`: httpx's timeouts for this
+        one request (the client's by default), not a deadline on the retries."""
         return await self.with_retries(endpoint, idempotent,
-                                       lambda: self._once(method, path, endpoint, params, json, timeout, lane))
+                                       lambda: self._once(method, path, endpoint, params, json, http_timeout, lane))
 
     async def _once(self, method: str, path: str, endpoint: str, params: dict | None, json: Any,
-                    timeout: httpx.Timeout | float | None, lane: str | None = None) -> Any:
+                    http_timeout: httpx.Timeout | float | None, lane: str | None = None) -> Any:
         await self.limiter.lane(lane)
         async with self.limiter:
-            response = await self._send(endpoint, self.http.build_request(
-                method, path, params=params, json=json, timeout=timeout if timeout is not None else self.timeout_s))
+            timeout = http_timeout if http_timeout is not None else self.timeout_s
+            response = await self._send(endpoint, self.http.build_request(method, path, params=params, json=json,
+                                                                          timeout=timeout))
         if not response.is_success:
             raise error_from_response(response.status_code, response.headers, response.content, endpoint)
         try:

@@ -206,7 +206,8 @@ def validate(graph: Graph) -> list[Problem]:
     starts = [n for n in graph.top_level() if node_type(n) == "start"]
     triggers = [n for n in graph.top_level() if node_type(n).startswith("trigger-")]
     if starts and triggers:
-        problems.append(Problem(str(starts[0].get("id")), "a Start node and trigger nodes cannot coexist (Dify refuses the import)"))
+        problems.append(Problem(str(starts[0].get("id")),
+                                "a Start node and trigger nodes cannot coexist (Dify refuses the import)"))
     if len(starts) > 1:
         problems.append(Problem(str(starts[1].get("id")), "more than one Start node"))
     return problems
@@ -243,7 +244,8 @@ def _check_edges(graph: Graph, by_id: dict[str, dict]) -> list[Problem]:
                 _, flag, key = CONTAINER_TYPES[kind]
                 data = edge.get("data") or {}
                 if data.get(flag) is not True or data.get(key) != parent:
-                    problems.append(Problem(eid, f"edge inside {parent!r} needs data.{flag}: true and data.{key}: {parent}"))
+                    problems.append(Problem(eid, f"edge inside {parent!r} needs data.{flag}: true "
+                                                 f"and data.{key}: {parent}"))
     return problems
 
 
@@ -268,7 +270,8 @@ def _check_containers(graph: Graph, by_id: dict[str, dict]) -> list[Problem]:
             start_id = (node.get("data") or {}).get("start_node_id") or f"{nid}start"
             start = by_id.get(str(start_id))
             if start is None or node_type(start) != start_type or parent_of(start) != nid:
-                problems.append(Problem(nid, f"{kind} needs its start child {start_id!r} ({start_type}, parentId {nid})"))
+                problems.append(Problem(nid, f"{kind} needs its start child {start_id!r} "
+                                             f"({start_type}, parentId {nid})"))
             elif start.get("type") != f"custom-{start_type}":
                 problems.append(Problem(str(start_id), f"a {start_type} child has top-level type custom-{start_type}"))
     return problems

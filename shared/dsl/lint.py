@@ -116,7 +116,8 @@ class Linter:
         auth = data.get("authorization") or {}
         config = auth.get("config") or {}
         if auth.get("type") != "api-key" or config.get("type") != "bearer" or not config.get("api_key"):
-            self.flag(node, "no-bearer-token", "no bearer API key: ingest answers 401 and the call ends in the fail branch",
+            self.flag(node, "no-bearer-token",
+                      "no bearer API key: ingest answers 401 and the call ends in the fail branch",
                       "authorization: API-Key, type Bearer, the app's checkpoint_token — best as a secret environment "
                       "variable: {{#env.HITL_CHECKPOINT_TOKEN#}}")
 
@@ -191,7 +192,8 @@ class Linter:
                 continue
             for item in (node.get("data") or {}).get("items") or []:
                 value = item.get("value")
-                if item.get("input_type") == "variable" and isinstance(value, list) and tuple(value[:2]) == (cp_id, "body"):
+                reads_body = isinstance(value, list) and tuple(value[:2]) == (cp_id, "body")
+                if item.get("input_type") == "variable" and reads_body:
                     target = item.get("variable_selector") or []
                     if len(target) >= 2:
                         selectors.add((str(target[0]), str(target[1])))
@@ -200,7 +202,9 @@ class Linter:
     def _conditions(self, selectors: set[tuple[str, str]]) -> Iterator[tuple[dict, dict]]:
         for node in self.graph.nodes:
             data = node.get("data") or {}
-            groups = [c.get("conditions") or [] for c in data.get("cases") or []] if node_type(node) == "if-else" else []
+            groups = []
+            if node_type(node) == "if-else":
+                groups = [c.get("conditions") or [] for c in data.get("cases") or []]
             if node_type(node) == "loop":
                 groups = [data.get("break_conditions") or []]
             for group in groups:
@@ -220,12 +224,14 @@ class Linter:
             if match.group(1) or match.group(2):
                 self.flag(owner, "condition-never-matches", f"condition value {cond.get('value')!r} has spaces: ingest "
                           'answers compact JSON ({"action":"approve",…}), so it never matches',
-                          f'compare with \'{{"action":"{match.group(3)}"\' (start with) or \'"action":"{match.group(3)}"\'')
+                          f'compare with \'{{"action":"{match.group(3)}"\' (start with) '
+                          f'or \'"action":"{match.group(3)}"\'')
                 continue
             if node_type(owner) == "if-else":
                 routed.add(match.group(3))
         if routers == 0:
-            self.flag(node, "no-routing", "no IF/ELSE reads the answer: every decision (even abort) takes the same path",
+            self.flag(node, "no-routing",
+                      "no IF/ELSE reads the answer: every decision (even abort) takes the same path",
                       f"add an IF/ELSE on {node['id']}.body: start with '{{\"action\":\"approve\"' / edit / abort, "
                       "ELSE to a clean end")
             return

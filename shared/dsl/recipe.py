@@ -155,7 +155,8 @@ def assign(target: list[str], value: Any, *, variable: bool = True, operation: s
 
 
 def loop_node(node_id: str, title: str, *, count: int, variables: list[tuple[str, str, Any]],
-              breaks: list[dict[str, Any]], logical_operator: str, place: Place, size: tuple[int, int]) -> dict[str, Any]:
+              breaks: list[dict[str, Any]], logical_operator: str, place: Place,
+              size: tuple[int, int]) -> dict[str, Any]:
     node = _node(node_id, {
         "break_conditions": breaks, "logical_operator": logical_operator, "loop_count": count,
         "loop_variables": [{"id": f"{node_id}_{label}", "label": label, "value": value, "value_type": "constant",

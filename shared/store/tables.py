@@ -46,7 +46,8 @@ checkpoints = Table(
     # API answer, an event or a log line), and how the submission went.
     Column("form", JSON),
     Column("secret", String(255)),
-    Column("delivery", String(24)),  # pending | delivered | resumed | resume_stuck | resume_unconfirmed | resumed_as_stopped | failed
+    # pending | delivered | resumed | resume_stuck | resume_unconfirmed | resumed_as_stopped | failed
+    Column("delivery", String(24)),
     Column("delivery_detail", Text),
     Column("delivered_at", Float),
     # Decision policies (shared/policy.py): the effective policy snapshotted at open, the votes so far,

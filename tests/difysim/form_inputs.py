@@ -105,10 +105,10 @@ class FormValues:
             raise FormValueError(f"transfer_method {method} is not allowed here")
         file = self._local(mapping) if method == "local_file" else self._remote(mapping)
         kind = mapping.get("type") if mapping.get("type") in FILE_TYPES else file_type_of(file["extension"][1:])
-        allowed_types = spec.get("allowed_file_types")
-        if allowed_types and kind not in allowed_types:
-            if "custom" not in allowed_types or file["extension"] not in (spec.get("allowed_file_extensions") or []):
-                raise FormValueError(f"file type {kind} is not allowed here")
+        allowed_types = spec.get("allowed_file_types") or []
+        custom_ok = "custom" in allowed_types and file["extension"] in (spec.get("allowed_file_extensions") or [])
+        if allowed_types and kind not in allowed_types and not custom_ok:
+            raise FormValueError(f"file type {kind} is not allowed here")
         return {**file, "type": kind}
 
     def _local(self, mapping: dict) -> dict:

@@ -165,7 +165,8 @@ class Run(PausableRun):
             return  # a stopped run's record is never written (fixture 11)
         payload = self.finished_payload(status, outputs, error)
         self.status, self.outputs, self.error = status, outputs, error
-        self.total_steps, self.finished_at, self.elapsed_time = self.steps, payload["finished_at"], payload["elapsed_time"]
+        self.total_steps = self.steps
+        self.finished_at, self.elapsed_time = payload["finished_at"], payload["elapsed_time"]
         self.final_payload = {**payload, "created_at": self.created_at}  # the record's own created_at
         self._end_stream(payload)
 

@@ -1,8 +1,9 @@
 """Helpers for tests that drive the simulator in-process (httpx ASGI transport, no network)."""
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 
@@ -27,6 +28,12 @@ async def in_process(config: SimConfig | None = None,
             yield client
     finally:
         await state.shutdown()
+
+
+async def until(condition: Callable[[], bool], step_s: float = 0.01) -> None:
+    """Return once `condition()` holds, looking again every `step_s` (the test's timeout bounds the wait)."""
+    while not condition():  # noqa: ASYNC110 - the simulator's run state has no event to await
+        await asyncio.sleep(step_s)
 
 
 async def register(client: httpx.AsyncClient, graph: dict, name: str = "app") -> dict[str, str]:

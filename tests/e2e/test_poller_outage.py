@@ -49,14 +49,16 @@ def wait_for(predicate, timeout_s: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_a_30s_outage_during_200_tracked_runs_loses_nothing_and_keeps_the_rate_limit(tmp_path, sqlite_url, rabbitmq_url):
+def test_a_30s_outage_during_200_tracked_runs_loses_nothing_and_keeps_the_rate_limit(tmp_path, sqlite_url,
+                                                                                     rabbitmq_url):
     server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     env = {"HITL_DIFY_RATE_PER_S": str(RATE), "HITL_POLL_MAX_INTERVAL_S": "5", "HITL_DISCOVERY_INTERVAL_S": "2"}
     with ProcessStack(tmp_path, database_url=sqlite_url, rabbitmq_url=rabbitmq_url, env=env) as stack:
         graph = slow_graph(f"http://127.0.0.1:{server.server_address[1]}/slow")
-        httpx.post(f"{stack.sim_url}/_sim/apps", json={"name": "slow", "graph": graph, "api_key": DIFY_APP_KEY}).raise_for_status()
+        httpx.post(f"{stack.sim_url}/_sim/apps",
+                   json={"name": "slow", "graph": graph, "api_key": DIFY_APP_KEY}).raise_for_status()
         # 200 runs started straight at Dify (behind our back): the poller finds them in the logs.
         with httpx.Client(base_url=stack.sim_url, headers={"Authorization": f"Bearer {DIFY_APP_KEY}"}) as dify:
             for i in range(RUNS):

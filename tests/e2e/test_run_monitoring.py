@@ -170,7 +170,8 @@ def test_stop_of_a_run_not_started_through_us_says_why_not(e2e):
     assert out.returncode == 1 and "task_unknown" in out.stderr
 
 
-def test_a_decided_detached_checkpoint_starts_the_continuation_app_with_the_decision(tmp_path, sqlite_url, rabbitmq_url):
+def test_a_decided_detached_checkpoint_starts_the_continuation_app_with_the_decision(tmp_path, sqlite_url,
+                                                                                    rabbitmq_url):
     from demo.stack import APP_TOKEN
     from tests.e2e.graphs import continuation_graph
 
@@ -203,18 +204,20 @@ def test_a_decided_detached_checkpoint_starts_the_continuation_app_with_the_deci
         while (run := continuation()) is None:
             assert time.monotonic() < deadline, "no continuation run"
             time.sleep(0.3)
-        assert run["outputs"] == {"result": "Continuing 3f1e0d6c-0000-4000-8000-000000000001 after edit: a shorter report"}
+        assert run["outputs"] == {
+            "result": "Continuing 3f1e0d6c-0000-4000-8000-000000000001 after edit: a shorter report"}
         harness.close()
 
 
 def test_workflow_reported_events_are_recorded_and_published(e2e):
     run_id = "0b7a1c2d-0000-4000-8000-00000000abcd"
     token = {"Authorization": "Bearer cp-demo-token-change-me"}
-    for event, node in (("started", None), ("fail_branch", "send_mail")):
+    for event, node_id in (("started", None), ("fail_branch", "send_mail")):
         r = httpx.post(f"{e2e.stack.ingest_url}/v1/events", headers=token,
-                       json={"workflow_run_id": run_id, "event": event, "node_id": node, "data": {"note": "x"}})
+                       json={"workflow_run_id": run_id, "event": event, "node_id": node_id, "data": {"note": "x"}})
         assert r.status_code == 202, r.text
-    bad = httpx.post(f"{e2e.stack.ingest_url}/v1/events", headers=REVIEWER, json={"workflow_run_id": run_id, "event": "x"})
+    bad = httpx.post(f"{e2e.stack.ingest_url}/v1/events", headers=REVIEWER,
+                     json={"workflow_run_id": run_id, "event": "x"})
     assert bad.status_code == 401
     run = wait_run(e2e, run_id, lambda r: len([h for h in r["history"] if h["kind"] == "event"]) == 2)
     assert [(h["detail"]["event"], h["node_id"]) for h in run["history"] if h["kind"] == "event"] == \

@@ -11,6 +11,7 @@ notifier replicas tell a webhook receiver of every checkpoint exactly once, open
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import re
 import time
@@ -248,7 +249,7 @@ def test_two_replicas_of_everything_decide_each_checkpoint_once_and_answer_every
     assert len(polls) >= len(results), "the pollers did not poll every run"
     for run_id, spans in polls.items():
         spans.sort()
-        for (a_start, a_end), (b_start, _) in zip(spans, spans[1:]):
+        for (_, a_end), (b_start, _) in itertools.pairwise(spans):
             assert b_start >= a_end, f"run {run_id} polled twice at once: {spans}"
 
     # The notifiers: one card and one outcome per checkpoint at the receiver, however the work was shared.

@@ -32,7 +32,8 @@ def test_checkpoint_call_errors_have_their_status_and_code(sqlite_url, rabbitmq_
             assert error_of(await post("/v1/checkpoints", json=call())) == (401, "unauthorized")
             assert error_of(await s.checkpoint_call(call(), token="wrong-token-123")) == (401, "unauthorized")
             assert error_of(await s.checkpoint_call(call(), token="rv-alice-token")) == (401, "unauthorized")
-            assert error_of(await post("/v1/checkpoints", content=b'{"workflow_run_id": ', headers=auth)) == (400, "invalid_json")
+            truncated = b'{"workflow_run_id": '
+            assert error_of(await post("/v1/checkpoints", content=truncated, headers=auth)) == (400, "invalid_json")
             assert error_of(await post("/v1/checkpoints", content=b"", headers=auth)) == (400, "invalid_json")
             assert error_of(await post("/v1/checkpoints", content=b"[1,2]", headers=auth)) == (400, "invalid_json")
             r = await s.checkpoint_call({"node_id": "draft"})
@@ -46,7 +47,8 @@ def test_checkpoint_call_errors_have_their_status_and_code(sqlite_url, rabbitmq_
             big = call(node_output="x" * 5000)
             assert error_of(await s.checkpoint_call(big)) == (413, "body_too_large")
             assert error_of(await post("/v1/nowhere", json={}, headers=auth)) == (404, "not_found")
-            assert error_of(await s.http.put("/v1/checkpoints", json=call(), headers=auth)) == (405, "method_not_allowed")
+            put = await s.http.put("/v1/checkpoints", json=call(), headers=auth)
+            assert error_of(put) == (405, "method_not_allowed")
             r = await s.checkpoint_call(call(timeout_s=0.2, on_timeout="approve"))
             assert r.status_code == 200 and r.json()["action"] == "approve" and r.json()["reason"] == "timeout"
 
@@ -58,7 +60,8 @@ def test_deeply_nested_and_odd_unicode_bodies_get_clear_answers(sqlite_url, rabb
         async with Stack(make_settings(sqlite_url, rabbitmq_url)) as s:
             auth = {"Authorization": "Bearer cp-test-token-0001"}
             deep = '{"workflow_run_id": "r1", "node_id": "n", "node_output": ' + "[" * 100_000 + "]" * 100_000 + "}"
-            assert error_of(await s.http.post("/v1/checkpoints", content=deep.encode(), headers=auth)) == (400, "invalid_json")
+            too_deep = await s.http.post("/v1/checkpoints", content=deep.encode(), headers=auth)
+            assert error_of(too_deep) == (400, "invalid_json")
             odd = call(node_output="\u0000 \ud800 ☃ \"quoted\" ' \n", timeout_s=0.2, message="ok\u2028")
             r = await s.checkpoint_call(odd)
             assert r.status_code == 200 and r.json()["reason"] == "timeout"
@@ -84,15 +87,18 @@ def test_decision_errors_404_409_422_and_auth(sqlite_url, rabbitmq_url):
         async with Stack(make_settings(sqlite_url, rabbitmq_url)) as s:
             assert error_of(await s.decide(str(uuid.uuid4()), {"action": "approve"})) == (404, "not_found")
             run_id = str(uuid.uuid4())
-            held = asyncio.create_task(s.checkpoint_call(call(run_id, max_rounds=1, assignees=["bob", "group:editors"])))
+            held = asyncio.create_task(s.checkpoint_call(call(run_id, max_rounds=1,
+                                                              assignees=["bob", "group:editors"])))
             cp = await s.wait_open(run_id)
             cid = cp["id"]
             assert error_of(await s.decide(cid, {"action": "approve"}, reviewer="alice")) == (422, "not_assignee")
             assert error_of(await s.decide(cid, {"action": "revise"}, reviewer="bob")) == (422, "feedback_required")
-            assert error_of(await s.decide(cid, {"action": "revise", "feedback": "x"}, reviewer="bob")) == (422, "max_rounds_reached")
+            assert error_of(await s.decide(cid, {"action": "revise", "feedback": "x"}, reviewer="bob")) == \
+                (422, "max_rounds_reached")
             assert error_of(await s.decide(cid, {"action": "edit"}, reviewer="bob")) == (422, "output_required")
             assert error_of(await s.decide(cid, {"action": "maybe"}, reviewer="bob")) == (400, "invalid_field")
-            assert error_of(await s.decide(cid, {"action": "approve", "actor": "bob"}, reviewer="alice")) == (403, "actor_mismatch")
+            assert error_of(await s.decide(cid, {"action": "approve", "actor": "bob"}, reviewer="alice")) == \
+                (403, "actor_mismatch")
             r = await s.http.post(f"/v1/checkpoints/{cid}/decision", json={"action": "approve"},
                                   headers={"Authorization": "Bearer cp-test-token-0001"})
             assert error_of(r) == (401, "unauthorized")  # a Dify app token cannot decide

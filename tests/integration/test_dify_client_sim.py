@@ -17,7 +17,6 @@ import pytest
 
 from shared.dify import DifyClient, DifyUnavailable, is_terminal
 from shared.settings import AppConfig
-from tests.integration.test_difysim_conformance import simulator_url  # noqa: F401  (a fixture)
 
 SHARED = Path(os.environ.get("HITL_SHARED_DIR") or Path(__file__).resolve().parents[3] / "shared")
 FIXTURES = SHARED / "dify-fixtures"
@@ -94,7 +93,8 @@ def test_blocking_run_of_fixture_01_is_parsed_and_its_record_is_terminal(simulat
 
     answer, record = asyncio.run(scenario())
     assert answer.data.status == "succeeded" and answer.data.total_steps == 3
-    assert answer.data.outputs["status_code"] == 200 and json.loads(answer.data.outputs["body"]) == {"action": "approve"}
+    assert answer.data.outputs["status_code"] == 200
+    assert json.loads(answer.data.outputs["body"]) == {"action": "approve"}
     assert record.id == answer.workflow_run_id and record.is_terminal and record.status == "succeeded"
     assert record.user_inputs() == {"topic": "dify checkpoint test"}
     assert record.inputs["sys.user_id"] == "fx-user-1"

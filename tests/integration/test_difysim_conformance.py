@@ -8,21 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.difysim.process import SimulatorDidNotStart, running_simulator
-
 SHARED = Path(os.environ.get("HITL_SHARED_DIR") or Path(__file__).resolve().parents[3] / "shared")
 CONFORMANCE = SHARED / "tools" / "dify-conformance"
 SCENARIOS = "01,02,03,04,05,06,07,08,09,14,15"
-
-
-@pytest.fixture(params=["1.14", "1.17"])
-def simulator_url(request):
-    """1.14 is the mode the recordings are of; 1.17 must keep every recorded behaviour it shares."""
-    try:
-        with running_simulator("--dify-version", request.param) as url:
-            yield url
-    except SimulatorDidNotStart as exc:
-        pytest.fail(f"the simulator did not start:\n{exc}")
 
 
 @pytest.mark.integration

@@ -78,7 +78,7 @@ class Writer:
                 self.wfile.write(body)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.address = "127.0.0.1:%d" % self.httpd.server_address[1]
+        self.address = f"127.0.0.1:{self.httpd.server_address[1]}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
 
@@ -174,8 +174,8 @@ def test_fixture_18_a_form_of_a_run_started_elsewhere_is_captured_and_decided(si
                                                                       list(expected_body.items()))
 
     # 5. Without the snapshot flag: nothing but pings, and the stream stays open.
-    answer, lines, closed = read_events(sim, run_id, recorded("reattach-no-snapshot-response.json")["request"]["params"],
-                                        1.6)
+    params = recorded("reattach-no-snapshot-response.json")["request"]["params"]
+    answer, lines, closed = read_events(sim, run_id, params, 1.6)
     assert answer.status_code == 200 and not closed
     assert set(lines) == set(recorded_sse("reattach-no-snapshot.sse")) == {"event: ping"} and len(lines) >= 3
 

@@ -109,7 +109,7 @@ def test_a_wait_longer_than_three_hold_windows_survives_by_503_and_reattach(data
         async with Stack(settings) as s:
             run_id = new_run()
             call = body(run_id, read_timeout_s=1)  # a 1 s hold window per call
-            for attempt in range(3):
+            for _ in range(3):
                 r = await s.checkpoint_call(call)
                 assert r.status_code == 503, r.text
                 assert r.headers["retry-after"] == "1"
@@ -147,7 +147,8 @@ def test_two_concurrent_decisions_exactly_one_wins_the_other_gets_409(database_u
                 assert loser["error"]["winning_decision"]["action"] == winner["action"]
             assert (await held).json()["action"] == winner["action"]
             history = (await s.get(f"/v1/checkpoints/{cp['id']}")).json()["history"]
-            assert sorted(h["outcome"] for h in history if h["kind"] == "decision") == ["applied", "rejected", "rejected"]
+            outcomes = sorted(h["outcome"] for h in history if h["kind"] == "decision")
+            assert outcomes == ["applied", "rejected", "rejected"]
 
     run(scenario())
 

@@ -29,19 +29,22 @@ def test_link_policy_decides_which_buttons_are_links():
     text_only = card_from_checkpoint(checkpoint(), link_policy=LinkPolicy.text, make_link=make_link)
     assert [b.action for b in text_only.buttons if b.is_link] == ["revise", "edit"]
     everything = card_from_checkpoint(checkpoint(), link_policy=LinkPolicy.all, make_link=make_link)
-    assert all(b.is_link for b in everything.buttons) and made == ["revise", "edit", "approve", "revise", "edit", "abort"]
+    assert all(b.is_link for b in everything.buttons)
+    assert made == ["revise", "edit", "approve", "revise", "edit", "abort"]
     with pytest.raises(ValueError):
         card_from_checkpoint(checkpoint(), link_policy=LinkPolicy.all)
 
 
 def test_dify_form_checkpoint_offers_its_own_actions_and_edit_for_a_paragraph():
-    form = {"form_content": "Check {{#$output.text#}}", "inputs": [{"type": "paragraph", "output_variable_name": "text"}],
+    form = {"form_content": "Check {{#$output.text#}}",
+            "inputs": [{"type": "paragraph", "output_variable_name": "text"}],
             "actions": [{"id": "approve", "title": "Looks good", "button_style": "primary"},
                         {"id": "reject", "title": "Reject"}]}
     card = card_from_checkpoint(checkpoint(kind="dify-form", form=form, message=None))
     assert card.message == "Check {{#$output.text#}}"
     got = [(b.action, b.label, b.style, unpack_value(b.value)[2]) for b in card.buttons]
-    assert got == [("approve", "Looks good", ButtonStyle.primary, "approve"), ("abort", "Reject", ButtonStyle.danger, "reject"),
+    assert got == [("approve", "Looks good", ButtonStyle.primary, "approve"),
+                   ("abort", "Reject", ButtonStyle.danger, "reject"),
                    ("edit", "Edit output…", ButtonStyle.default, None)]
 
 

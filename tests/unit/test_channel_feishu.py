@@ -120,7 +120,8 @@ def test_rate_limit_and_server_errors_are_retryable(feishu):
 
 def test_wrong_app_secret_is_a_permanent_error_that_names_no_secret(feishu):
     with pytest.raises(ChannelError) as err:
-        run(lambda http: channel(http, feishu, app_secret="nope-secret").send(TARGET, card_from_checkpoint(checkpoint())))
+        run(lambda http: channel(http, feishu, app_secret="nope-secret").send(TARGET,
+                                                                               card_from_checkpoint(checkpoint())))
     assert err.value.permanent and "nope-secret" not in str(err.value)
 
 
@@ -178,7 +179,8 @@ def test_bad_signature_stale_timestamp_and_undecryptable_bodies_are_refused():
 
 def test_without_encrypt_key_the_verification_token_still_guards():
     ch = channel(encrypt_key=None)
-    ok = ch.parse_callback(fake.callback(fake.card_action_event(value={"hitl": pack_value("c", "abort")}), encrypt_key=None))
+    click = fake.card_action_event(value={"hitl": pack_value("c", "abort")})
+    ok = ch.parse_callback(fake.callback(click, encrypt_key=None))
     assert ok.click.action == "abort"
     with pytest.raises(CallbackRefused):
         ch.parse_callback(fake.callback(fake.card_action_event(value={}, verification_token="guess"), encrypt_key=None))

@@ -82,7 +82,8 @@ def test_update_after_resolution_removes_buttons_and_shows_the_outcome(slack):
     blocks = call.json["blocks"]
     assert call.json["ts"] == ref.ref["ts"]
     assert "actions" not in [b["type"] for b in blocks]
-    assert blocks[-1]["elements"][0]["text"] == ":white_check_mark: *Approved by alice via slack at 2023-11-14 22:16 UTC*"
+    assert blocks[-1]["elements"][0]["text"] == \
+        ":white_check_mark: *Approved by alice via slack at 2023-11-14 22:16 UTC*"
 
 
 def test_platform_refusals_become_permanent_channel_errors(slack):
@@ -165,7 +166,8 @@ def test_revise_opens_a_modal_and_its_submission_is_a_click_with_text(slack):
 
     async def follow(http):
         ch = channel(http, slack)
-        await ch.parse_callback(fake.interaction(fake.block_actions(value, "hitl_1_revise", trigger_id=trigger))).follow_up()
+        click = fake.interaction(fake.block_actions(value, "hitl_1_revise", trigger_id=trigger))
+        await ch.parse_callback(click).follow_up()
 
     run(follow)
     (view,) = slack.views

@@ -49,13 +49,14 @@ def test_wecoms_sample_url_check_and_message_verify_and_decrypt():
              "nonce": "47744683", "echostr": echostr}
     answer = ch.parse_callback(CallbackRequest("GET", "/", {}, query, b""), now=1476416373).answer
     assert answer.body == b"1288432023552776189" and answer.headers["content-type"].startswith("text/plain")
-    encrypted = ("Kl7kjoSf6DMD1zh7rtrHjFaDapSCkaOnwu3bqLc5tAybhhMl9pFeK8NslNPVdMwmBQTNoW4mY7AIjeLvEl3NyeTkAgGzBhzTtRLNshw2AE"
-                 "ew+kkYcD+Fq72Kt00fT0WnN87hGrW8SqGc+NcT3mu87Ha3dz1pSDi6GaUA6A0sqfde0VJPQbZ9U+3JWcoD4Z5jaU0y9GSh010wsHF8KZD24Y"
-                 "hmZH4ch4Ka7ilEbjbfvhKkNL65HHL0J6EYJIZUC2pFrdkJ7MhmEbU2qARR4iQHE7wy24qy0cRX3Mfp6iELcDNfSsPGjUQVDGxQDCWjayJOpc"
-                 "wocugux082f49HKYg84EpHSGXAyh+/oxwaWbvL6aSDPOYuPDGOCI8jmnKiypE+")
+    encrypted = ("Kl7kjoSf6DMD1zh7rtrHjFaDapSCkaOnwu3bqLc5tAybhhMl9pFeK8NslNPVdMwmBQTNoW4mY7AIjeLvEl3NyeTkAgGzBhzTtRLN"
+                 "shw2AEew+kkYcD+Fq72Kt00fT0WnN87hGrW8SqGc+NcT3mu87Ha3dz1pSDi6GaUA6A0sqfde0VJPQbZ9U+3JWcoD4Z5jaU0y9GSh"
+                 "010wsHF8KZD24YhmZH4ch4Ka7ilEbjbfvhKkNL65HHL0J6EYJIZUC2pFrdkJ7MhmEbU2qARR4iQHE7wy24qy0cRX3Mfp6iELcDNf"
+                 "SsPGjUQVDGxQDCWjayJOpcwocugux082f49HKYg84EpHSGXAyh+/oxwaWbvL6aSDPOYuPDGOCI8jmnKiypE+")
     msg, receive_id = wecom_decrypt(fake.SAMPLE_AES_KEY, encrypted)
     assert receive_id == fake.SAMPLE_CORP_ID and b"<Content>" in msg
-    body = f"<xml><ToUserName><![CDATA[{fake.SAMPLE_CORP_ID}]]></ToUserName><Encrypt><![CDATA[{encrypted}]]></Encrypt></xml>"
+    body = (f"<xml><ToUserName><![CDATA[{fake.SAMPLE_CORP_ID}]]></ToUserName>"
+            f"<Encrypt><![CDATA[{encrypted}]]></Encrypt></xml>")
     post = CallbackRequest("POST", "/", {}, {"msg_signature": "0c3914025cb4b4d68103f6bfc8db550f79dcf48e",
                                              "timestamp": "1476422779", "nonce": "1597212914"}, body.encode())
     result = ch.parse_callback(post, now=1476422779)

@@ -63,7 +63,8 @@ def test_the_same_call_again_reattaches_and_points_replies_at_the_new_call(decid
     assert again.kind == "reattached" and again.checkpoint["id"] == first["id"]
     applied = decider.on_decision(decision(first["id"]))
     assert [(r["outcome"], o.routing_key, o.correlation_id) for r, o in
-            zip(replies(applied), [o for o in applied.outbound if o.exchange == ""])] == [("resolved", "q2", "c2")]
+            zip(replies(applied), [o for o in applied.outbound if o.exchange == ""], strict=True)] == \
+        [("resolved", "q2", "c2")]
 
 
 def test_after_a_revise_a_new_output_is_the_next_round_and_the_old_output_is_a_replay(decider):

@@ -184,7 +184,8 @@ def test_every_process_has_a_deployment_with_probes_limits_a_service_and_a_disru
 def test_the_kubernetes_config_is_made_of_real_settings_that_load(monkeypatch):
     docs = {d["kind"]: d for d in k8s_docs() if d["kind"] in ("ConfigMap", "Secret")}
     env = {**docs["ConfigMap"]["data"], **docs["Secret"]["stringData"]}
-    assert {"HITL_RABBITMQ_URL", "HITL_DATABASE_URL", "HITL_APPS", "HITL_REVIEWERS"} <= set(docs["Secret"]["stringData"])
+    secret = set(docs["Secret"]["stringData"])
+    assert {"HITL_RABBITMQ_URL", "HITL_DATABASE_URL", "HITL_APPS", "HITL_REVIEWERS"} <= secret
     assert_settings_load(env, "k8s ConfigMap + Secret", monkeypatch)
     for name, port in PROCESSES.items():
         assert env[f"HITL_{name.upper()}_PORT"] == str(port) and env[f"HITL_{name.upper()}_HOST"] == "0.0.0.0"

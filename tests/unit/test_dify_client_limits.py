@@ -13,6 +13,7 @@ from prometheus_client import REGISTRY
 from shared.dify import (
     DifyBadRequest,
     DifyClient,
+    DifyNotFound,
     DifyRateLimited,
     DifyServerError,
     DifyStreamStalled,
@@ -361,7 +362,7 @@ def test_calls_are_counted_by_route_template_never_by_id():
 
     async def scenario():
         async with make_client(handler, name="metered") as dify:
-            with pytest.raises(Exception):
+            with pytest.raises(DifyNotFound):
                 await dify.get_run(RUN_ID)
 
     run(scenario())

@@ -66,8 +66,9 @@ def test_iter_raw_forwards_the_stream_byte_for_byte_pings_included():
                 return [chunk async for chunk in stream.iter_raw()]
 
     chunks = run(scenario())
-    assert b"".join(chunks) == sse_bytes("02-http-ok-streaming/stream.sse")
-    assert chunks[0] == b"event: ping\n\n" and len(chunks) == sse_bytes("02-http-ok-streaming/stream.sse").count(b"\n\n")
+    recorded = sse_bytes("02-http-ok-streaming/stream.sse")
+    assert b"".join(chunks) == recorded
+    assert chunks[0] == b"event: ping\n\n" and len(chunks) == recorded.count(b"\n\n")
 
 
 @pytest.mark.parametrize("sse_name", sorted(str(p.relative_to(FIXTURES)) for p in FIXTURES.glob("*/*.sse"))
@@ -93,7 +94,8 @@ def test_reattach_to_a_finished_run_parses_the_synthesized_event_with_spaced_jso
     seen: list[httpx.Request] = []
 
     async def scenario():
-        async with make_client(stream_handler("08-human-input-blocking/events-reattach-after-finish.sse", seen)) as dify:
+        handler = stream_handler("08-human-input-blocking/events-reattach-after-finish.sse", seen)
+        async with make_client(handler) as dify:
             stream = dify.events("a44746c1-2414-4dca-8e15-7c2ab733dbdc", "fx-user-hi", include_state_snapshot=True)
             return [event async for event in stream]
 

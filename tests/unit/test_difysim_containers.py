@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.difysim.config import SimConfig
-from tests.difysim.testing import edge, in_process, node, register, topic_start
+from tests.difysim.testing import edge, in_process, node, register, topic_start, until
 
 NEWER = SimConfig(dify_version="1.17")
 STREAM = {"inputs": {"topic": "t"}, "user": "u", "response_mode": "streaming"}
@@ -140,8 +140,7 @@ async def decide_each_pause(client, auth, actions: list[str]) -> tuple[list[list
         answer = await client.post(f"/v1/form/human_input/{forms[-1]['form_token']}", headers=auth,
                                    json={"inputs": {"text": f"round {i}"}, "action": action, "user": "u"})
         assert answer.status_code == 200
-        while run.status != "paused" and not run.stream_ended:
-            await asyncio.sleep(0.01)
+        await until(lambda: run.status == "paused" or run.stream_ended)
         streams.append(run.events[seen:])
         seen = len(run.events)
     await asyncio.gather(run.task, return_exceptions=True)

@@ -10,7 +10,7 @@ import pytest
 
 from tests.difysim.config import SimConfig
 from tests.difysim.nodes.sandbox import SANDBOX_UNREACHABLE
-from tests.difysim.testing import edge, http_graph, in_process, node, register
+from tests.difysim.testing import edge, http_graph, in_process, node, register, until
 
 VERSIONS = ["1.14", "1.17"]
 
@@ -73,8 +73,7 @@ def test_stop_ends_the_stream_only_after_the_stop_delay_and_the_record_stays_run
             auth = await register(client, http_graph("http://cp.test/x"))
             blocking = asyncio.create_task(client.post("/v1/workflows/run", json={"inputs": {"topic": "x"},
                                                                                    "user": "u"}, headers=auth))
-            while not client.sim.store.runs:
-                await asyncio.sleep(0.01)
+            await until(lambda: bool(client.sim.store.runs))
             run = next(iter(client.sim.store.runs.values()))
             await asyncio.sleep(0.05)
             stopped_at = time.monotonic()
@@ -101,8 +100,7 @@ def test_a_run_that_finishes_before_the_stop_takes_effect_finishes_normally():
             auth = await register(client, http_graph("http://cp.test/x"))
             stream = asyncio.create_task(client.post("/v1/workflows/run", headers=auth, json={
                 "inputs": {"topic": "x"}, "user": "u", "response_mode": "streaming"}))
-            while not client.sim.store.runs:
-                await asyncio.sleep(0)
+            await until(lambda: bool(client.sim.store.runs), step_s=0)
             run = next(iter(client.sim.store.runs.values()))
             await client.post(f"/v1/workflows/tasks/{run.task_id}/stop", json={"user": "u"}, headers=auth)
             events = data_events((await stream).text)

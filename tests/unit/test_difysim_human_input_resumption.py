@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 
 from tests.difysim.config import SimConfig
-from tests.difysim.testing import review_graph
+from tests.difysim.testing import review_graph, until
 from tests.unit.test_difysim_human_input import data_events, finished, names, paused_run, scenario, submit
 
 FAST_SSE = SimConfig(ping_interval_s=0.05, sse_idle_close_s=0.3)
@@ -19,8 +19,7 @@ async def reattach(client, auth, run_id: str, query: str = "") -> asyncio.Task:
     run = client.sim.store.runs[run_id]
     before = len(run.subscribers)
     task = asyncio.create_task(client.get(f"/v1/workflow/{run_id}/events?user=u{query}", headers=auth))
-    while len(run.subscribers) == before and not task.done():
-        await asyncio.sleep(0.01)
+    await until(lambda: len(run.subscribers) != before or task.done())
     return task
 
 

@@ -7,7 +7,7 @@ import json
 import httpx
 
 from tests.difysim.config import SimConfig
-from tests.difysim.testing import edge, in_process, node, register, topic_start
+from tests.difysim.testing import edge, in_process, node, register, topic_start, until
 
 STREAM = {"inputs": {"topic": "t"}, "user": "u", "response_mode": "streaming"}
 
@@ -139,8 +139,8 @@ def test_the_run_pauses_only_once_a_busy_parallel_branch_has_finished():
 
     async def steps(client, auth):
         stream = asyncio.create_task(client.post("/v1/workflows/run", json=STREAM, headers=auth))
-        while not client.sim.store.runs or len(tokens_of(next(iter(client.sim.store.runs.values())).events)) < 2:
-            await asyncio.sleep(0.01)
+        runs = client.sim.store.runs
+        await until(lambda: bool(runs) and len(tokens_of(next(iter(runs.values())).events)) >= 2)
         run = next(iter(client.sim.store.runs.values()))
         await asyncio.sleep(0.1)
         before_release = (run.status, names(run.events).count("workflow_paused"))
@@ -165,8 +165,8 @@ def test_a_form_submitted_before_the_run_paused_lets_its_branch_go_on():
 
     async def steps(client, auth):
         stream = asyncio.create_task(client.post("/v1/workflows/run", json=STREAM, headers=auth))
-        while not client.sim.store.runs or len(tokens_of(next(iter(client.sim.store.runs.values())).events)) < 2:
-            await asyncio.sleep(0.01)
+        runs = client.sim.store.runs
+        await until(lambda: bool(runs) and len(tokens_of(next(iter(runs.values())).events)) >= 2)
         run = next(iter(client.sim.store.runs.values()))
         answer = await submit(client, auth, tokens_of(run.events)["review_a"], "early")
         await asyncio.sleep(0.05)

@@ -7,7 +7,7 @@ import json
 import httpx
 
 from tests.difysim.config import SimConfig
-from tests.difysim.testing import echo_graph, edge, http_graph, in_process, node, register, topic_start
+from tests.difysim.testing import echo_graph, edge, http_graph, in_process, node, register, topic_start, until
 
 RUN = {"inputs": {"topic": "x"}, "user": "u"}
 
@@ -40,8 +40,7 @@ def test_stop_ends_the_stream_stopped_but_the_record_stays_running():
         async with in_process(node_http=node_http) as client:
             auth = await register(client, http_graph("http://cp.test/x"))
             blocking = asyncio.create_task(client.post("/v1/workflows/run", json=RUN, headers=auth))
-            while not client.sim.store.runs:
-                await asyncio.sleep(0.01)
+            await until(lambda: bool(client.sim.store.runs))
             run = next(iter(client.sim.store.runs.values()))
             await asyncio.sleep(0.05)
             stop = await client.post(f"/v1/workflows/tasks/{run.task_id}/stop", json={"user": "u"}, headers=auth)
@@ -55,7 +54,8 @@ def test_stop_ends_the_stream_stopped_but_the_record_stays_running():
     assert stop == {"result": "success"}
     assert (answer["data"]["status"], answer["data"]["error"]) == ("stopped", "Stopped by user.")
     assert answer["data"]["total_steps"] == 2
-    assert (record["status"], record["total_steps"], record["finished_at"], record["outputs"]) == ("running", 0, None, {})
+    assert (record["status"], record["total_steps"], record["finished_at"], record["outputs"]) == \
+        ("running", 0, None, {})
     assert len(calls) == 1
 
 

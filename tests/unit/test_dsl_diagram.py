@@ -9,7 +9,8 @@ from shared.dsl.graph import Graph
 from shared.dsl.instrument import Options, instrument
 from shared.dsl.recipe import RecipeSettings
 
-WRITER = Path(__file__).resolve().parents[3] / "shared" / "dify-fixtures" / "17-dsl-export-import" / "writer-llm.export.yml"
+WRITER = (Path(__file__).resolve().parents[3] / "shared" / "dify-fixtures" / "17-dsl-export-import"
+          / "writer-llm.export.yml")
 
 
 def test_the_plain_export_is_a_chain_whose_node_ids_cannot_clash_with_mermaid_keywords():

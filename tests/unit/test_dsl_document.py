@@ -84,5 +84,6 @@ def test_a_secret_environment_variable_is_added_once_and_updated_after():
     assert doc.set_secret("HITL_CHECKPOINT_TOKEN", "", "token", "id-1") is True
     assert doc.set_secret("HITL_CHECKPOINT_TOKEN", "cp-123", "token", "id-2") is False
     assert document.to_plain(doc.environment_variables()) == [
-        {"description": "token", "id": "id-1", "name": "HITL_CHECKPOINT_TOKEN", "value": "cp-123", "value_type": "secret"}]
+        {"description": "token", "id": "id-1", "name": "HITL_CHECKPOINT_TOKEN", "value": "cp-123",
+         "value_type": "secret"}]
     assert "value_type: secret" in doc.dump()

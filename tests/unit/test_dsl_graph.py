@@ -19,8 +19,10 @@ def graph_json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-@pytest.mark.parametrize("path", [FIXTURES / "06-if-else-route" / "graph.json", FIXTURES / "07-loop-revise" / "graph.json",
-                                  FIXTURES / "08-human-input-blocking" / "graph.json", ROOT / "demo" / "review-loop.graph.json"])
+@pytest.mark.parametrize("path", [FIXTURES / "06-if-else-route" / "graph.json",
+                                  FIXTURES / "07-loop-revise" / "graph.json",
+                                  FIXTURES / "08-human-input-blocking" / "graph.json",
+                                  ROOT / "demo" / "review-loop.graph.json"])
 def test_recorded_graphs_of_real_dify_and_the_demo_validate(path):
     assert validate(Graph.of(graph_json(path))) == []
 
@@ -110,13 +112,15 @@ def test_a_reference_to_a_node_that_does_not_exist_is_caught():
     graph = graph_json(FIXTURES / "06-if-else-route" / "graph.json")
     graph["nodes"][3]["data"]["outputs"][0]["value_selector"] = ["gone", "body"]
     graph["nodes"][1]["data"]["url"] += "&x={{#ghost.text#}}"
-    assert messages(graph) == ["reads ghost.text but there is no node 'ghost'", "reads gone.body but there is no node 'gone'"]
+    assert messages(graph) == ["reads ghost.text but there is no node 'ghost'",
+                               "reads gone.body but there is no node 'gone'"]
 
 
 def test_references_read_templates_selectors_and_assigner_values():
     graph = loop_graph()
     found = {ref for node in graph["nodes"] for ref in references(node["data"])}
-    assert {("start", "topic"), ("loop", "round"), ("cp", "body"), ("loop", "last"), ("sys", "workflow_run_id")} <= found
+    assert {("start", "topic"), ("loop", "round"), ("cp", "body"), ("loop", "last"),
+            ("sys", "workflow_run_id")} <= found
 
 
 def test_a_node_is_found_by_id_or_by_its_one_title():

@@ -183,7 +183,8 @@ def test_revise_puts_the_node_in_a_loop_that_feeds_the_feedback_back(name, after
     remember = new[f"hitl_remember_{after}"]["data"]
     assert remember["version"] == "2"
     assert [(i["variable_selector"][1], i["operation"], i["value"]) for i in remember["items"]] == [
-        ("decision", "over-write", [f"hitl_cp_{after}", "body"]), ("feedback", "over-write", [f"hitl_out_{after}", "body"]),
+        ("decision", "over-write", [f"hitl_cp_{after}", "body"]),
+        ("feedback", "over-write", [f"hitl_out_{after}", "body"]),
         ("output", "over-write", [f"hitl_out_{after}", "body"]), ("round", "+=", 1)]
     assert '"round": {{#' + loop_id + '.round#}}' in new[f"hitl_cp_{after}"]["data"]["body"]["data"][0]["value"]
     assert "{{#" + loop_id + ".feedback#}}" in json.dumps(new[after]["data"])
@@ -196,21 +197,24 @@ def test_revise_appends_the_feedback_to_the_llm_prompt():
     new = nodes(run("writer-llm.export.yml", "write_draft", "revise"))
     prompt = new["write_draft"]["data"]["prompt_template"]
     assert prompt[0]["text"] == "You are a concise technical writer."
-    assert prompt[1]["text"] == ("Write a 150-word draft about {{#start.topic#}}.\n\nReviewer feedback on your previous "
-                                 "answer (empty on the first round): {{#hitl_loop_write_draft.feedback#}}")
+    assert prompt[1]["text"] == ("Write a 150-word draft about {{#start.topic#}}.\n\n"
+                                 "Reviewer feedback on your previous answer (empty on the first round): "
+                                 "{{#hitl_loop_write_draft.feedback#}}")
 
 
 def test_revise_gives_a_template_node_a_feedback_variable():
     new = nodes(run("writer-template.yml", "write_draft", "revise"))
     data = new["write_draft"]["data"]
-    assert data["variables"][-1] == {"value_selector": ["hitl_loop_write_draft", "feedback"], "variable": "hitl_feedback"}
+    assert data["variables"][-1] == {"value_selector": ["hitl_loop_write_draft", "feedback"],
+                                     "variable": "hitl_feedback"}
     assert data["template"] == ("Draft about {{ topic }}.{% if hitl_feedback %}\n\nReviewer feedback: "
                                 "{{ hitl_feedback | replace('\"', '') }}{% endif %}")
 
 
 def test_revise_gives_an_http_node_a_feedback_parameter():
     new = nodes(run("loop-human.export.yml", "draft", "revise"))
-    assert new["draft"]["data"]["params"] == "topic:{{#start.topic#}}\nround:1\nhitl_feedback:{{#hitl_loop_draft.feedback#}}"
+    assert new["draft"]["data"]["params"] == \
+        "topic:{{#start.topic#}}\nround:1\nhitl_feedback:{{#hitl_loop_draft.feedback#}}"
 
 
 def test_human_input_variant_uses_dify_s_form_with_the_output_prefilled():
@@ -222,9 +226,10 @@ def test_human_input_variant_uses_dify_s_form_with_the_output_prefilled():
     assert form["inputs"] == [{"default": {"selector": ["write_draft", "text"], "type": "variable", "value": ""},
                                "output_variable_name": "edited", "type": "paragraph"}]
     assert "{{#hitl_form_write_draft.edited#}}" in new["polish"]["data"]["prompt_template"][1]["text"]
-    handles = {(e["sourceHandle"], e["target"]) for e in map(to_plain, doc.edges) if e["source"] == "hitl_form_write_draft"}
-    assert handles == {("approve", "polish"), ("revise", "hitl_revise_write_draft"), ("abort", "hitl_abort_write_draft"),
-                       ("__timeout", "hitl_fail_write_draft")}
+    handles = {(e["sourceHandle"], e["target"]) for e in map(to_plain, doc.edges)
+               if e["source"] == "hitl_form_write_draft"}
+    assert handles == {("approve", "polish"), ("revise", "hitl_revise_write_draft"),
+                       ("abort", "hitl_abort_write_draft"), ("__timeout", "hitl_fail_write_draft")}
     assert to_plain(doc.workflow["environment_variables"]) == []  # no HTTP checkpoint, no token
 
 
@@ -234,8 +239,8 @@ def test_step_pauses_after_every_node_of_the_main_path_with_the_variables_so_far
     steps = sorted(nid for nid in new if nid.startswith("hitl_step_") and node_type(new[nid]) == "http-request")
     assert steps == ["hitl_step_polish", "hitl_step_write_draft"]
     value = new["hitl_step_polish"]["data"]["body"]["data"][0]["value"]
-    assert '"node_output": {"start": {"topic": "{{#start.topic#}}"}, "write_draft": {"text": "{{#write_draft.text#}}"}, ' \
-           '"polish": {"text": "{{#polish.text#}}"}}' in value
+    assert '"node_output": {"start": {"topic": "{{#start.topic#}}"}, ' \
+           '"write_draft": {"text": "{{#write_draft.text#}}"}, "polish": {"text": "{{#polish.text#}}"}}' in value
     assert '"mode": "hold"' in value and '"max_rounds": 1' in value
     assert new["polish"]["data"]["prompt_template"][1]["text"].endswith("{{#write_draft.text#}}")  # nothing rewired
 

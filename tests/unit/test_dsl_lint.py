@@ -73,7 +73,8 @@ def test_a_read_timeout_shorter_than_read_timeout_s_is_flagged():
     doc = good()
     data(doc, CP)["timeout"]["read"] = 60
     [problem] = lint(doc)
-    assert problem.code == "read-timeout-mismatch" and "read_timeout_s is 600 but the node's read timeout is 60 s" in problem.message
+    assert problem.code == "read-timeout-mismatch"
+    assert "read_timeout_s is 600 but the node's read timeout is 60 s" in problem.message
 
 
 def test_a_body_without_read_timeout_s_is_flagged():
@@ -97,9 +98,10 @@ def test_a_held_timeout_past_dify_s_run_limit_is_flagged_and_detached_is_not():
     assert codes(doc) == []
 
 
-@pytest.mark.parametrize("field, code", [('"workflow_run_id": "{{#sys.workflow_run_id#}}", ', "body-missing-workflow-run-id"),
-                                         ('"node_id": "write_draft", ', "body-missing-node-id"),
-                                         ('"node_output": "{{#write_draft.text#}}", ', "body-missing-node-output")])
+@pytest.mark.parametrize("field, code", [
+    ('"workflow_run_id": "{{#sys.workflow_run_id#}}", ', "body-missing-workflow-run-id"),
+    ('"node_id": "write_draft", ', "body-missing-node-id"),
+    ('"node_output": "{{#write_draft.text#}}", ', "body-missing-node-output")])
 def test_a_body_without_a_required_field_is_flagged(field, code):
     doc = good()
     set_body(doc, field, "")

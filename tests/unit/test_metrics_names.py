@@ -188,8 +188,10 @@ def test_store_gauges_read_open_checkpoints_and_tracked_runs_from_the_store(tmp_
     row = dict(kind="http", workflow_run_id="r1", node_id="draft", status="open", mode="hold", timeout_s=60,
                on_timeout="abort", assignees=[], max_rounds=5, updated_at=now, attach_count=0, published=True)
     with db.write() as conn:
-        conn.execute(checkpoints.insert().values(id="a", app="demo", round=1, created_at=now - 90, deadline=now - 5, **row))
-        conn.execute(checkpoints.insert().values(id="b", app="demo", round=2, created_at=now - 10, deadline=now + 50, **row))
+        conn.execute(checkpoints.insert().values(id="a", app="demo", round=1, created_at=now - 90, deadline=now - 5,
+                                                 **row))
+        conn.execute(checkpoints.insert().values(id="b", app="demo", round=2, created_at=now - 10, deadline=now + 50,
+                                                 **row))
         conn.execute(checkpoints.insert().values(id="c", app="demo", round=3, created_at=now - 500, deadline=now,
                                                  **{**row, "status": "resolved"}))
         for run_id, status, due in (("r1", "running", now - 30), ("r2", "running", now + 5), ("r3", "succeeded", None)):

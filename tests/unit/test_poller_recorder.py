@@ -88,7 +88,8 @@ def test_a_stop_seen_on_the_stream_wins_and_the_poll_flags_the_stale_record(reco
     record = RunRecord.model_validate({"id": run_id, "status": "running", "inputs": "{}", "outputs": {}})
     recorder.on_poll(leased[0], record, "me")
     run, _, history = read(recorder, run_id)
-    assert (run["status"], run["dify_status"], run["stale_record"], run["next_poll_at"]) == ("stopped", "running", True, None)
+    assert (run["status"], run["dify_status"], run["stale_record"], run["next_poll_at"]) == \
+        ("stopped", "running", True, None)
     assert history[-1]["kind"] == "stale_record"
 
 

@@ -80,7 +80,10 @@ def value_type(value: Any) -> str:
         return "object"
     if isinstance(value, list):
         kinds = {value_type(v) for v in value}
-        inner = {"integer": "number", "float": "number"}.get(next(iter(kinds)), next(iter(kinds))) if len(kinds) == 1 else "any"
+        if len(kinds) != 1:
+            return "array[any]"
+        only = next(iter(kinds))
+        inner = {"integer": "number", "float": "number"}.get(only, only)
         return f"array[{inner}]"
     return "string" if value is not None else "none"
 

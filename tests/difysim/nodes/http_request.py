@@ -42,7 +42,8 @@ def _timeout(data: dict) -> httpx.Timeout:
         value = cfg.get(name) or cfg.get(f"max_{name}_timeout")
         return float(value) if value else server_max  # 0/null -> the server maximum; above it is accepted
 
-    return httpx.Timeout(connect=pick("connect", HTTP_MAX_CONNECT_TIMEOUT_S), read=pick("read", HTTP_MAX_READ_TIMEOUT_S),
+    return httpx.Timeout(connect=pick("connect", HTTP_MAX_CONNECT_TIMEOUT_S),
+                         read=pick("read", HTTP_MAX_READ_TIMEOUT_S),
                          write=pick("write", HTTP_MAX_WRITE_TIMEOUT_S), pool=None)
 
 
