@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,34 @@ class E2E:
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def wait_for(predicate: Callable[[], Any], timeout_s: float = 30, what: str = "", period_s: float = 0.1) -> Any:
+    """What `predicate()` returns once it is truthy, looking every `period_s`; after `timeout_s`, an
+    AssertionError that says what was awaited and the last answer."""
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(period_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last: {str(last)[:500]}")
+
+
+def wait_run(stack: ProcessStack, run_id: str, predicate: Callable[[dict[str, Any]], bool],
+             timeout_s: float = 40) -> dict[str, Any]:
+    """The run as ingest records it (GET /v1/runs/{id}, alice's view), once `predicate` holds for it."""
+    deadline, last = time.monotonic() + timeout_s, None
+    while time.monotonic() < deadline:
+        r = httpx.get(f"{stack.ingest_url}/v1/runs/{run_id}", headers={"Authorization": "Bearer rv-alice-token"},
+                      timeout=10)
+        if r.status_code == 200:
+            last = r.json()
+            if predicate(last):
+                return last
+        time.sleep(0.2)
+    raise AssertionError(f"run {run_id} never matched; last seen: {json.dumps(last)[:800]}")
 
 
 def node(graph: dict, node_id: str) -> dict:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +19,7 @@ from services.notifier.channels.cards import pack_value, unpack_value
 from services.notifier.links import LinkError, LinkSigner
 from shared.store import Database
 from shared.store import notifications as store
-from tests.e2e.harness import E2E, node
+from tests.e2e.harness import E2E, node, wait_for
 from tests.fakes import dingtalk as fake_dingtalk
 from tests.fakes import feishu as fake_feishu
 from tests.fakes import slack as fake_slack
@@ -116,17 +116,6 @@ def register_apps(e2e: E2E) -> None:
         item["value"] = item["value"].replace('"on_timeout": "abort"', '"on_timeout": "abort", "assignees": ["alice"]')
 
     e2e.register(assigned, name="demo2-review", key=APP2_KEY)
-
-
-def wait_for(predicate: Callable[[], Any], timeout_s: float = 30, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last: {str(last)[:300]}")
 
 
 @dataclass

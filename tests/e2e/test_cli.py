@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import json
 import re
-import time
 
-import httpx
 import pytest
 
 from demo.stack import ProcessStack
-from tests.e2e.harness import E2E
+from tests.e2e.harness import E2E, wait_run
 
 pytestmark = pytest.mark.e2e
-REVIEWER = {"Authorization": "Bearer rv-alice-token"}
 
 
 @pytest.fixture
@@ -23,16 +20,6 @@ def e2e(tmp_path, sqlite_url, rabbitmq_url):
         harness = E2E(stack)
         yield harness
         harness.close()
-
-
-def run_of(e2e: E2E, run_id: str, predicate, timeout_s: float = 40) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        r = httpx.get(f"{e2e.stack.ingest_url}/v1/runs/{run_id}", headers=REVIEWER, timeout=10)
-        if r.status_code == 200 and predicate(r.json()):
-            return r.json()
-        time.sleep(0.2)
-    raise AssertionError(f"run {run_id} never matched")
 
 
 def test_a_reviewer_revises_by_short_id_gets_round_two_and_follows_the_loop(e2e):
@@ -59,7 +46,7 @@ def test_a_reviewer_revises_by_short_id_gets_round_two_and_follows_the_loop(e2e)
 
     approved = e2e.hitl("decide", second_id[:8], "approve")
     assert approved.returncode == 0, approved.stderr
-    run_of(e2e, run_id, lambda r: r["status"] == "succeeded")
+    wait_run(e2e.stack, run_id, lambda r: r["status"] == "succeeded")
     decided = e2e.hitl("checkpoints", "--run", run_id).stdout
     assert "approve" in decided and "alice" in decided and "revise" in decided
 

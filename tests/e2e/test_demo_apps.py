@@ -12,7 +12,7 @@ import pytest
 
 from demo.apps import APPS, apps_env, gateway_curl, register_apps
 from demo.stack import ProcessStack, free_port
-from tests.e2e.harness import E2E
+from tests.e2e.harness import E2E, wait_run
 
 pytestmark = pytest.mark.e2e
 REVIEWER = {"Authorization": "Bearer rv-alice-token"}
@@ -52,25 +52,12 @@ def checkpoint_of(e2e: E2E, app_name: str, timeout_s: float = 30) -> dict:
     raise AssertionError(f"no open checkpoint of {app_name}")
 
 
-def run_of(e2e: E2E, run_id: str, predicate, timeout_s: float = 30) -> dict:
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        r = httpx.get(f"{e2e.stack.ingest_url}/v1/runs/{run_id}", headers=REVIEWER)
-        if r.status_code == 200:
-            last = r.json()
-            if predicate(last):
-                return last
-        time.sleep(0.2)
-    raise AssertionError(f"run {run_id}: {json.dumps(last)[:600]}")
-
-
 def test_the_held_checkpoint_app_through_the_gateway_has_its_node_timeline(demo):
     streaming = curl(demo, "demo", "release notes", background=True)
     cp = checkpoint_of(demo, "demo")
     demo.decide(cp["id"], "approve")
     streaming.wait(timeout=60)
-    run = run_of(demo, cp["workflow_run_id"], lambda r: r["status"] == "succeeded")
+    run = wait_run(demo.stack, cp["workflow_run_id"], lambda r: r["status"] == "succeeded")
     assert [n["node_id"] for n in run["nodes"]][:3] == ["start", "draft", "checkpoint"]
     assert run["source"] == "gateway" and run["outcome"] == "approved by alice"
     shown = demo.hitl("run-show", run["id"]).stdout
@@ -83,7 +70,7 @@ def test_the_human_input_app_pauses_holding_nothing_and_an_edit_goes_through(dem
     cp = checkpoint_of(demo, "longreview")
     assert cp["kind"] == "dify-form" and "pricing page" in cp["form"]["form_content"]
     demo.decide(cp["id"], "edit", "--output", "The corrected draft")
-    run = run_of(demo, cp["workflow_run_id"], lambda r: r["status"] == "succeeded")
+    run = wait_run(demo.stack, cp["workflow_run_id"], lambda r: r["status"] == "succeeded")
     assert run["outputs"] == {"text": "The corrected draft"} and run["outcome"] == "edited by alice"
     assert [n["node_id"] for n in run["nodes"]][:3] == ["start", "draft", "review"]
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 
 from demo.stack import DIFY_APP_KEY, ProcessStack
 from tests.e2e.graphs import _edge, end, slow_graph, start
-from tests.e2e.harness import E2E
+from tests.e2e.harness import E2E, wait_for
 
 pytestmark = pytest.mark.e2e
 FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "dify-fixtures" / "09-human-input-streaming" / "graph.json"
@@ -83,16 +82,6 @@ def run_view(stack: ProcessStack, run_id: str) -> dict:
     return r.json() if r.status_code == 200 else {}
 
 
-def wait_until(what: str, predicate, timeout_s: float = 60):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def node_running(stack: ProcessStack, run_id: str, node_id: str) -> bool:
     return any(n["node_id"] == node_id and n["status"] == "running" for n in run_view(stack, run_id).get("nodes", []))
 
@@ -117,16 +106,16 @@ def test_kill_9_of_the_poller_mid_stream_still_ends_with_a_complete_timeline(sta
                       json={"inputs": {"topic": "kill me"}, "response_mode": "streaming", "user": "editor-1"}) as r:
         first = next(json.loads(line[5:]) for line in r.iter_lines() if line.startswith("data:"))
     run_id = first["workflow_run_id"]
-    cp = wait_until("the form", lambda: next((c for c in e2e.open_checkpoints() if c["workflow_run_id"] == run_id),
-                                             None))
+    cp = wait_for(lambda: next((c for c in e2e.open_checkpoints() if c["workflow_run_id"] == run_id), None), 60,
+                  "the form")
     e2e.decide(cp["id"], "approve")
     # The poller submitted the form and follows the resumed run: it has seen the HTTP node start.
-    wait_until("the HTTP node running", lambda: node_running(stack, run_id, "wait"))
+    wait_for(lambda: node_running(stack, run_id, "wait"), 60, "the HTTP node running")
     stack.kill("poller")
     stack.start("poller")
-    wait_until("a re-attach of the lost stream", lambda: reattached(stack, run_id))
+    wait_for(lambda: reattached(stack, run_id), 60, "a re-attach of the lost stream")
     gate.open_event.set()
-    run = wait_until("a complete timeline", lambda: complete(stack, run_id, ["start", "review", "wait", "end"]))
+    run = wait_for(lambda: complete(stack, run_id, ["start", "review", "wait", "end"]), 60, "a complete timeline")
     assert run["streamed"] and run["reattach_count"] >= 1
     shown = e2e.hitl("run-show", run_id).stdout
     assert "stopped" not in shown and "running" not in shown
@@ -140,11 +129,11 @@ def test_kill_9_of_ingest_reading_a_run_it_started_ends_with_a_complete_timeline
     out = e2e.hitl("run", "demo", "--input", "topic=cut", "--json")
     assert out.returncode == 0, out.stderr
     run_id = json.loads(out.stdout)["workflow_run_id"]
-    wait_until("the HTTP node running", lambda: node_running(stack, run_id, "wait"))
+    wait_for(lambda: node_running(stack, run_id, "wait"), 60, "the HTTP node running")
     stack.kill("ingest")
-    wait_until("a re-attach of the lost stream", lambda: reattached(stack, run_id))
+    wait_for(lambda: reattached(stack, run_id), 60, "a re-attach of the lost stream")
     stack.start("ingest")
     gate.open_event.set()
-    run = wait_until("a complete timeline", lambda: complete(stack, run_id, ["start", "wait", "end"]))
+    run = wait_for(lambda: complete(stack, run_id, ["start", "wait", "end"]), 60, "a complete timeline")
     assert run["outputs"] == {"result": '{"ok":true}'}
     e2e.close()

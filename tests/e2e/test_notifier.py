@@ -22,7 +22,7 @@ from demo.stack import ProcessStack
 from shared.broker import Broker
 from shared.models import CheckpointEvent
 from shared.topology import Names, build_topology
-from tests.e2e.harness import E2E, logs
+from tests.e2e.harness import E2E, logs, wait_for
 from tests.e2e.notifier_stack import (
     APP2_KEY,
     CHANNELS,
@@ -34,7 +34,6 @@ from tests.e2e.notifier_stack import (
     notifier_idle,
     register_apps,
     running_fakes,
-    wait_for,
 )
 from tests.fakes import feishu as fake_feishu
 from tests.fakes import slack as fake_slack

@@ -10,8 +10,7 @@ import pytest
 
 from demo.sinks import LocalSinks, with_notifier
 from demo.stack import ProcessStack, free_port
-from tests.e2e.harness import E2E
-from tests.e2e.notifier_stack import wait_for
+from tests.e2e.harness import E2E, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -11,6 +11,7 @@ import pytest
 
 from demo.stack import DIFY_APP_KEY, ProcessStack
 from tests.e2e.graphs import slow_graph
+from tests.e2e.harness import wait_for
 
 pytestmark = pytest.mark.e2e
 RUNS, HOLD_S, OUTAGE_S, RATE = 200, 20, 30, 10
@@ -39,16 +40,6 @@ def runs_by_status(stack) -> dict[str, int]:
     return counts
 
 
-def wait_for(predicate, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_a_30s_outage_during_200_tracked_runs_loses_nothing_and_keeps_the_rate_limit(tmp_path, sqlite_url,
                                                                                      rabbitmq_url):
     server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
@@ -65,13 +56,13 @@ def test_a_30s_outage_during_200_tracked_runs_loses_nothing_and_keeps_the_rate_l
                 with dify.stream("POST", "/v1/workflows/run", json={"inputs": {"topic": f"t{i}"},
                                                                     "response_mode": "streaming", "user": "load"}) as r:
                     next(line for line in r.iter_lines() if line.startswith("data:"))  # started; leave
-        wait_for(lambda: sum(runs_by_status(stack).values()) >= RUNS, 60, "all runs discovered")
+        wait_for(lambda: sum(runs_by_status(stack).values()) >= RUNS, 60, "all runs discovered", period_s=0.5)
         httpx.post(f"{stack.sim_url}/_sim/faults", json={"outage": True})
         time.sleep(OUTAGE_S)
         assert runs_by_status(stack).get("succeeded", 0) < RUNS  # they ended during the outage: unseen yet
         httpx.post(f"{stack.sim_url}/_sim/faults", json={"outage": False})
         final = wait_for(lambda: (c := runs_by_status(stack)).get("succeeded") == RUNS and c, 120,
-                         "every run recorded succeeded")
+                         "every run recorded succeeded", period_s=0.5)
         assert final == {"succeeded": RUNS}
         log = httpx.get(f"{stack.sim_url}/_sim/requests").json()["requests"]
     server.shutdown()

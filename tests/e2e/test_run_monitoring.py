@@ -9,7 +9,7 @@ import pytest
 
 from demo.stack import DIFY_APP_KEY, ProcessStack
 from tests.e2e.graphs import template_graph
-from tests.e2e.harness import E2E, node
+from tests.e2e.harness import E2E, node, wait_run
 
 pytestmark = pytest.mark.e2e
 REVIEWER = {"Authorization": "Bearer rv-alice-token"}
@@ -31,19 +31,6 @@ def register_plain(e2e: E2E) -> None:
     r.raise_for_status()
 
 
-def wait_run(e2e: E2E, run_id: str, predicate, timeout_s: float = 40) -> dict:
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        r = httpx.get(f"{e2e.stack.ingest_url}/v1/runs/{run_id}", headers=REVIEWER)
-        if r.status_code == 200:
-            last = r.json()
-            if predicate(last):
-                return last
-        time.sleep(0.2)
-    raise AssertionError(f"run {run_id} never matched; last seen: {json.dumps(last)[:800]}")
-
-
 def sim_run(e2e: E2E, topic: str, mode: str = "blocking", base: str | None = None) -> httpx.Response:
     return httpx.post(f"{base or e2e.stack.sim_url}/v1/workflows/run", headers=DIFY, timeout=60,
                       json={"inputs": {"topic": topic}, "response_mode": mode, "user": "someone"})
@@ -56,12 +43,12 @@ def test_discovery_through_the_logs_finds_finished_and_running_runs(e2e):
     run_id = cp["workflow_run_id"]
     register_plain(e2e)  # the same app now finishes at once
     done = sim_run(e2e, "already done").json()["workflow_run_id"]
-    found = wait_run(e2e, done, lambda r: r["status"] == "succeeded")
+    found = wait_run(e2e.stack, done, lambda r: r["status"] == "succeeded")
     assert found["source"] == "logs" and found["user"] == "someone"
-    assert wait_run(e2e, run_id, lambda r: r["status"] == "running")
+    assert wait_run(e2e.stack, run_id, lambda r: r["status"] == "running")
     e2e.decide(cp["id"], "approve")
     waiting.result(timeout=30)
-    final = wait_run(e2e, run_id, lambda r: r["status"] == "succeeded" and r["dify_status"] == "succeeded")
+    final = wait_run(e2e.stack, run_id, lambda r: r["status"] == "succeeded" and r["dify_status"] == "succeeded")
     assert [h["status"] for h in final["history"] if h["kind"] == "status"][-1] == "succeeded"
 
 
@@ -71,10 +58,10 @@ def test_a_run_started_through_us_records_every_node_event_in_order(e2e):
     assert out.returncode == 0, out.stderr
     run_id = json.loads(out.stdout)["workflow_run_id"]
     cp = e2e.wait_open()[0]
-    shown = wait_run(e2e, run_id, lambda r: any(c["status"] == "open" for c in r["checkpoints"]))
+    shown = wait_run(e2e.stack, run_id, lambda r: any(c["status"] == "open" for c in r["checkpoints"]))
     assert "waiting for a person" in e2e.hitl("run-show", run_id).stdout
     e2e.decide(cp["id"], "approve")
-    run = wait_run(e2e, run_id, lambda r: r["status"] == "succeeded")
+    run = wait_run(e2e.stack, run_id, lambda r: r["status"] == "succeeded")
     order = ["start", "draft", "checkpoint", "parse", "remember", "route", "published"]
     assert [n["node_id"] for n in run["nodes"]] == order
     assert all(n["status"] == "succeeded" for n in run["nodes"])
@@ -95,7 +82,7 @@ def test_cutting_the_stream_mid_run_still_ends_with_the_correct_final_record(e2e
         assert time.monotonic() < deadline, "Dify's retry never re-attached"
         time.sleep(0.2)
     e2e.decide(cp["id"], "approve")
-    run = wait_run(e2e, run_id, lambda r: r["status"] == "partial-succeeded")  # Dify counted the retry
+    run = wait_run(e2e.stack, run_id, lambda r: r["status"] == "partial-succeeded")  # Dify counted the retry
     assert run["dify_status"] == "partial-succeeded"
 
 
@@ -122,21 +109,21 @@ def test_the_gateway_answers_exactly_as_dify_does(e2e):
     assert events(e2e.stack.ingest_url) == events(e2e.stack.sim_url)
     bad = httpx.post(f"{e2e.stack.ingest_url}/v1/workflows/run", headers=DIFY, json={"inputs": {"topic": "x"}})
     assert bad.status_code == 400 and bad.json()["code"] == "invalid_param"
-    assert wait_run(e2e, run_id, lambda r: r["source"] == "gateway" and r["status"] == "succeeded")
+    assert wait_run(e2e.stack, run_id, lambda r: r["source"] == "gateway" and r["status"] == "succeeded")
 
 
 def test_rerun_with_an_override_keeps_the_other_inputs_and_links_the_runs(e2e):
     register_plain(e2e)
     out = json.loads(e2e.hitl("run", "demo", "--input", "topic=first", "--json").stdout)
     original = out["workflow_run_id"]
-    wait_run(e2e, original, lambda r: r["status"] == "succeeded")
+    wait_run(e2e.stack, original, lambda r: r["status"] == "succeeded")
     again = e2e.hitl("rerun", original, "--set", "topic=second", "--json")
     assert again.returncode == 0, again.stderr
     new_id = json.loads(again.stdout)["workflow_run_id"]
     record = e2e.get_run(new_id)
     inputs = json.loads(record["inputs"])
     assert inputs["topic"] == "second"
-    rerun = wait_run(e2e, new_id, lambda r: r["status"] == "succeeded")
+    rerun = wait_run(e2e.stack, new_id, lambda r: r["status"] == "succeeded")
     assert (rerun["parent_run_id"], rerun["overrides"]) == (original, {"topic": "second"})
     assert rerun["outputs"] == {"result": "About second."}
 
@@ -156,7 +143,7 @@ def test_stopping_a_run_while_its_checkpoint_is_held_cancels_it_and_answers_abor
         time.sleep(0.2)
     assert (shown["status"], shown["action"], shown["decided_by"], shown["reason"]) == \
         ("cancelled", "abort", "system", "run_ended")
-    run = wait_run(e2e, run_id, lambda r: r["status"] == "stopped" and r["stale_record"])
+    run = wait_run(e2e.stack, run_id, lambda r: r["status"] == "stopped" and r["stale_record"])
     assert run["dify_status"] == "running"  # Dify's record never agrees after a stop (fixture 11)
     metrics = httpx.get(f"{e2e.stack.ingest_url}/metrics").text
     assert "hitl_held_calls 0.0" in metrics  # the held call was answered (abort)
@@ -165,7 +152,7 @@ def test_stopping_a_run_while_its_checkpoint_is_held_cancels_it_and_answers_abor
 def test_stop_of_a_run_not_started_through_us_says_why_not(e2e):
     register_plain(e2e)
     run_id = sim_run(e2e, "elsewhere").json()["workflow_run_id"]
-    wait_run(e2e, run_id, lambda r: r["status"] == "succeeded")
+    wait_run(e2e.stack, run_id, lambda r: r["status"] == "succeeded")
     out = e2e.hitl("stop", run_id)
     assert out.returncode == 1 and "task_unknown" in out.stderr
 
@@ -219,6 +206,6 @@ def test_workflow_reported_events_are_recorded_and_published(e2e):
     bad = httpx.post(f"{e2e.stack.ingest_url}/v1/events", headers=REVIEWER,
                      json={"workflow_run_id": run_id, "event": "x"})
     assert bad.status_code == 401
-    run = wait_run(e2e, run_id, lambda r: len([h for h in r["history"] if h["kind"] == "event"]) == 2)
+    run = wait_run(e2e.stack, run_id, lambda r: len([h for h in r["history"] if h["kind"] == "event"]) == 2)
     assert [(h["detail"]["event"], h["node_id"]) for h in run["history"] if h["kind"] == "event"] == \
         [("started", None), ("fail_branch", "send_mail")]

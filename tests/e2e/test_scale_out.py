@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from demo.stack import APP_TOKEN, DEMO_BOT, DEMO_GRAPH, DIFY_APP_KEY, ProcessStack
+from tests.e2e.harness import wait_for
 from tests.fakes.webhook import WEBHOOK_SECRET, FakeReceiver
 
 pytestmark = pytest.mark.e2e
@@ -33,17 +34,6 @@ REVIEWERS = [("alice", "rv-alice-token"), ("bob", "rv-bob-token")]
 
 def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
-
-def wait_for(predicate, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last: {str(last)[:500]}")
 
 
 def sample(text: str, name: str, **labels: str) -> float:
