@@ -10,7 +10,6 @@ tests/e2e/screenshots/form.png.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -18,36 +17,28 @@ import httpx
 import pytest
 
 from demo.stack import DIFY_APP_KEY, ProcessStack
-from tests.conftest import _fresh_postgres_db
-from tests.e2e.test_console import browser, open_page, shot, start_console  # noqa: F401  (fixtures)
+from tests.e2e.console_support import REVIEWER, console_store, shot, start_console
 
 pytestmark = pytest.mark.e2e
-playwright_api = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("playwright.sync_api")
 
 FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "dify-fixtures" / "09-human-input-streaming" / "graph.json"
 DIFY = {"Authorization": f"Bearer {DIFY_APP_KEY}"}
-REVIEWER = {"Authorization": "Bearer rv-alice-token"}
 LIVE_MS = 3_000  # an event, then the page re-reads itself
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, rabbitmq_url):
     work = tmp_path_factory.mktemp("console-forms")
-    database_url, drop = f"sqlite:///{work / 'hitl.db'}", None
-    if os.environ.get("DATABASE_URL"):
-        database_url, drop = _fresh_postgres_db(os.environ["DATABASE_URL"])
     env = {"HITL_RESUME_TIMEOUT_S": "3", "HITL_POLL_MAX_INTERVAL_S": "1"}
-    try:
-        with ProcessStack(work, database_url=database_url, rabbitmq_url=rabbitmq_url, env=env) as stack:
-            graph = json.loads(FIXTURE.read_text())
-            app = {"name": "forms", "graph": graph, "api_key": DIFY_APP_KEY}
-            r = httpx.post(f"{stack.sim_url}/_sim/apps", json=app)
-            r.raise_for_status()
-            start_console(stack)
-            yield stack
-    finally:
-        if drop:
-            drop()
+    with console_store(work) as database_url, \
+            ProcessStack(work, database_url=database_url, rabbitmq_url=rabbitmq_url, env=env) as stack:
+        graph = json.loads(FIXTURE.read_text())
+        app = {"name": "forms", "graph": graph, "api_key": DIFY_APP_KEY}
+        r = httpx.post(f"{stack.sim_url}/_sim/apps", json=app)
+        r.raise_for_status()
+        start_console(stack)
+        yield stack
 
 
 def gateway_run(stack: ProcessStack, topic: str) -> tuple[str, str]:
@@ -87,7 +78,7 @@ def page_html(page, path: str) -> str:
     return page.evaluate("p => fetch(p, {credentials: 'same-origin'}).then(r => r.text())", path)
 
 
-def test_a_form_appears_live_is_revised_with_edited_text_and_the_page_follows_the_resume(stack, open_page):  # noqa: F811
+def test_a_form_appears_live_is_revised_with_edited_text_and_the_page_follows_the_resume(stack, open_page):
     inbox = open_page()
     run_id, token = gateway_run(stack, "Press release")
     row = inbox.locator("tr[data-checkpoint]", has_text="Review")
@@ -135,7 +126,7 @@ def test_a_form_appears_live_is_revised_with_edited_text_and_the_page_follows_th
     shot(page, "form-run")
 
 
-def test_refusals_are_shown_plainly_and_a_lost_resume_shows_resume_stuck_live(stack, open_page):  # noqa: F811
+def test_refusals_are_shown_plainly_and_a_lost_resume_shows_resume_stuck_live(stack, open_page):
     httpx.post(f"{stack.sim_url}/_sim/faults", json={"resume_lost": True}).raise_for_status()
     try:
         run_id, token = gateway_run(stack, "Lost resume")

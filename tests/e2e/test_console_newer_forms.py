@@ -4,7 +4,6 @@ fetch (remote_url: an upload cannot go through dify-hitl), and the run resumes w
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -12,12 +11,11 @@ import httpx
 import pytest
 
 from demo.stack import DIFY_APP_KEY, ProcessStack
-from tests.conftest import _fresh_postgres_db
-from tests.e2e.test_console import browser, contrast_failures, open_page, shot, sideways_scroll, start_console  # noqa: F401
+from tests.e2e.console_support import console_store, contrast_failures, shot, sideways_scroll, start_console
 from tests.e2e.test_console_forms import dify_run, form_checkpoint, gateway_run
 
 pytestmark = pytest.mark.e2e
-playwright_api = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("playwright.sync_api")
 
 FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "dify-fixtures" / "09-human-input-streaming" / "graph.json"
 
@@ -42,23 +40,17 @@ def newer_form_graph() -> dict:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, rabbitmq_url):
     work = tmp_path_factory.mktemp("console-newer-forms")
-    database_url, drop = f"sqlite:///{work / 'hitl.db'}", None
-    if os.environ.get("DATABASE_URL"):
-        database_url, drop = _fresh_postgres_db(os.environ["DATABASE_URL"])
-    try:
-        with ProcessStack(work, database_url=database_url, rabbitmq_url=rabbitmq_url,
-                          env={"HITL_POLL_MAX_INTERVAL_S": "1"}, sim_args=["--dify-version", "1.17"]) as stack:
-            r = httpx.post(f"{stack.sim_url}/_sim/apps", json={"name": "forms", "graph": newer_form_graph(),
-                                                               "api_key": DIFY_APP_KEY})
-            r.raise_for_status()
-            start_console(stack)
-            yield stack
-    finally:
-        if drop:
-            drop()
+    with console_store(work) as database_url, \
+            ProcessStack(work, database_url=database_url, rabbitmq_url=rabbitmq_url,
+                         env={"HITL_POLL_MAX_INTERVAL_S": "1"}, sim_args=["--dify-version", "1.17"]) as stack:
+        r = httpx.post(f"{stack.sim_url}/_sim/apps", json={"name": "forms", "graph": newer_form_graph(),
+                                                           "api_key": DIFY_APP_KEY})
+        r.raise_for_status()
+        start_console(stack)
+        yield stack
 
 
-def test_a_select_and_a_file_link_are_filled_on_the_page_and_the_run_resumes_with_them(stack, open_page):  # noqa: F811
+def test_a_select_and_a_file_link_are_filled_on_the_page_and_the_run_resumes_with_them(stack, open_page):
     run_id, _ = gateway_run(stack, "Launch notes")
     cp = form_checkpoint(stack, run_id)
     page = open_page(path=f"/checkpoints/{cp['id']}", axe=True)

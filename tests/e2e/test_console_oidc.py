@@ -23,10 +23,10 @@ from shared.store import Database
 from shared.store import checkpoints as cp_store
 from shared.store.tables import console_sessions
 from tests.conftest import _fresh_postgres_db
-from tests.e2e.test_console import NODE_DIR, browser, local_only, node_modules, shot  # noqa: F401  (fixture)
+from tests.e2e.console_support import NODE_DIR, local_only, node_modules, shot
 
 pytestmark = pytest.mark.e2e
-playwright_api = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("playwright.sync_api")
 
 CLIENT_ID, CLIENT_SECRET = "hitl-console", "hitl-console-secret"
 ACCOUNTS = {"alice": {"groups": ["hitl-legal", "everyone"]}, "zoe": {"groups": ["hitl-legal"]}}
@@ -92,7 +92,7 @@ def console(tmp_path_factory, rabbitmq_url, provider_port):
 
 
 @pytest.fixture
-def page(console, browser):  # noqa: F811  (the stack first: it is torn down after the browser)
+def page(console, browser):  # the stack first: it is torn down after the browser
     stack, _ = console
     context = browser.new_context(base_url=stack.url("console"), viewport={"width": 1100, "height": 800})
     local_only(context)  # the provider's pages link a web font: nothing leaves the machine

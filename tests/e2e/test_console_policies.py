@@ -13,28 +13,15 @@ import re
 import pytest
 
 from demo.stack import ProcessStack
-from shared.passwords import hash_password
+from tests.e2e.console_support import LIVE_S, contrast_failures, shot, sideways_scroll, start_console
 from tests.e2e.harness import E2E, set_checkpoint_body
-from tests.e2e.test_console import (
-    ALICE_PASSWORD,
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    LIVE_S,
-    PHONE,
-    contrast_failures,
-    local_only,
-    shot,
-    sideways_scroll,
-    start_console,
-)
 
 pytestmark = pytest.mark.e2e
-playwright_api = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("playwright.sync_api")
 
 REVIEWERS = [{"name": "alice", "token": "rv-alice-token", "apps": ["demo"]},
              {"name": "bob", "token": "rv-bob-token", "apps": ["demo"]},
              {"name": "carol", "token": "rv-carol-token", "apps": ["demo"], "groups": ["legal"]}]
-PASSWORDS = {"alice": ALICE_PASSWORD, "bob": "rv-bob-token", "carol": "rv-carol-token"}
 
 
 @pytest.fixture(scope="module")
@@ -42,55 +29,8 @@ def stack(tmp_path_factory, rabbitmq_url):
     work = tmp_path_factory.mktemp("console-policies")
     with ProcessStack(work, database_url=f"sqlite:///{work / 'hitl.db'}", rabbitmq_url=rabbitmq_url,
                       env={"HITL_REVIEWERS": json.dumps(REVIEWERS)}) as stack:
-        with_password = [dict(r, password_hash=hash_password(ALICE_PASSWORD, iterations=20_000))
-                         if r["name"] == "alice" else r for r in REVIEWERS]
-        start_console(stack, {"HITL_REVIEWERS": json.dumps(with_password)})
+        start_console(stack, reviewers=REVIEWERS)
         yield stack
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.skip("no /usr/bin/chromium (apt-get install -y chromium)")
-    with playwright_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def e2e(stack):
-    harness = E2E(stack)
-    yield harness
-    harness.close()
-
-
-@pytest.fixture
-def open_page(browser, stack):
-    """open_page(name, path) → a page signed in as that reviewer in its own browser context."""
-    contexts = []
-
-    def make(name: str = "alice", path: str = "/", phone: bool = False, axe: bool = False):
-        shape = PHONE if phone else {"viewport": {"width": 1280, "height": 900}}
-        context = browser.new_context(**shape, base_url=stack.url("console"), bypass_csp=axe)
-        local_only(context)
-        contexts.append(context)
-        page = context.new_page()
-        page.set_default_timeout(10_000)
-        page.goto("/login")
-        page.fill("#name", name)
-        page.fill("#password", PASSWORDS[name])
-        page.click("button[type=submit]")
-        page.wait_for_url(re.compile(r".*/$"))
-        if path != "/":
-            page.goto(path)
-        page.wait_for_selector('#live[data-state="live"]')
-        page.evaluate("window.__noReload = true")
-        return page
-
-    yield make
-    for context in contexts:
-        context.close()
 
 
 def register(e2e: E2E, **body) -> None:
