@@ -2,87 +2,12 @@
 replies): sign-in, sessions, CSRF, how decider answers map to HTTP answers, and safe pages."""
 from __future__ import annotations
 
-import re
-import time
-import uuid
-import warnings
-
 import pytest
 
-from services.console.app import create_app
 from services.console.auth import COOKIE, Sessions, safe_next
-from services.console.config import ConsoleSettings
-from shared.models import Reply, Resolution
+from shared.models import Reply
 from shared.passwords import hash_password
-from shared.settings import ReviewerConfig
-from shared.store import Database
-from shared.store import checkpoints as store
-from tests.conftest import make_settings, memory_broker
-
-with warnings.catch_warnings():  # starlette's note about httpx2; the client works the same
-    warnings.simplefilter("ignore")
-    from starlette.testclient import TestClient
-
-PASSWORD = "alice's password"
-
-
-class Replies:
-    """Stands in for ReplyRouter: records decisions and commands, answers what the test says (`answer`,
-    or `answer_for(decision)` when each decision gets its own)."""
-
-    def __init__(self) -> None:
-        self.decisions = []
-        self.answer: Reply | None = None
-        self.answer_for = None
-        self.commands = []  # (exchange, routing key, message)
-        self.command_answer: Reply | None = None
-
-    async def submit_decision(self, decision, wait_s):
-        self.decisions.append(decision)
-        return self.answer_for(decision) if self.answer_for else self.answer
-
-    async def request(self, exchange, routing_key, message, wait_s):
-        self.commands.append((exchange, routing_key, message))
-        return self.command_answer
-
-    def fail_all(self) -> None:
-        pass
-
-
-@pytest.fixture
-def console(sqlite_url):
-    db = Database(sqlite_url)
-    db.migrate()
-    settings = make_settings(sqlite_url, reviewers=[
-        ReviewerConfig(name="alice", token="rv-alice-token", password_hash=hash_password(PASSWORD, iterations=1000),
-                       apps=["demo"]),
-        ReviewerConfig(name="bob", token="rv-bob-token", apps=["demo"])])
-    app = create_app(settings, ConsoleSettings(secret="unit-test-secret-0123456789", login_attempts=3), db,
-                     memory_broker(settings), start_broker=False)
-    app.state.replies = Replies()
-    yield app, db
-    db.dispose()
-
-
-def add_checkpoint(db: Database, node_output="Draft 1 about **tests**.", assignees=()) -> str:
-    cid, now = str(uuid.uuid4()), time.time()
-    with db.write() as conn:
-        store.insert_if_absent(conn, dict(
-            id=cid, app="demo", kind="http", workflow_run_id=str(uuid.uuid4()), node_id="draft", round=1, status="open",
-            mode="hold", message="Check the draft", node_output=node_output, timeout_s=300, deadline=now + 300,
-            on_timeout="abort", assignees=list(assignees), max_rounds=5, created_at=now, updated_at=now))
-    return cid
-
-
-def sign_in(client: TestClient, name="alice", password=PASSWORD, next_="/"):
-    page = client.get("/login")
-    nonce = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
-    return client.post("/login", data={"name": name, "password": password, "csrf": nonce, "next": next_},
-                       follow_redirects=False)
-
-
-def csrf_of(client: TestClient, path="/") -> str:
-    return re.search(r'<meta name="csrf-token" content="([^"]+)">', client.get(path).text).group(1)
+from tests.unit.console_support import PASSWORD, Replies, TestClient, add_checkpoint, csrf_of, resolved, sign_in
 
 
 def test_nothing_is_shown_before_sign_in(console):
@@ -166,11 +91,6 @@ def test_a_decision_without_the_csrf_token_is_refused(console):
     assert other_site.status_code == 403
     assert client.post("/logout", data={}).status_code == 403
     assert app.state.replies.decisions == []
-
-
-def resolved(cid: str, action="approve") -> Reply:
-    return Reply(outcome="applied", checkpoint_id=cid,
-                 resolution=Resolution(action=action, checkpoint_id=cid, round=1, decided_by="alice"))
 
 
 def test_decisions_go_to_the_decider_as_the_signed_in_reviewer_and_map_like_the_api(console):

@@ -6,16 +6,22 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from shared.models import Reply, Resolution
-from tests.unit.test_console_app import csrf_of
-from tests.unit.test_console_policies import add, client_for, console, quorum, section, vote  # noqa: F401
+from tests.unit.console_support import add, client_for, csrf_of, policy_console, quorum, section, vote
+
+
+@pytest.fixture
+def console(sqlite_url):
+    yield from policy_console(sqlite_url)
 
 
 def bulk(client, body: dict, csrf: str | None = None):
     return client.post("/bulk-decision", json=body, headers={"X-CSRF-Token": csrf or csrf_of(client)})
 
 
-def test_the_inbox_offers_a_checkbox_per_open_checkpoint_for_the_bulk_form(console):  # noqa: F811
+def test_the_inbox_offers_a_checkbox_per_open_checkpoint_for_the_bulk_form(console):
     app, db = console
     cid = add(db)
     alice = client_for(app, "alice")
@@ -25,7 +31,7 @@ def test_the_inbox_offers_a_checkbox_per_open_checkpoint_for_the_bulk_form(conso
     assert 'form="bulk"' not in alice.get("/?status=decided").text  # decided ones are not decided again
 
 
-def test_the_preview_says_what_would_be_decided_and_who_may(console):  # noqa: F811
+def test_the_preview_says_what_would_be_decided_and_who_may(console):
     app, db = console
     mine = add(db, assignees=["alice"])
     bobs = add(db, assignees=["bob"])
@@ -47,7 +53,7 @@ def test_the_preview_says_what_would_be_decided_and_who_may(console):  # noqa: F
     assert app.state.replies.decisions == []  # a preview decides nothing
 
 
-def test_the_preview_knows_the_refusals_of_each_action(console):  # noqa: F811
+def test_the_preview_knows_the_refusals_of_each_action(console):
     app, db = console
     last = add(db, round_=5, max_rounds=5)
     own = add(db, user="e2e-user", policy=quorum(1, mode="any", no_self_approval=True))
@@ -60,7 +66,7 @@ def test_the_preview_knows_the_refusals_of_each_action(console):  # noqa: F811
     assert approve[own]["code"] == "self_approval" and approve[last]["may_decide"]
 
 
-def test_a_bulk_needs_ids_an_action_its_words_and_the_csrf_token(console):  # noqa: F811
+def test_a_bulk_needs_ids_an_action_its_words_and_the_csrf_token(console):
     app, db = console
     cid = add(db)
     alice = client_for(app, "alice")
@@ -77,7 +83,7 @@ def test_a_bulk_needs_ids_an_action_its_words_and_the_csrf_token(console):  # no
     assert app.state.replies.decisions == []
 
 
-def test_apply_decides_each_on_its_own_and_answers_per_item(console):  # noqa: F811
+def test_apply_decides_each_on_its_own_and_answers_per_item(console):
     app, db = console
     applied, voted, refused, queued = (add(db, assignees=["alice", "bob"], policy=quorum(2) if i == 1 else None)
                                        for i in range(4))
@@ -116,7 +122,7 @@ def test_apply_decides_each_on_its_own_and_answers_per_item(console):  # noqa: F
     assert all(d.channel == "console" and d.actor == "alice" and d.action == "approve" for d in sent)
 
 
-def test_a_plain_form_post_previews_then_applies_the_ticked_ones_on_pages(console):  # noqa: F811
+def test_a_plain_form_post_previews_then_applies_the_ticked_ones_on_pages(console):
     app, db = console
     mine, bobs = add(db, assignees=["alice"]), add(db, assignees=["bob"])
     alice = client_for(app, "alice")

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from services.console import render
 from shared.store import checkpoints as store
-from tests.unit.test_console_app import TestClient, console, sign_in  # noqa: F401  (fixture)
+from tests.unit.console_support import TestClient, sign_in
 
 NASTY = ["\x000\x00", "\x005\x00 `code` \x000\x00", "a\x00b", "\ud800", "x \udfff y", "\ue0000\ue001",
          "**\x000\x00**", "[l](http://x/\x000\x00)", "```\n\x00\n", "# \x000\x00", "- \x009\x00",
@@ -60,7 +60,7 @@ def add(db, **values) -> str:
                                          ("message", "\x000\x00 and more"), ("node_output", {"\x000\x00": "\ud800"}),
                                          ("user", "dify-user-\x000\x00"),
                                          ("node_output", json.dumps({"a": "\x000\x00"}))])
-def test_the_checkpoint_page_and_the_inbox_answer_200_whatever_the_content(console, field, value):  # noqa: F811
+def test_the_checkpoint_page_and_the_inbox_answer_200_whatever_the_content(console, field, value):
     app, db = console
     cid = add(db, **{field: value})  # SQLite holds NUL in text; PostgreSQL does not (ingest refuses it there)
     client = TestClient(app)

@@ -13,10 +13,14 @@ from shared.broker import BrokerUnavailable
 from shared.models import CheckpointCommand, Reply
 from shared.topology import CHECKPOINT_COMMAND
 from tests.conftest import make_settings
-from tests.unit.test_console_app import csrf_of
-from tests.unit.test_console_policies import APPS, REVIEWERS, add, client_for, console, section  # noqa: F401
+from tests.unit.console_support import APPS, REVIEWERS, TestClient, add, client_for, csrf_of, policy_console, section
 
 SETTINGS = make_settings("sqlite://", reviewers=REVIEWERS, apps=APPS)
+
+
+@pytest.fixture
+def console(sqlite_url):
+    yield from policy_console(sqlite_url)
 
 
 def post(client, cid: str, command: str, body: dict | None = None, csrf: str | None = None, **kw):
@@ -24,7 +28,7 @@ def post(client, cid: str, command: str, body: dict | None = None, csrf: str | N
     return client.post(f"/checkpoints/{cid}/{command}", json=body or {}, headers=headers, **kw)
 
 
-def test_claim_sends_the_command_to_the_decider_and_says_it_is_done(console):  # noqa: F811
+def test_claim_sends_the_command_to_the_decider_and_says_it_is_done(console):
     app, db = console
     cid = add(db, assignees=["alice", "bob"])
     replies = app.state.replies
@@ -48,7 +52,7 @@ def test_claim_sends_the_command_to_the_decider_and_says_it_is_done(console):  #
     (Reply(outcome="rejected", error_code="already_resolved", error_message="checkpoint is resolved"), 409,
      "already_resolved"),
     (None, 202, None)])
-def test_every_answer_of_the_decider_is_said_with_its_status_and_code(console, reply, status, code):  # noqa: F811
+def test_every_answer_of_the_decider_is_said_with_its_status_and_code(console, reply, status, code):
     app, db = console
     cid = add(db)
     app.state.replies.command_answer = reply
@@ -58,7 +62,7 @@ def test_every_answer_of_the_decider_is_said_with_its_status_and_code(console, r
     assert (body["error"]["code"] == code) if code else body["status"] == "accepted"
 
 
-def test_without_the_csrf_token_or_from_another_site_nothing_is_sent(console):  # noqa: F811
+def test_without_the_csrf_token_or_from_another_site_nothing_is_sent(console):
     app, db = console
     cid = add(db)
     alice = client_for(app, "alice")
@@ -70,7 +74,7 @@ def test_without_the_csrf_token_or_from_another_site_nothing_is_sent(console):  
     assert forged.status_code == 403 and app.state.replies.commands == []
 
 
-def test_a_plain_form_post_lands_back_on_the_page_with_the_outcome(console):  # noqa: F811
+def test_a_plain_form_post_lands_back_on_the_page_with_the_outcome(console):
     app, db = console
     cid = add(db)
     alice = client_for(app, "alice")
@@ -84,7 +88,7 @@ def test_a_plain_form_post_lands_back_on_the_page_with_the_outcome(console):  # 
     assert refused.headers["location"].endswith("?outcome=not_claimable")
 
 
-def test_reassign_goes_to_a_reviewer_or_group_of_the_app_only(console):  # noqa: F811
+def test_reassign_goes_to_a_reviewer_or_group_of_the_app_only(console):
     app, db = console
     cid = add(db, assignees=["alice"])
     alice = client_for(app, "alice")
@@ -101,7 +105,7 @@ def test_reassign_goes_to_a_reviewer_or_group_of_the_app_only(console):  # noqa:
     assert post(alice, cid, "reassign", {"to": "carol", "note": "x" * 2001}).status_code == 422
 
 
-def test_another_apps_checkpoint_and_an_unknown_command_are_404(console):  # noqa: F811
+def test_another_apps_checkpoint_and_an_unknown_command_are_404(console):
     app, db = console
     theirs = add(db, app="other")
     zoe_sees = client_for(app, "zoe")
@@ -114,7 +118,7 @@ def test_another_apps_checkpoint_and_an_unknown_command_are_404(console):  # noq
     assert app.state.replies.commands == []
 
 
-def test_a_broker_that_does_not_take_the_command_is_a_503(console):  # noqa: F811
+def test_a_broker_that_does_not_take_the_command_is_a_503(console):
     app, db = console
     cid = add(db)
 
@@ -126,7 +130,7 @@ def test_a_broker_that_does_not_take_the_command_is_a_503(console):  # noqa: F81
     assert answer.status_code == 503 and answer.json()["error"]["code"] == "broker_unavailable"
 
 
-def test_the_reassign_form_offers_the_apps_reviewers_and_groups_to_an_assignee_and_an_admin_only(console):  # noqa: F811
+def test_the_reassign_form_offers_the_apps_reviewers_and_groups_to_an_assignee_and_an_admin_only(console):
     app, db = console
     cid = add(db, assignees=["alice", "bob"])
     card = section(client_for(app, "alice").get(f"/checkpoints/{cid}").text, "reassign")
@@ -174,10 +178,9 @@ def test_reassign_targets_are_the_reviewers_granted_the_app_and_their_groups():
     assert reassign_targets(SETTINGS, "other") == {"reviewers": ["ops", "zoe"], "groups": ["group:outsiders"]}
 
 
-def test_nothing_is_claimed_or_decided_in_bulk_before_sign_in(console):  # noqa: F811
+def test_nothing_is_claimed_or_decided_in_bulk_before_sign_in(console):
     app, db = console
     cid = add(db)
-    from tests.unit.test_console_app import TestClient
 
     anonymous = TestClient(app)
     assert anonymous.post(f"/checkpoints/{cid}/claim", json={}).status_code == 401

@@ -14,7 +14,7 @@ from services.console.web import BadRequest
 from shared.models import Action, Reply, Resolution
 from shared.store import checkpoints as store
 from shared.store import runs as run_store
-from tests.unit.test_console_app import TestClient, console, csrf_of, sign_in  # noqa: F401  (fixture)
+from tests.unit.console_support import TestClient, csrf_of, sign_in
 
 TOKEN = "hIdvldjxc23xTU6LqFv6aE"
 FORM = {
@@ -120,7 +120,7 @@ def test_a_token_in_dify_text_is_scrubbed():
 
 
 # ---------------------------------------------------------------------- pages
-def test_the_form_page_shows_the_form_its_fields_and_actions_and_never_the_token(console):  # noqa: F811
+def test_the_form_page_shows_the_form_its_fields_and_actions_and_never_the_token(console):
     app, db = console
     cid = add_form(db)
     client = TestClient(app)
@@ -146,7 +146,7 @@ def test_the_form_page_shows_the_form_its_fields_and_actions_and_never_the_token
     ("pending", "yellow", "delivery pending"), ("delivered", "yellow", "delivered"), ("resumed", "green", "resumed"),
     ("resume_stuck", "red", "resume stuck"), ("resumed_as_stopped", "red", "resumed as stopped"),
     ("failed", "red", "delivery failed")])
-def test_the_delivery_state_is_shown_in_its_color(console, delivery, color, label):  # noqa: F811
+def test_the_delivery_state_is_shown_in_its_color(console, delivery, color, label):
     app, db = console
     detail = f"404 not_found: Form not found. You have requested this URI [/v1/form/human_input/{TOKEN}]" \
         if delivery == "failed" else None
@@ -166,7 +166,7 @@ def test_the_delivery_state_is_shown_in_its_color(console, delivery, color, labe
         assert '<div class="delivery-detail">404 not_found: Form not found.' in page
 
 
-def test_a_form_decision_from_the_page_reaches_the_decider_with_its_action_and_inputs(console):  # noqa: F811
+def test_a_form_decision_from_the_page_reaches_the_decider_with_its_action_and_inputs(console):
     app, db = console
     cid = add_form(db)
     client = TestClient(app)
@@ -189,7 +189,7 @@ def test_a_form_decision_from_the_page_reaches_the_decider_with_its_action_and_i
     assert "Every input of the form needs a value." in no_js.text
 
 
-def test_a_run_paused_in_dify_without_a_form_checkpoint_says_so(console):  # noqa: F811
+def test_a_run_paused_in_dify_without_a_form_checkpoint_says_so(console):
     app, db = console
     bare = add_run(db, "paused")
     with_form = add_run(db, "paused")

@@ -9,16 +9,14 @@ import uuid
 
 import pytest
 
-from services.console.app import create_app
 from services.console.auth import Session
-from services.console.config import ConsoleSettings
 from services.console.inbox import InboxFilters, inbox
 from shared.passwords import hash_password
 from shared.settings import ReviewerConfig
 from shared.store import Database
 from shared.store.tables import checkpoints
-from tests.conftest import make_settings, memory_broker
-from tests.unit.test_console_app import Replies, TestClient, sign_in
+from tests.conftest import make_settings
+from tests.unit.console_support import TestClient, console_app, sign_in
 
 PASSWORD = "dave's password"
 DAVE = ReviewerConfig(name="dave", token="rv-dave-token", apps=["demo"], groups=["legal"],
@@ -50,10 +48,7 @@ def store(database_url):
 
 def app_on(db: Database, url: str):
     settings = make_settings(url, reviewers=[DAVE, CAROL])
-    app = create_app(settings, ConsoleSettings(secret="unit-test-secret-0123456789", page_size=50), db,
-                     memory_broker(settings), start_broker=False)
-    app.state.replies = Replies()
-    return app
+    return console_app(settings, db, page_size=50)
 
 
 def session_of(reviewer: ReviewerConfig) -> Session:

@@ -8,7 +8,7 @@ import uuid
 
 from shared.models import Reply
 from shared.store import checkpoints as store
-from tests.unit.test_console_app import TestClient, console, csrf_of, sign_in  # noqa: F401  (fixture)
+from tests.unit.console_support import TestClient, csrf_of, sign_in
 
 FORM = {
     "node_title": "Review", "form_content": "Pick a tone: {{#$output.tone#}}\n\n{{#$output.attachment#}}",
@@ -32,7 +32,7 @@ def add_form(db, form=FORM) -> str:
     return cid
 
 
-def test_a_select_is_a_select_and_file_inputs_ask_for_links(console):  # noqa: F811
+def test_a_select_is_a_select_and_file_inputs_ask_for_links(console):
     app, db = console
     cid = add_form(db)
     client = TestClient(app)
@@ -46,7 +46,7 @@ def test_a_select_is_a_select_and_file_inputs_ask_for_links(console):  # noqa: F
     assert page.count("Uploading a file cannot go through dify-hitl") == 2 and "remote_url" in page
 
 
-def test_links_become_remote_url_files_and_a_bad_link_or_choice_is_refused_before_sending(console):  # noqa: F811
+def test_links_become_remote_url_files_and_a_bad_link_or_choice_is_refused_before_sending(console):
     app, db = console
     cid = add_form(db)
     client = TestClient(app)
@@ -67,7 +67,7 @@ def test_links_become_remote_url_files_and_a_bad_link_or_choice_is_refused_befor
     assert len(app.state.replies.decisions) == 1
 
 
-def test_an_unknown_input_type_is_shown_read_only_and_the_deciders_refusal_is_plain(console):  # noqa: F811
+def test_an_unknown_input_type_is_shown_read_only_and_the_deciders_refusal_is_plain(console):
     app, db = console
     form = {**FORM, "inputs": [{"type": "signature", "output_variable_name": "sig"}]}
     cid = add_form(db, form)

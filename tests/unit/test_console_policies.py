@@ -3,121 +3,36 @@ counted (and the second one refused before a click), an edit under a quorum offe
 the change", the self-approval guard, a claim shown to others, and the policy snapshot (electorate,
 delegation, reminders, deadline warning, escalation ladder). Checkpoints carry a policy snapshot,
 votes, timers and claims as the decider writes them (shared/policy.py::snapshot, shared/store/votes.py);
-the helpers here serve the delegation and bulk tests too."""
+the helpers are in console_support, with the delegation and bulk tests'."""
 from __future__ import annotations
 
 import time
-import uuid
-from typing import Any
 
 import pytest
 
-from services.console.app import create_app
-from services.console.config import ConsoleSettings
 from services.console.gates import gate
 from shared.models import Reply
-from shared.passwords import hash_password
-from shared.policy import Approval, EscalationStep, Policy, snapshot
-from shared.settings import AppConfig, ReviewerConfig
-from shared.store import Database, timers, votes
+from shared.policy import Policy
 from shared.store import checkpoints as store
-from tests.conftest import make_settings, memory_broker
-from tests.unit.test_console_app import PASSWORD, Replies, TestClient, csrf_of, sign_in
-
-REVIEWERS = [
-    ReviewerConfig(name="alice", token="rv-alice-token", password_hash=hash_password(PASSWORD, iterations=1000),
-                   apps=["demo"]),
-    ReviewerConfig(name="bob", token="rv-bob-token", apps=["demo"], end_users=["e2e-user"]),
-    ReviewerConfig(name="carol", token="rv-carol-token", apps=["demo"], groups=["legal"]),
-    ReviewerConfig(name="dave", token="rv-dave-token", apps=["demo"], groups=["legal"], delegate_to="erin"),
-    ReviewerConfig(name="erin", token="rv-erin-token", apps=["demo"]),
-    ReviewerConfig(name="ops", token="rv-ops-token", role="admin"),
-    ReviewerConfig(name="zoe", token="rv-zoe-token", apps=["other"], groups=["outsiders"]),
-]
-TOKENS = {r.name: r.token for r in REVIEWERS}
-APPS = [AppConfig(name="demo", checkpoint_token="cp-test-token-0001"),
-        AppConfig(name="other", checkpoint_token="cp-other-token-01")]
+from tests.conftest import make_settings
+from tests.unit.console_support import (
+    APPS,
+    REVIEWERS,
+    add,
+    client_for,
+    csrf_of,
+    ladder,
+    policy_console,
+    quorum,
+    section,
+    timer,
+    vote,
+)
 
 
 @pytest.fixture
 def console(sqlite_url):
-    db = Database(sqlite_url)
-    db.migrate()
-    settings = make_settings(sqlite_url, reviewers=REVIEWERS, apps=APPS)
-    app = create_app(settings, ConsoleSettings(secret="unit-test-secret-0123456789"), db, memory_broker(settings),
-                     start_broker=False)
-    app.state.replies = Replies()
-    yield app, db
-    db.dispose()
-
-
-def client_for(app, name: str) -> TestClient:
-    client = TestClient(app)
-    answer = sign_in(client, name, PASSWORD if name == "alice" else TOKENS[name])
-    assert answer.status_code == 303, answer.text
-    return client
-
-
-def add(db: Database, *, assignees=(), policy: Policy | None = None, electorate=None, delegated=None,
-        user: str | None = None, round_: int = 1, max_rounds: int = 5, status: str = "open",
-        claimed_by: str | None = None, claimed_at: float | None = None, kind: str = "http", form=None,
-        node_output: Any = "Draft 1 about tests.", created_at: float | None = None, app: str = "demo") -> str:
-    cid, now = str(uuid.uuid4()), created_at or time.time()
-    snap = snapshot(policy or Policy(), assignees=list(assignees), electorate=list(electorate or assignees),
-                    delegated=dict(delegated or {}), app=app)
-    with db.write() as conn:
-        store.insert_if_absent(conn, dict(
-            id=cid, app=app, kind=kind, workflow_run_id=f"run-{uuid.uuid4().hex[:8]}", node_id="draft",
-            round=round_, status=status, mode="hold", message="Check the draft", node_output=node_output,
-            timeout_s=600, deadline=now + 600, on_timeout="abort", assignees=list(assignees), max_rounds=max_rounds,
-            created_at=now, updated_at=now, user=user, policy=snap, claimed_by=claimed_by, claimed_at=claimed_at,
-            form=form, decided_by="bob" if status != "open" else None, action="approve" if status != "open" else None,
-            resolved_at=now if status != "open" else None, decision_channel="api" if status != "open" else None))
-    return cid
-
-
-def quorum(m: int = 2, mode: str = "m_of_n", **more) -> Policy:
-    return Policy(approval=Approval(mode=mode, m=m if mode == "m_of_n" else None), **more)
-
-
-def ladder(*steps: dict) -> list[EscalationStep]:
-    return [EscalationStep(**s) for s in steps]
-
-
-def vote(db: Database, cid: str, voter: str, action: str = "approve", channel: str = "api",
-         feedback: str | None = None) -> None:
-    """A vote as the decider records it: the vote row and the checkpoint's tally."""
-    with db.write() as conn:
-        assert votes.cast(conn, checkpoint_id=cid, voter=voter, action=action, channel=channel, at=time.time(),
-                          message_id=uuid.uuid4().hex, feedback=feedback)
-        cp = store.get(conn, cid)
-        rows = votes.of(conn, cid)
-        approved = [v["voter"] for v in rows if v["action"] == "approve"]
-        rejected = [{"voter": v["voter"], "action": v["action"]} for v in rows if v["action"] != "approve"]
-        need = cp["policy"]["required"]
-        progress = f"{len(approved)} of {need} approved" + (f": {', '.join(approved)}" if approved else "")
-        if rejected:
-            progress += "; " + ", ".join(f"{r['action']} by {r['voter']}" for r in rejected)
-        store.update_open(conn, cid, time.time(), tally={"required": need, "electorate": cp["policy"]["electorate"],
-                                                         "approved": approved, "rejected": rejected,
-                                                         "progress": progress})
-
-
-def timer(db: Database, cid: str, kind: str, step: int, due_at: float, fired: str | None = None) -> None:
-    with db.write() as conn:
-        timers.schedule(conn, cid, kind, step, due_at)
-        if fired:
-            row = next(t for t in timers.of(conn, cid) if t["kind"] == kind and t["step"] == step)
-            timers.fire(conn, row["id"], due_at, outcome=fired)
-
-
-def section(page: str, live: str) -> str:
-    """One live region of a page (up to the next one; the claim notice is nested in the decision's)."""
-    start = page.index(f'data-live="{live}"')
-    following = page.find("data-live=", start + 10)
-    while following > 0 and page.startswith('data-live="claim-notice"', following):
-        following = page.find("data-live=", following + 10)
-    return page[start:following if following > 0 else len(page)]
+    yield from policy_console(sqlite_url)
 
 
 # ---------------------------------------------------------------------- quorum

@@ -10,14 +10,12 @@ import uuid
 
 import pytest
 
-from services.console.app import create_app
-from services.console.config import ConsoleSettings
 from shared.settings import AppConfig, ReviewerConfig
 from shared.store import Database
 from shared.store import checkpoints as cp_store
 from shared.store import runs as run_store
-from tests.conftest import make_settings, memory_broker
-from tests.unit.test_console_app import Replies, TestClient, csrf_of, sign_in
+from tests.conftest import make_settings
+from tests.unit.console_support import TestClient, console_app, csrf_of, sign_in
 
 AMY = ReviewerConfig(name="amy", token="rv-amy-token-a", apps=["app-a"])
 SECRET_WORD = "only-in-app-b"
@@ -44,9 +42,7 @@ def two_apps(sqlite_url):
     settings = make_settings(sqlite_url, reviewers=[AMY], bots=[],
                              apps=[AppConfig(name="app-a", checkpoint_token="tok-app-a-0"),
                                    AppConfig(name="app-b", checkpoint_token="tok-app-b-0")])
-    app = create_app(settings, ConsoleSettings(secret="unit-test-secret-0123456789"), db, memory_broker(settings),
-                     start_broker=False)
-    app.state.replies = Replies()
+    app = console_app(settings, db)
     a, b = add(db, "app-a"), add(db, "app-b")
     b_decided = add(db, "app-b", status="resolved")
     client = TestClient(app)

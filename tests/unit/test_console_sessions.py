@@ -16,9 +16,7 @@ from shared.store import Database
 from shared.store.errors import StoreUnavailable
 from shared.store.tables import console_sessions
 from tests.conftest import make_settings, memory_broker
-from tests.unit.test_console_app import PASSWORD, Replies, TestClient, add_checkpoint, sign_in
-
-SECRET = "unit-test-secret-0123456789"
+from tests.unit.console_support import PASSWORD, SECRET, TestClient, add_checkpoint, console_app, sign_in
 
 
 def alice(password: str = PASSWORD) -> ReviewerConfig:
@@ -33,10 +31,7 @@ BOB = ReviewerConfig(name="bob", token="rv-bob-token", apps=["demo"])
 def replica(db: Database, url: str, reviewers=None, **console):
     """One console process on the shared store (as several replicas behind one address are)."""
     settings = make_settings(url, reviewers=reviewers if reviewers is not None else [alice(), BOB])
-    app = create_app(settings, ConsoleSettings(secret=SECRET, **{"login_attempts": 3, **console}), db,
-                     memory_broker(settings), start_broker=False)
-    app.state.replies = Replies()
-    return app
+    return console_app(settings, db, **{"login_attempts": 3, **console})
 
 
 def rows(db: Database) -> list[dict]:

@@ -11,7 +11,7 @@ from shared.settings import GroupConfig
 from shared.store import checkpoints as store
 from shared.store import runs as run_store
 from tests.conftest import make_settings
-from tests.unit.test_console_app import TestClient, add_checkpoint, console, csrf_of, resolved, sign_in  # noqa: F401
+from tests.unit.console_support import TestClient, add_checkpoint, csrf_of, resolved, sign_in
 
 STEP = {"start": {"topic": "launch"}, "llm": {"text": "Draft about launch", "usage": {"tokens": 12}}}
 
@@ -36,7 +36,7 @@ def test_a_step_checkpoint_is_known_by_its_shape_and_single_round():
     assert not is_step({**cp, "kind": "dify-form"})
 
 
-def test_the_step_page_inspects_each_nodes_variables_and_names_the_next_node(console):  # noqa: F811
+def test_the_step_page_inspects_each_nodes_variables_and_names_the_next_node(console):
     app, db = console
     with db.write() as conn:  # an earlier streamed run of the workflow went llm → publish
         run_store.ensure(conn, "demo", "earlier", "gateway", workflow_id="wf")
@@ -57,7 +57,7 @@ def test_the_step_page_inspects_each_nodes_variables_and_names_the_next_node(con
     assert "Rounds" not in page and "Edit variables, then continue" in page and "Revise" not in page
 
 
-def test_edit_then_continue_sends_the_edited_variables_as_an_edit(console):  # noqa: F811
+def test_edit_then_continue_sends_the_edited_variables_as_an_edit(console):
     app, db = console
     cid = add_step(db, "r1")
     client = TestClient(app)
@@ -78,7 +78,7 @@ def test_edit_then_continue_sends_the_edited_variables_as_an_edit(console):  # n
     assert unknown.status_code == 422
 
 
-def test_buttons_are_disabled_with_the_reason_for_a_reviewer_who_may_not_decide(console):  # noqa: F811
+def test_buttons_are_disabled_with_the_reason_for_a_reviewer_who_may_not_decide(console):
     app, db = console
     cid = add_checkpoint(db, assignees=["alice"])
     bob = TestClient(app)
