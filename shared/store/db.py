@@ -31,7 +31,7 @@ from sqlalchemy import Connection, create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
 
 from shared import metrics
-from shared.store.errors import StoreUnavailable, is_unavailable
+from shared.store.errors import StoreUnavailable, is_connection_lost, is_unavailable
 from shared.store.urls import describe_database_url, normalise_database_url
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
@@ -124,7 +124,7 @@ class Database:
                 yield conn
         except Exception as exc:
             if is_unavailable(exc):
-                raise StoreUnavailable(_describe(exc)) from exc
+                raise StoreUnavailable(_describe(exc), connection_lost=is_connection_lost(exc)) from exc
             raise
 
     @contextlib.contextmanager
@@ -135,7 +135,7 @@ class Database:
         except Exception as exc:
             if is_unavailable(exc):
                 self.health.failed(exc)
-                raise StoreUnavailable(_describe(exc)) from exc
+                raise StoreUnavailable(_describe(exc), connection_lost=is_connection_lost(exc)) from exc
             raise
         self.health.worked()
 
