@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -33,6 +34,7 @@ from shared.topology import Queue, Topology
 
 log = get_logger(__name__)
 BACKOFF_START_S, BACKOFF_CAP_S = 0.2, 10.0
+RENEW_AFTER_NACK_S = 1.0  # at most one new publishing channel per second (a majority loss nacks everything)
 
 
 class Broker:
@@ -51,7 +53,9 @@ class Broker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._conn: Any = None  # the AsyncioConnection of the moment
         self._pub: Any = None
-        self.confirms = ConfirmWindow()
+        self.confirms = ConfirmWindow(on_nack=self._nacked)
+        self._renewing = False
+        self._renewed_at = float("-inf")
         self._publisher = Publisher(self.confirms, self.wait_ready, signing_key)
         self._ready = asyncio.Event()
         self._closing = False
@@ -183,14 +187,43 @@ class Broker:
 
         self._conn = AsyncioConnection(params, on_open, on_open_error, on_close, custom_ioloop=self.loop)
         await asyncio.wait_for(opened, OP_TIMEOUT_S)
-        self._pub = await self._open_channel()
-        await self._op(self._pub.confirm_delivery, self.confirms.on_confirm)
+        self._pub = await self._publishing_channel()
         self.confirms.attach(self._pub, self.loop)
         await self._declare(self._pub)
         for consumer in self.consumers:
             await self._attach(consumer)
         self._ready.set()
         log.info("broker.ready", node=self.node, consumers=[c.queue for c in self.consumers])
+
+    async def _publishing_channel(self) -> Any:
+        ch = await self._open_channel()
+        await self._op(ch.confirm_delivery, self.confirms.listener(ch))
+        return ch
+
+    def _nacked(self) -> None:
+        if self._renewing or not self.ready or time.monotonic() - self._renewed_at < RENEW_AFTER_NACK_S:
+            return
+        self._renewing = True
+        task = asyncio.ensure_future(self._renew_publishing_channel())
+        self._hooks_running.add(task)
+        task.add_done_callback(self._hooks_running.discard)
+
+    async def _renew_publishing_channel(self) -> None:
+        """A nacked publish: the next ones go through a new channel (publisher.py says why); the
+        callers of what is still unconfirmed on the old one send it again there."""
+        try:
+            ch = await self._publishing_channel()
+            old, self._pub = self._pub, ch
+            self.confirms.fail_all("publishing channel renewed after a nack")
+            self.confirms.attach(ch, self.loop)
+            if old is not None and old.is_open:
+                old.close()
+            log.info("broker.publish_channel_renewed", node=self.node)
+        except Exception as exc:  # the connection is going away: its reconnect opens a new channel anyway
+            log.warning("broker.publish_channel_renew_failed", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            self._renewing = False
+            self._renewed_at = time.monotonic()
 
     async def _open_channel(self, watch: bool = True) -> Any:
         fut: asyncio.Future = self.loop.create_future()

@@ -7,6 +7,10 @@
   properties and message id, once the broker has a connection again — to whichever node answers.
   The copy the first node may have stored too is a duplicate the consumers absorb (every message
   body carries its `id`; every handler is idempotent): at-least-once, never zero.
+- A nack renews the publishing channel (the Broker's `on_nack`). RabbitMQ 3.10 keeps nacking, for
+  as long as the channel lives, every publish of a channel that first published to a quorum queue
+  while its leader's node had just died — even once a new leader is elected — while a new channel
+  on the same connection is confirmed at once (the fault suite's 3-node scenario found it).
 - A message nobody confirms (a quorum queue that lost its majority keeps it pending) fails after
   `timeout_s` with PublishNotConfirmed: the caller never answers "accepted" for it.
 """
@@ -31,7 +35,8 @@ RESEND_PAUSE_S = 0.05
 class ConfirmWindow:
     """The unconfirmed publishes of the current publishing channel, by delivery tag."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_nack: Callable[[], None] | None = None) -> None:
+        self.on_nack = on_nack
         self.channel: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tag = 0
@@ -54,6 +59,11 @@ class ConfirmWindow:
         self._pending[self._tag] = fut
         return fut
 
+    def listener(self, channel: Any) -> Callable[[Any], None]:
+        """The confirm callback for `channel`: a late ack of a channel replaced since carries tags of the
+        old numbering, and must not resolve the new channel's publishes."""
+        return lambda frame: self.on_confirm(frame) if channel is self.channel else None
+
     def on_confirm(self, frame: Any) -> None:
         method = frame.method
         ok = isinstance(method, Basic.Ack)
@@ -65,6 +75,8 @@ class ConfirmWindow:
                     fut.set_result(None)
                 else:
                     fut.set_exception(PublishNotConfirmed("broker nacked the message"))
+        if not ok and self.on_nack is not None:
+            self.on_nack()
 
     def fail_all(self, why: str) -> None:
         """The channel is gone: every caller still waiting sends its message again."""

@@ -170,3 +170,25 @@ def test_a_multiple_ack_confirms_every_tag_up_to_it_and_a_nack_fails_its_publish
         assert window.unconfirmed == 0
     finally:
         loop.close()
+
+
+def test_a_nack_asks_for_a_new_publishing_channel_and_an_old_channels_late_ack_is_ignored():
+    loop = asyncio.new_event_loop()
+    try:
+        nacks: list[int] = []
+        window = ConfirmWindow(on_nack=lambda: nacks.append(1))
+        old, new = FakeChannel(), FakeChannel()
+        window.attach(old, loop)
+        old_listener = window.listener(old)
+        window.send("ex", "rk", b"x", None)  # type: ignore[arg-type]
+        old_listener(SimpleNamespace(method=Basic.Nack(delivery_tag=1)))
+        assert nacks == [1]  # RabbitMQ 3.10 may nack a channel forever after a leader's node died
+        window.fail_all("publishing channel renewed after a nack")
+        window.attach(new, loop)
+        fut = window.send("ex", "rk", b"x", None)  # type: ignore[arg-type]
+        old_listener(ack(1))  # tag 1 of the old numbering: not this publish
+        assert not fut.done()
+        window.listener(new)(ack(1))
+        assert fut.done() and fut.exception() is None
+    finally:
+        loop.close()
