@@ -160,6 +160,8 @@ class NodeLabels:
 
 node_labels = NodeLabels()
 store_up = Gauge("hitl_store_up", "1 while the store takes writes from this process, 0 after a failed write")
+store_retries = Counter("hitl_store_retries_total", "Handler transactions run again at once because their "
+                        "connection died under them (a restart, a failover)")
 clock_offset = Gauge("hitl_store_clock_offset_seconds", "The store's clock minus this process's clock")
 decisions_parked = Counter("hitl_decisions_parked_total", "Decisions kept until their checkpoint opens, by outcome",
                            ["outcome"])

@@ -66,8 +66,8 @@ def boot(process: str, settings: Settings | None = None) -> Runtime:
 
 def make_broker(runtime: Runtime, name: str) -> Broker:
     s = runtime.settings
-    return Broker(s.rabbitmq_url, name=name, topology=build_topology(s.names), prefetch=s.prefetch,
-                  handler_threads=s.store_threads, max_attempts=s.max_delivery_attempts,
+    return Broker(s.rabbitmq_url, name=name, topology=build_topology(s.names, s.quorum_group_size),
+                  prefetch=s.prefetch, handler_threads=s.store_threads, max_attempts=s.max_delivery_attempts,
                   signing_key=runtime.signing_key)
 
 
@@ -113,7 +113,7 @@ async def run_worker(process: str, make_service: Callable[[Runtime, Any], Any],
     ops_task = asyncio.create_task(ops.serve())
     await broker.start(wait_s=None)  # keeps retrying in the background until RabbitMQ answers
     loops = [asyncio.create_task(c) for c in service.background()]
-    log.info(f"{process}.started", ops_port=port, database=db.url.split("@")[-1])
+    log.info(f"{process}.started", ops_port=port, database=db.where)
     await stop.wait()
     log.info(f"{process}.stopping")
     service.stop()

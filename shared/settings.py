@@ -14,7 +14,9 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from shared.broker.nodes import default_group_size, parse_node_urls
 from shared.policy import Policy
+from shared.store.urls import normalise_database_url
 
 
 class AppConfig(BaseModel):
@@ -130,7 +132,13 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HITL_", extra="ignore")
 
     config_file: Path | None = None
+    # One RabbitMQ node or several (a cluster): amqp:// URLs separated by commas (shared/broker/nodes.py).
     rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
+    # Replicas of each quorum queue when it is created. Unset: one per node URL, at most 3; RabbitMQ's
+    # own default when a single URL is given (it may be a load balancer in front of any cluster).
+    rabbitmq_quorum_group_size: int | None = Field(default=None, ge=1, le=9)
+    # SQLite file, or PostgreSQL; libpq's multi-host form (`postgresql://u@primary:5432,standby:5432/db`)
+    # follows a failover to whichever host takes writes (shared/store/urls.py).
     database_url: str = "sqlite:///./var/hitl.db"
     auto_migrate: bool = True
     namespace: str = Field(default="hitl", pattern=r"^[a-z0-9][a-z0-9_-]{0,40}$")
@@ -244,21 +252,23 @@ class Settings(BaseSettings):
 
     @field_validator("rabbitmq_url")
     @classmethod
-    def _amqp_scheme(cls, value: str) -> str:
-        if not value.startswith(("amqp://", "amqps://")):
-            raise ValueError("must start with amqp:// or amqps://")
-        return value
+    def _amqp_nodes(cls, value: str) -> str:
+        return ",".join(parse_node_urls(value))
+
+    @property
+    def rabbitmq_nodes(self) -> tuple[str, ...]:
+        return parse_node_urls(self.rabbitmq_url)
+
+    @property
+    def quorum_group_size(self) -> int | None:
+        return default_group_size(self.rabbitmq_nodes, self.rabbitmq_quorum_group_size)
 
     @field_validator("database_url")
     @classmethod
     def _sql_scheme(cls, value: str) -> str:
-        # Accept the plain postgres URLs people paste; SQLAlchemy needs the psycopg 3 driver name.
-        for prefix in ("postgres://", "postgresql://"):
-            if value.startswith(prefix):
-                return "postgresql+psycopg://" + value[len(prefix):]
-        if not value.startswith(("sqlite://", "postgresql+psycopg://")):
-            raise ValueError("must be a sqlite:/// or postgresql:// URL")
-        return value
+        # Accept the plain and multi-host postgres URLs people paste; SQLAlchemy needs the psycopg 3
+        # driver name and the hosts as parameters.
+        return normalise_database_url(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

@@ -3,6 +3,10 @@
 Naming rule for a work queue Q: `Q` (quorum), `Q.dlq` (its dead letters, quorum), `Q.delay.<tier>`
 (quorum, queue TTL, dead-letters back into Q: how a handler's RetryLater waits without a timer in
 any process's memory).
+
+Clusters: every quorum queue gets `x-quorum-initial-group-size` replicas when the deployment says how
+many (shared/broker/nodes.py: one per node URL, at most 3); a queue survives the loss of a minority of
+them. The work queues carry `x-consumer-timeout` (CONSUMER_TIMEOUT_MS).
 """
 from __future__ import annotations
 
@@ -71,6 +75,15 @@ class Names:
 DELAY_TIERS = (1, 5, 30, 300)
 # Backstop against a message that kills its consumer every time (quorum queues count redeliveries).
 DELIVERY_LIMIT = 20
+# How long a consumer may hold one delivery unacked before RabbitMQ takes it back (closing the channel;
+# the message is redelivered, and counts toward DELIVERY_LIMIT). Set deliberately rather than left to
+# the broker-wide default: no handler ever holds a delivery across a human wait — a checkpoint waits
+# in the store, a held HTTP call waits on a reply queue, a retry waits in a delay queue — so a
+# delivery is held only while it is handled: store statements (15 s timeout), confirmed publishes
+# (30 s), a Dify call (HITL_DIFY_TIMEOUT_S), behind at most a prefetch window of others. Ten minutes
+# is far beyond that and still returns the message of a stuck consumer. RabbitMQ reads the argument
+# from 3.12 on; older nodes apply their `consumer_timeout` setting (30 minutes by default).
+CONSUMER_TIMEOUT_MS = 10 * 60 * 1000
 
 
 @dataclass(frozen=True)
@@ -113,17 +126,25 @@ def delay_tier(delay_s: float) -> int:
     return next((t for t in DELAY_TIERS if t >= delay_s), DELAY_TIERS[-1])
 
 
-def work_queue(name: str, dlx: str) -> tuple[list[Queue], list[Binding]]:
+def quorum(group_size: int | None) -> dict:
+    """The arguments every quorum queue starts from."""
+    args: dict = {"x-queue-type": "quorum"}
+    if group_size is not None:
+        args["x-quorum-initial-group-size"] = group_size
+    return args
+
+
+def work_queue(name: str, dlx: str, group_size: int | None = None) -> tuple[list[Queue], list[Binding]]:
     """A quorum work queue with its DLQ and delay tiers."""
     queues = [
-        Queue(name, {"x-queue-type": "quorum", "x-dead-letter-exchange": dlx,
-                     "x-dead-letter-routing-key": name, "x-delivery-limit": DELIVERY_LIMIT}),
-        Queue(dlq_name(name), {"x-queue-type": "quorum"}),
+        Queue(name, {**quorum(group_size), "x-dead-letter-exchange": dlx, "x-dead-letter-routing-key": name,
+                     "x-delivery-limit": DELIVERY_LIMIT, "x-consumer-timeout": CONSUMER_TIMEOUT_MS}),
+        Queue(dlq_name(name), quorum(group_size)),
     ]
     bindings = [Binding(dlx, dlq_name(name), name)]
     for tier in DELAY_TIERS:
         queues.append(Queue(delay_queue_name(name, tier), {
-            "x-queue-type": "quorum",
+            **quorum(group_size),
             "x-message-ttl": tier * 1000,
             # Expired letters go back to the work queue through the default exchange.
             "x-dead-letter-exchange": "",
@@ -134,7 +155,8 @@ def work_queue(name: str, dlx: str) -> tuple[list[Queue], list[Binding]]:
     return queues, bindings
 
 
-def build_topology(names: Names) -> Topology:
+def build_topology(names: Names, group_size: int | None = None) -> Topology:
+    """`group_size`: replicas of every quorum queue (None: RabbitMQ's default)."""
     exchanges = (
         Exchange(names.events, "topic"),
         Exchange(names.decisions, "fanout"),
@@ -145,7 +167,7 @@ def build_topology(names: Names) -> Topology:
     bindings: list[Binding] = []
     for name in (names.checkpoints_queue, names.decisions_queue, names.runs_queue, names.notifier_queue,
                  names.notifications_queue):
-        q, b = work_queue(name, names.dlx)
+        q, b = work_queue(name, names.dlx, group_size)
         queues += q
         bindings += b
     bindings += [

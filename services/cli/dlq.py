@@ -51,9 +51,10 @@ def operator_key(settings: Settings) -> tuple[bytes | None, str]:
     return (value.encode(), "the store") if value else (None, "no key in the store yet")
 
 
-def _safe_url(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    return f"{scheme}{sep}{rest.rpartition('@')[2]}" if "@" in rest else url
+def _safe_urls(settings: Settings) -> str:
+    from shared.broker.nodes import safe_url
+
+    return ", ".join(safe_url(u) for u in settings.rabbitmq_nodes)
 
 
 def with_broker(settings: Settings, key: bytes | None, work: Callable[[Broker], Awaitable[T]]) -> T:
@@ -62,8 +63,8 @@ def with_broker(settings: Settings, key: bytes | None, work: Callable[[Broker], 
     setup_logging("WARNING", "console", "hitl-dlq")  # the broker's own lines to stderr, warnings only
 
     async def session() -> T:
-        broker = Broker(settings.rabbitmq_url, name="hitl-dlq", topology=build_topology(settings.names),
-                        signing_key=key)
+        broker = Broker(settings.rabbitmq_url, name="hitl-dlq",
+                        topology=build_topology(settings.names, settings.quorum_group_size), signing_key=key)
         try:
             await broker.start(wait_s=15)
             return await work(broker)
@@ -73,7 +74,7 @@ def with_broker(settings: Settings, key: bytes | None, work: Callable[[Broker], 
     try:
         return asyncio.run(session())
     except BrokerError as exc:
-        raise CliError(f"RabbitMQ at {_safe_url(settings.rabbitmq_url)}: {exc}") from None
+        raise CliError(f"RabbitMQ at {_safe_urls(settings)}: {exc}") from None
 
 
 def _setup(args: argparse.Namespace) -> tuple[Settings, bytes | None, Verifier | None, str]:

@@ -20,7 +20,7 @@ async def serve() -> None:
                             # The gateway relays Dify's own headers exactly; our answers get a Date
                             # from the app (DateHeader), none gets uvicorn's Server header.
                             server_header=False, date_header=False)
-    log.info("ingest.started", port=settings.ingest_port, database=db.url.split("@")[-1])
+    log.info("ingest.started", port=settings.ingest_port, database=db.where)
 
     def answer_held_calls() -> None:
         # SIGTERM: answer every held call 503 now (Dify retries, on another replica), then drain.

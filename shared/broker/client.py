@@ -1,10 +1,11 @@
-"""Broker: one pika AsyncioConnection on the process's event loop.
+"""Broker: one pika AsyncioConnection on the process's event loop, to one node of the cluster at a time.
 
-- Publishes are pipelined: each publish gets the channel's next delivery tag and a future; the
-  broker's (possibly `multiple`) acks resolve them in bulk. Nothing waits one-at-a-time.
+- The nodes come from the URL list (nodes.py): the first that answers after a shuffle; on a lost
+  connection the next one, with capped, jittered backoff once every node has failed in a row.
+- Each connection re-declares the topology (queues only where absent: a queue's arguments are fixed
+  when it is created), re-attaches the consumers, then runs the reconnect hooks (ingest re-sends
+  its held calls). Publishes not confirmed when a connection is lost are sent again (publisher.py).
 - Consumers use manual acks and a per-channel prefetch; the ack policy lives in `dispatch.py`.
-- A lost connection fails the outstanding confirms (callers re-publish: at-least-once), then
-  reconnects with capped, jittered backoff, re-declares the topology and re-attaches consumers.
 pika is not thread-safe: everything here runs on the loop; sync handlers run in an executor and
 their results come back to the loop through asyncio, never by touching pika from a thread.
 """
@@ -21,24 +22,26 @@ from typing import Any
 import pika
 import pika.exceptions
 from pika.adapters.asyncio_connection import AsyncioConnection
-from pika.spec import Basic
 
-from shared import metrics
-from shared.broker.errors import BrokerUnavailable, PublishNotConfirmed
+from shared.broker.calls import OP_TIMEOUT_S, ChannelRefused, PendingCalls, fail, resolve
+from shared.broker.errors import BrokerUnavailable
 from shared.broker.lease import RENEW_AT, ChannelLease, delivery_count, fresh_headers
-from shared.broker.signing import INTERNAL_HEADER, signature
+from shared.broker.nodes import NodeRing, parse_node_urls, safe_url
+from shared.broker.publisher import ConfirmWindow, Publisher
 from shared.broker.types import Consumer, Delivery, Handler
 from shared.logs import get_logger
 from shared.topology import Queue, Topology
 
 log = get_logger(__name__)
-OP_TIMEOUT_S = 15.0
+BACKOFF_START_S, BACKOFF_CAP_S = 0.2, 10.0
+RENEW_AFTER_NACK_S = 1.0  # at most one new publishing channel per second (a majority loss nacks everything)
 
 
 class Broker:
     def __init__(self, url: str, *, name: str, topology: Topology, prefetch: int = 64,
                  handler_threads: int = 8, max_attempts: int = 5, signing_key: bytes | None = None) -> None:
-        self.url = url
+        self.url = url  # one node URL or several (nodes.py)
+        self.nodes = NodeRing(parse_node_urls(url))
         self.signing_key = signing_key  # every publish is signed with it (shared/broker/signing.py)
         self.name = name
         self.topology = topology
@@ -48,23 +51,35 @@ class Broker:
         self.consumers: list[Consumer] = []
         self.reconnect_hooks: list[Callable[[], Awaitable[None]]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._conn: AsyncioConnection | None = None
+        self._conn: Any = None  # the AsyncioConnection of the moment
         self._pub: Any = None
-        self._tag = 0
-        self._pending: dict[int, asyncio.Future] = {}
+        self.confirms = ConfirmWindow(on_nack=self._nacked)
+        self._renewing = False
+        self._renewed_at = float("-inf")
+        self._publisher = Publisher(self.confirms, self.wait_ready, signing_key)
         self._ready = asyncio.Event()
         self._closing = False
         self._runner: asyncio.Task | None = None
-        self._lost: asyncio.Event | None = None
+        self._lost = asyncio.Event()
         self.connections_made = 0
-        self._in_flight: set[asyncio.Task] = set()
-        self._ops: set[asyncio.Future] = set()
-        self._hooks_running: set[asyncio.Task] = set()
+        self._in_flight: set[asyncio.Future] = set()
+        self._calls = PendingCalls()
+        self._hooks_running: set[asyncio.Future] = set()
 
     # ------------------------------------------------------------------ lifecycle
     @property
     def ready(self) -> bool:
         return self._ready.is_set()
+
+    @property
+    def node(self) -> str | None:
+        """The node connected to (or being tried), without its password."""
+        return safe_url(self.nodes.current) if self.nodes.current else None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        assert self._loop is not None, "Broker.start() was not called"
+        return self._loop
 
     def consume(self, queue: str, handler: Handler, *, prefetch: int | None = None,
                 declare: Queue | None = None, exclusive: bool = False, auto_ack: bool = False,
@@ -104,107 +119,150 @@ class Broker:
             self._runner.cancel()
         if self._conn and self._conn.is_open:
             self._conn.close()
-        self._fail_pending("broker closing")
+        self.confirms.fail_all("broker closing")
         self.executor.shutdown(wait=False, cancel_futures=True)
 
     async def _run(self) -> None:
-        backoff = 0.2
+        backoff, failed_in_a_row = BACKOFF_START_S, 0
         while not self._closing:
+            url = self.nodes.next()
             try:
-                await self._connect()
-                backoff = 0.2
+                await self._connect(url)
+                backoff, failed_in_a_row = BACKOFF_START_S, 0
                 self.connections_made += 1
                 if self.connections_made > 1:
-                    log.info("broker.reconnected", attempt=self.connections_made)
+                    log.info("broker.reconnected", attempt=self.connections_made, node=self.node)
                     for hook in self.reconnect_hooks:
-                        task = asyncio.create_task(hook())
+                        task = asyncio.ensure_future(hook())
                         self._hooks_running.add(task)  # a reference, so the task is not collected mid-way
                         task.add_done_callback(self._hooks_running.discard)
                 await self._lost.wait()
             except asyncio.CancelledError:
                 return
-            except Exception as exc:  # any failure while connecting: back off and try again
-                log.warning("broker.connect_failed", error=f"{type(exc).__name__}: {exc}", retry_in_s=round(backoff, 2))
-                if self._conn and self._conn.is_open:
-                    self._conn.close()
+            except Exception as exc:  # any failure while connecting: the next node, backing off after a round
+                failed_in_a_row += 1
+                log.warning("broker.connect_failed", node=self.node, error=f"{type(exc).__name__}: {exc}")
+                self._drop_connection()
             self._ready.clear()
-            self._fail_pending("connection lost")
+            self.confirms.fail_all("connection lost")
             if self._closing:
                 return
+            if failed_in_a_row % len(self.nodes) != 0:
+                continue  # the next node may answer at once
+            # A lost connection, or every node refused in turn: wait a little (jittered, so that the
+            # replicas do not all come back at the same instant), longer after each failed round.
             await asyncio.sleep(backoff * (0.5 + random.random()))
-            backoff = min(backoff * 2, 10.0)
+            if failed_in_a_row:
+                backoff = min(backoff * 2, BACKOFF_CAP_S)
 
-    async def _connect(self) -> None:
-        params = pika.URLParameters(self.url)
+    def _drop_connection(self) -> None:
+        """Close the connection; on_close then ends `_run`'s wait, and the next node is tried."""
+        if not self._closing and self._conn is not None and self._conn.is_open:
+            self._conn.close()
+
+    async def _connect(self, url: str) -> None:
+        params = pika.URLParameters(url)
         params.heartbeat = 30
         params.blocked_connection_timeout = 60
         params.connection_attempts = 1
         params.socket_timeout = 5
         params.client_properties = {"connection_name": self.name}
-        opened: asyncio.Future = self._loop.create_future()
-        self._lost = asyncio.Event()
+        opened: asyncio.Future = self.loop.create_future()
+        lost = self._lost = asyncio.Event()
 
-        def on_open(conn):
-            opened.done() or opened.set_result(conn)
+        def on_open(conn: Any) -> None:
+            resolve(opened, conn)
 
-        def on_open_error(conn, exc):
-            opened.done() or opened.set_exception(BrokerUnavailable(str(exc) or type(exc).__name__))
+        def on_open_error(_conn: Any, exc: BaseException | str) -> None:
+            fail(opened, BrokerUnavailable(str(exc) or type(exc).__name__))
 
-        def on_close(conn, reason):
-            if not opened.done():
-                opened.set_exception(BrokerUnavailable(str(reason)))
+        def on_close(_conn: Any, reason: BaseException) -> None:
+            fail(opened, BrokerUnavailable(str(reason)))
             if not self._closing:
-                log.warning("broker.connection_lost", reason=str(reason))
+                log.warning("broker.connection_lost", node=self.node, reason=str(reason))
             self._ready.clear()
-            self._fail_pending("connection lost")
-            for op in list(self._ops):  # a declare or consume waiting on this connection: fail now
-                op.done() or op.set_exception(BrokerUnavailable(f"connection lost: {reason}"))
-            self._lost.set()
+            self.confirms.fail_all("connection lost")
+            self._calls.fail_all(f"connection lost: {reason}")  # a declare or consume waiting on it
+            lost.set()
 
-        self._conn = AsyncioConnection(params, on_open, on_open_error, on_close, custom_ioloop=self._loop)
+        self._conn = AsyncioConnection(params, on_open, on_open_error, on_close, custom_ioloop=self.loop)
         await asyncio.wait_for(opened, OP_TIMEOUT_S)
-        self._pub = await self._open_channel()
-        self._tag = 0
-        await self._op(self._pub.confirm_delivery, self._on_confirm)
+        self._pub = await self._publishing_channel()
+        self.confirms.attach(self._pub, self.loop)
         await self._declare(self._pub)
         for consumer in self.consumers:
             await self._attach(consumer)
         self._ready.set()
-        log.info("broker.ready", consumers=[c.queue for c in self.consumers])
+        log.info("broker.ready", node=self.node, consumers=[c.queue for c in self.consumers])
 
-    async def _open_channel(self, watch: bool = True):
-        fut: asyncio.Future = self._loop.create_future()
-        self._conn.channel(on_open_callback=lambda ch: fut.done() or fut.set_result(ch))
+    async def _publishing_channel(self) -> Any:
+        ch = await self._open_channel()
+        await self._op(ch.confirm_delivery, self.confirms.listener(ch))
+        return ch
+
+    def _nacked(self) -> None:
+        if self._renewing or not self.ready or time.monotonic() - self._renewed_at < RENEW_AFTER_NACK_S:
+            return
+        self._renewing = True
+        task = asyncio.ensure_future(self._renew_publishing_channel())
+        self._hooks_running.add(task)
+        task.add_done_callback(self._hooks_running.discard)
+
+    async def _renew_publishing_channel(self) -> None:
+        """A nacked publish: the next ones go through a new channel (publisher.py says why); the
+        callers of what is still unconfirmed on the old one send it again there."""
+        try:
+            ch = await self._publishing_channel()
+            old, self._pub = self._pub, ch
+            self.confirms.fail_all("publishing channel renewed after a nack")
+            self.confirms.attach(ch, self.loop)
+            if old is not None and old.is_open:
+                old.close()
+            log.info("broker.publish_channel_renewed", node=self.node)
+        except Exception as exc:  # the connection is going away: its reconnect opens a new channel anyway
+            log.warning("broker.publish_channel_renew_failed", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            self._renewing = False
+            self._renewed_at = time.monotonic()
+
+    async def _open_channel(self, watch: bool = True) -> Any:
+        fut: asyncio.Future = self.loop.create_future()
+        self._conn.channel(on_open_callback=lambda ch: resolve(fut, ch))
         channel = await asyncio.wait_for(fut, OP_TIMEOUT_S)
         if watch:
             channel.add_on_close_callback(self._on_channel_closed)
         return channel
 
-    def _on_channel_closed(self, channel, reason) -> None:
+    def _on_channel_closed(self, channel: Any, reason: BaseException) -> None:
         # A channel closed by the broker (e.g. a failed declare) leaves the connection unusable for
         # our purposes; closing the connection triggers one clean reconnect of everything.
-        if self._closing or not self._conn or not self._conn.is_open:
-            return
         if isinstance(reason, pika.exceptions.ChannelClosedByClient):
             return
-        log.warning("broker.channel_closed", channel=channel.channel_number, reason=str(reason))
-        self._conn.close()
+        if not self._closing and self._conn is not None and self._conn.is_open:
+            log.warning("broker.channel_closed", channel=channel.channel_number, reason=str(reason))
+        self._drop_connection()
 
-    async def _op(self, fn, *args, **kwargs):
+    async def _op(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Await a pika call that reports through `callback=`."""
-        fut: asyncio.Future = self._loop.create_future()
-        self._ops.add(fut)
-        try:
-            fn(*args, callback=lambda frame=None: fut.done() or fut.set_result(frame), **kwargs)
-            return await asyncio.wait_for(fut, OP_TIMEOUT_S)
-        finally:
-            self._ops.discard(fut)
+        return await self._calls.call(self.loop, fn, *args, **kwargs)
 
-    async def _declare(self, ch) -> None:
+    async def _declare(self, ch: Any) -> None:
         for ex in self.topology.exchanges:
             await self._op(ch.exchange_declare, exchange=ex.name, exchange_type=ex.type, durable=True)
-        for q in self.topology.queues:
-            await self._op(ch.queue_declare, queue=q.name, durable=q.durable, arguments=q.arguments)
+        # A queue that exists is left as it is: RabbitMQ refuses a re-declare whose arguments differ
+        # (an older release's, or a process given fewer node URLs and so another replica count), and a
+        # refusal would close the channel on every connect. Changing a live queue is a policy's job.
+        probe = await self._open_channel(watch=False)
+        try:
+            for q in self.topology.queues:
+                try:
+                    await self._op(probe.queue_declare, queue=q.name, passive=True, refusing=probe)
+                except ChannelRefused:  # 404: not there yet; declared with its arguments
+                    await self._op(ch.queue_declare, queue=q.name, durable=q.durable, arguments=q.arguments)
+                    probe = await self._open_channel(watch=False)
+        finally:
+            if probe.is_open:
+                probe.close()
         for b in self.topology.bindings:
             await self._op(ch.queue_bind, queue=b.queue, exchange=b.exchange, routing_key=b.routing_key)
 
@@ -220,9 +278,9 @@ class Broker:
         consumer.channel = ch
         # The broker cancels a consumer when its queue goes away (deleted, a quorum leader lost): without
         # a consumer the process would look ready while doing nothing, so reconnect and re-attach.
-        ch.add_on_cancel_callback(lambda _frame: self._closing or not self._conn.is_open or self._conn.close())
+        ch.add_on_cancel_callback(lambda _frame: self._drop_connection())
 
-        def on_message(channel, method, properties, body):
+        def on_message(channel: Any, method: Any, properties: Any, body: bytes) -> None:
             task = asyncio.ensure_future(self._deliver(consumer, channel, method, properties, body))
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
@@ -232,64 +290,19 @@ class Broker:
                        auto_ack=consumer.auto_ack, consumer_tag=consumer.tag)
 
     # ------------------------------------------------------------------ publishing
-    def _on_confirm(self, frame) -> None:
-        method = frame.method
-        ok = isinstance(method, Basic.Ack)
-        tags = [t for t in self._pending if t <= method.delivery_tag] if method.multiple else [method.delivery_tag]
-        for tag in tags:
-            fut = self._pending.pop(tag, None)
-            if fut is not None and not fut.done():
-                if ok:
-                    fut.set_result(None)
-                else:
-                    fut.set_exception(PublishNotConfirmed("broker nacked the message"))
-
-    def _fail_pending(self, why: str) -> None:
-        pending, self._pending = self._pending, {}
-        for fut in pending.values():
-            if not fut.done():
-                fut.set_exception(PublishNotConfirmed(why))
-
     async def publish(self, exchange: str, routing_key: str, body: bytes, *, headers: dict | None = None,
                       message_id: str | None = None, correlation_id: str | None = None,
                       reply_to: str | None = None, persistent: bool = True, timeout_s: float = 30.0,
                       content_type: str = "application/json", sign: bool = True) -> None:
-        """Publish and wait for the broker's confirm, re-publishing across reconnects until
+        """Publish and wait for the broker's confirm, re-publishing across reconnects (to any node) until
         `timeout_s`. At-least-once: a message may arrive twice, never zero times once this returns.
         `sign=False` re-publishes a delivery as it came (its own signature headers travel with it)."""
-        if sign and self.signing_key is not None:
-            headers = {**(headers or {}), INTERNAL_HEADER: signature(self.signing_key, body)}
-        props = pika.BasicProperties(
-            content_type=content_type, delivery_mode=2 if persistent else 1, headers=headers or None,
-            message_id=message_id, correlation_id=correlation_id, reply_to=reply_to,
-            timestamp=int(time.time()))
-        deadline = time.monotonic() + timeout_s
-        started = time.perf_counter()
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise PublishNotConfirmed(f"not confirmed within {timeout_s:.0f}s ({exchange}/{routing_key})")
-            try:
-                await self.wait_ready(remaining)
-                await asyncio.wait_for(self._publish_once(exchange, routing_key, body, props), remaining)
-                metrics.publish_confirm.observe(time.perf_counter() - started)
-                return
-            except (TimeoutError, PublishNotConfirmed, BrokerUnavailable) as exc:
-                if time.monotonic() >= deadline:
-                    raise PublishNotConfirmed(f"{exchange}/{routing_key}: {exc}") from None
-                await asyncio.sleep(0.05)
-
-    def _publish_once(self, exchange, routing_key, body, props) -> asyncio.Future:
-        if not self._pub or not self._pub.is_open:
-            raise PublishNotConfirmed("no open channel")
-        self._pub.basic_publish(exchange, routing_key, body, props)
-        self._tag += 1
-        fut = self._loop.create_future()
-        self._pending[self._tag] = fut
-        return fut
+        await self._publisher.publish(exchange, routing_key, body, headers=headers, message_id=message_id,
+                                      correlation_id=correlation_id, reply_to=reply_to, persistent=persistent,
+                                      timeout_s=timeout_s, content_type=content_type, sign=sign)
 
     # ------------------------------------------------------------------ consuming
-    async def _deliver(self, consumer: Consumer, channel, method, properties, body: bytes) -> None:
+    async def _deliver(self, consumer: Consumer, channel: Any, method: Any, properties: Any, body: bytes) -> None:
         from shared.broker.dispatch import handle_delivery
 
         delivery = Delivery(
@@ -308,8 +321,9 @@ class Broker:
         if asyncio.iscoroutinefunction(handler):
             await handler(delivery)
         else:
-            await self._loop.run_in_executor(self.executor, handler, delivery)
+            await self.loop.run_in_executor(self.executor, handler, delivery)
 
+    # ------------------------------------------------------------------ tools (tests, the CLI)
     async def delete_topology(self) -> None:
         """Delete this topology's queues and exchanges (tests and `make clean`; never in service code)."""
         await self.wait_ready(OP_TIMEOUT_S)
@@ -321,13 +335,12 @@ class Broker:
     async def get_one(self, queue: str) -> Delivery | None:
         """Take one message from a queue (ack'd), for inspecting DLQs; None if empty."""
         await self.wait_ready(OP_TIMEOUT_S)
-        fut: asyncio.Future = self._loop.create_future()
+        fut: asyncio.Future = self.loop.create_future()
 
-        def on_get(channel, method, properties, body):
-            fut.done() or fut.set_result(Delivery(queue, body, method.routing_key, method.exchange,
-                                                  dict(properties.headers or {}), properties.message_id,
-                                                  properties.correlation_id, properties.reply_to,
-                                                  bool(method.redelivered)))
+        def on_get(_channel: Any, method: Any, properties: Any, body: bytes) -> None:
+            resolve(fut, Delivery(queue, body, method.routing_key, method.exchange, dict(properties.headers or {}),
+                                  properties.message_id, properties.correlation_id, properties.reply_to,
+                                  bool(method.redelivered)))
 
         ch = await self._open_channel(watch=False)
         try:
@@ -346,9 +359,8 @@ class Broker:
         """Up to `limit` messages of `queue`, held unacked until `ack`ed; the rest go back at the end
         (shared/broker/lease.py)."""
         await self.wait_ready(OP_TIMEOUT_S)
-        assert self._loop is not None  # set by start(), which ready implies
         ch = await self._open_channel(watch=False)  # a failing get closes this channel only
-        held = ChannelLease(ch, queue, self._loop)
+        held = ChannelLease(ch, queue, self.loop)
         try:
             await held.fill(limit)
             yield held
@@ -373,7 +385,7 @@ class Broker:
         await self.wait_ready(OP_TIMEOUT_S)
         ch = await self._open_channel(watch=False)  # a missing queue closes this channel only
         try:
-            frame = await self._op(ch.queue_declare, queue=name, passive=True)
+            frame = await self._op(ch.queue_declare, queue=name, passive=True, refusing=ch)
             return frame.method.message_count
         finally:
             if ch.is_open:

@@ -141,11 +141,21 @@ class Router:
 
 async def in_store(broker: Any, fn: Callable[..., T], *args: Any) -> T:
     """Run `fn(*args)` on the store executor, with this delivery's log context. A store that is not
-    there is no fault of the message: it waits (uncounted) and comes back until the store does."""
+    there is no fault of the message: it waits (uncounted) and comes back until the store does.
+
+    A connection that died under the transaction (PostgreSQL restarted, a standby promoted) is tried
+    once more at once: its rollback left nothing behind, the pool is fresh, and running the handler
+    again is what a redelivery would do anyway. Only if that fails too does the message wait."""
     loop = asyncio.get_running_loop()
     context = contextvars.copy_context()
     try:
-        return await loop.run_in_executor(broker.executor, lambda: context.run(fn, *args))
+        try:
+            return await loop.run_in_executor(broker.executor, lambda: context.run(fn, *args))
+        except StoreUnavailable as exc:
+            if not exc.connection_lost:
+                raise
+            metrics.store_retries.inc()
+            return await loop.run_in_executor(broker.executor, lambda: context.run(fn, *args))
     except StoreUnavailable as exc:
         raise RetryLater(f"store unavailable: {exc}", delay_s=STORE_RETRY_S, counted=False) from exc
 

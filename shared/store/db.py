@@ -5,6 +5,12 @@ BEGIN IMMEDIATE, because a deferred transaction that reads and then writes can f
 locked" without waiting when another writer is active. PostgreSQL: plain READ COMMITTED; every state
 change is a conditional UPDATE, so concurrent deciders cannot both win.
 
+Several PostgreSQL hosts (a primary and its standby, libpq's multi-host URL, shared/store/urls.py):
+every new connection goes to the host that takes writes (`target_session_attrs=read-write`). After
+a failover the pooled connections to the old primary fail once; that failure invalidates the pool,
+and the work is retried (a message waits uncounted in a delay queue, an HTTP read answers 503 and
+the caller retries) on fresh connections to the new primary.
+
 Statement parameters never reach an exception's text (`hide_parameters`): a Dify form token is a
 parameter of some statements, and a failed statement's message ends up in logs and DLQ headers.
 """
@@ -25,7 +31,8 @@ from sqlalchemy import Connection, create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
 
 from shared import metrics
-from shared.store.errors import StoreUnavailable, is_unavailable
+from shared.store.errors import StoreUnavailable, is_connection_lost, is_unavailable
+from shared.store.urls import describe_database_url, normalise_database_url
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 CLOCK_REFRESH_S = 30.0
@@ -61,6 +68,7 @@ class StoreHealth:
 
 class Database:
     def __init__(self, url: str) -> None:
+        url = normalise_database_url(url)
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         self.health = StoreHealth()
@@ -116,7 +124,7 @@ class Database:
                 yield conn
         except Exception as exc:
             if is_unavailable(exc):
-                raise StoreUnavailable(_describe(exc)) from exc
+                raise StoreUnavailable(_describe(exc), connection_lost=is_connection_lost(exc)) from exc
             raise
 
     @contextlib.contextmanager
@@ -127,9 +135,14 @@ class Database:
         except Exception as exc:
             if is_unavailable(exc):
                 self.health.failed(exc)
-                raise StoreUnavailable(_describe(exc)) from exc
+                raise StoreUnavailable(_describe(exc), connection_lost=is_connection_lost(exc)) from exc
             raise
         self.health.worked()
+
+    @property
+    def where(self) -> str:
+        """The database and its host(s), without credentials, for logs."""
+        return describe_database_url(self.url)
 
     def ping(self) -> bool:
         try:

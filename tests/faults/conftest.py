@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from demo.stack import ROOT, ProcessStack
+from shared.store.urls import normalise_database_url
 
 RESULTS: list[dict] = []
 COLUMNS = ("scenario", "iterations", "opened", "delivered", "lost", "duplicated", "errors", "seconds", "result")
@@ -61,7 +62,7 @@ def row(request):
 def _table(rows: list[dict]) -> str:
     cells = [[str(r.get(c, "")) for c in COLUMNS] for r in rows]
     widths = [max(len(c), *(len(x[i]) for x in cells)) if cells else len(c) for i, c in enumerate(COLUMNS)]
-    line = lambda vals: "| " + " | ".join(v.ljust(w) for v, w in zip(vals, widths)) + " |"  # noqa: E731
+    line = lambda vals: "| " + " | ".join(v.ljust(w) for v, w in zip(vals, widths, strict=True)) + " |"  # noqa: E731
     out = [line(COLUMNS), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     out += [line(c) for c in cells]
     return "\n".join(out)
@@ -76,8 +77,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     terminalreporter.write_line(_table(RESULTS))
     out = ROOT / "var" / "faults"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "latest.json").write_text(json.dumps({"scale": scale_factor(), "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                                 "columns": list(COLUMNS), "rows": RESULTS}, indent=2, default=str))
+    at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    (out / "latest.json").write_text(json.dumps({"scale": scale_factor(), "at": at, "columns": list(COLUMNS),
+                                                 "rows": RESULTS}, indent=2, default=str))
     terminalreporter.write_line(f"written to {out / 'latest.json'}")
 
 
@@ -110,15 +112,17 @@ class StackFactory:
         self.cleanups: list = []
 
     def __call__(self, name: str, *, env: dict | None = None, rabbitmq_url: str | None = None,
-                 processes=("sim", "decider", "poller", "ingest")) -> ProcessStack:
+                 database_url: str | None = None, processes=("sim", "decider", "poller", "ingest")) -> ProcessStack:
+        """`rabbitmq_url`, `database_url`: a private broker or store of the scenario (a node list, a
+        multi-host URL) instead of the machine's; the scenario owns and removes those."""
         workdir = self.tmp_root / f"{name}-{uuid.uuid4().hex[:6]}"
         workdir.mkdir(parents=True)
-        db_url, drop = fresh_database(workdir)
+        db_url, drop = (database_url, lambda: None) if database_url else fresh_database(workdir)
         base_env = {"HITL_HOLD_MARGIN_S": "1", "HITL_DECISION_REPLY_TIMEOUT_S": "3", "HITL_LOG_LEVEL": "INFO",
                     "HITL_REPUBLISH_AFTER_S": "1", "HITL_DISCOVERY_INTERVAL_S": "2", "HITL_POLL_MAX_INTERVAL_S": "3"}
         stack = ProcessStack(workdir, database_url=db_url, rabbitmq_url=rabbitmq_url or self.rabbitmq_url,
                              env={**base_env, **(env or {})})
-        stack.db_url = db_url
+        stack.db_url = normalise_database_url(db_url)  # for the test's own witness (StoreView)
         self.cleanups.append((stack, drop))
         for p in processes:
             stack.start(p)
