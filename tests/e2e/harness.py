@@ -6,9 +6,11 @@ import json
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +102,42 @@ def wait_run(stack: ProcessStack, run_id: str, predicate: Callable[[dict[str, An
                 return last
         time.sleep(0.2)
     raise AssertionError(f"run {run_id} never matched; last seen: {json.dumps(last)[:800]}")
+
+
+def final_run(stack: ProcessStack, run_id: str, timeout_s: float = 30, key: str = DIFY_APP_KEY) -> dict[str, Any]:
+    """The run as Dify (the simulator) has it, once it has left `paused` and `running`."""
+    deadline, run = time.monotonic() + timeout_s, {}
+    while time.monotonic() < deadline:
+        run = httpx.get(f"{stack.sim_url}/v1/workflows/run/{run_id}", headers={"Authorization": f"Bearer {key}"},
+                        timeout=10).json()
+        if run.get("status") not in ("paused", "running"):
+            return run
+        time.sleep(0.2)
+    raise AssertionError(f"run {run_id} never finished in Dify: {json.dumps(run)[:400]}")
+
+
+def ok_endpoint(wait: Callable[[], object]) -> ThreadingHTTPServer:
+    """A local HTTP endpoint, already serving, whose GETs answer `{"ok":true}` once `wait()` returns: a run's
+    HTTP node runs for as long as the test wants. Its URL: f"http://127.0.0.1:{server.server_address[1]}/…";
+    `shutdown()` it after."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            wait()
+            body = b'{"ok":true}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
 
 
 def node(graph: dict, node_id: str) -> dict:

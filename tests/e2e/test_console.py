@@ -26,7 +26,10 @@ from tests.e2e.console_support import (
 from tests.e2e.harness import node
 
 pytestmark = pytest.mark.e2e
-pytest.importorskip("playwright.sync_api")
+playwright_api = pytest.importorskip("playwright.sync_api")
+# Waits are locators and expect(): page.wait_for_function evaluates a string, which the console's CSP
+# (script-src 'self', no 'unsafe-eval') refuses whenever the condition does not hold at once.
+expect = playwright_api.expect
 
 
 def json_output_graph(graph: dict) -> None:
@@ -46,7 +49,7 @@ def test_a_run_reaching_a_checkpoint_appears_in_an_open_inbox_without_reload(sta
     runs = [start_run(stack, topic) for topic in topics]
     row = page.locator("tr[data-checkpoint]", has_text="Review the draft about onboarding email")
     row.wait_for()
-    page.wait_for_function("document.querySelectorAll('tr[data-checkpoint]').length >= 3")
+    expect(page.locator("tr[data-checkpoint]").nth(2)).to_be_attached(timeout=10_000)
     assert page.evaluate("window.__noReload") is True
     count = page.locator("tr[data-checkpoint]").count()
     assert page.title() == f"({count}) Inbox — dify-hitl"
@@ -88,7 +91,7 @@ def test_approve_from_the_page_turns_the_run_green_live_and_a_second_tab_sees_it
     assert "by alice via console" in other_tab.locator(".cp-head").inner_text()
 
     run_page.locator(".head-line .pill", has_text="succeeded").wait_for(timeout=15_000)
-    run_page.wait_for_function("!document.querySelector('.tl:not(.green)')")
+    expect(run_page.locator(".tl:not(.green)")).to_have_count(0, timeout=10_000)
     assert "green" in run_page.locator(".head-line .pill").get_attribute("class")
     assert run_page.locator("li.tl").count() >= 6
     for tab in (run_page, other_tab, page):

@@ -18,6 +18,7 @@ import pytest
 
 from demo.stack import DIFY_APP_KEY, ProcessStack
 from tests.e2e.console_support import REVIEWER, console_store, shot, start_console
+from tests.e2e.harness import final_run
 
 pytestmark = pytest.mark.e2e
 pytest.importorskip("playwright.sync_api")
@@ -62,17 +63,6 @@ def form_checkpoint(stack: ProcessStack, run_id: str, timeout_s: float = 20) -> 
     raise AssertionError(f"no form checkpoint for run {run_id}")
 
 
-def dify_run(stack: ProcessStack, run_id: str, timeout_s: float = 20) -> dict:
-    """The run as Dify (the simulator) has it, once it has left `paused`."""
-    deadline, run = time.monotonic() + timeout_s, {}
-    while time.monotonic() < deadline:
-        run = httpx.get(f"{stack.sim_url}/v1/workflows/run/{run_id}", headers=DIFY).json()
-        if run.get("status") not in ("paused", "running"):
-            return run
-        time.sleep(0.2)
-    raise AssertionError(f"run {run_id} never finished in Dify: {json.dumps(run)[:400]}")
-
-
 def page_html(page, path: str) -> str:
     """The page as the server sends it (not the live DOM)."""
     return page.evaluate("p => fetch(p, {credentials: 'same-origin'}).then(r => r.text())", path)
@@ -111,7 +101,7 @@ def test_a_form_appears_live_is_revised_with_edited_text_and_the_page_follows_th
     delivery.locator(".pill", has_text="resumed").wait_for(timeout=15_000)
     assert "green" in delivery.get_attribute("class")
     assert page.evaluate("window.__noReload") is True
-    run = dify_run(stack, run_id)
+    run = final_run(stack, run_id)
     assert run["status"] == "succeeded"
     outputs = run["outputs"] if isinstance(run["outputs"], dict) else json.loads(run["outputs"])
     assert (outputs["action_id"], outputs["edited"]) == ("revise", edited)

@@ -12,7 +12,8 @@ import pytest
 
 from demo.stack import DIFY_APP_KEY, ProcessStack
 from tests.e2e.console_support import console_store, contrast_failures, shot, sideways_scroll, start_console
-from tests.e2e.test_console_forms import dify_run, form_checkpoint, gateway_run
+from tests.e2e.harness import final_run
+from tests.e2e.test_console_forms import form_checkpoint, gateway_run
 
 pytestmark = pytest.mark.e2e
 pytest.importorskip("playwright.sync_api")
@@ -77,7 +78,7 @@ def test_a_select_and_a_file_link_are_filled_on_the_page_and_the_run_resumes_wit
     page.locator("[data-form-action=approve]").click()
     page.locator("#result.green").wait_for()
     page.locator('[data-live="delivery"] .pill', has_text="resumed").wait_for(timeout=20_000)
-    run = dify_run(stack, run_id)
+    run = final_run(stack, run_id)
     outputs = run["outputs"] if isinstance(run["outputs"], dict) else json.loads(run["outputs"])
     assert outputs["action_id"] == "approve" and outputs["tone"] == "formal"
     assert outputs["attachment"]["transfer_method"] == "remote_url" and outputs["attachment"]["remote_url"] == link

@@ -14,7 +14,7 @@ from demo.stack import APP_TOKEN, DIFY_APP_KEY, ProcessStack
 from shared.broker import Broker
 from shared.models import FormDelivery
 from shared.topology import FORM_DELIVER, Names, build_topology
-from tests.e2e.harness import E2E, logs
+from tests.e2e.harness import E2E, final_run, logs
 
 pytestmark = pytest.mark.e2e
 FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "dify-fixtures" / "09-human-input-streaming" / "graph.json"
@@ -68,16 +68,6 @@ def wait_checkpoint(e2e: E2E, cp_id: str, predicate, timeout_s: float = 30) -> d
     raise AssertionError(f"checkpoint {cp_id} never matched: {json.dumps(cp)[:600]}")
 
 
-def final_run(e2e: E2E, run_id: str, timeout_s: float = 30) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        run = e2e.get_run(run_id)
-        if run.get("status") not in ("paused", "running"):
-            return run
-        time.sleep(0.2)
-    raise AssertionError(f"run {run_id} did not finish")
-
-
 def test_a_paused_gateway_run_is_decided_with_an_action_and_resumes_down_its_branch(e2e):
     started = gateway_run(e2e, "Press release")
     assert started["events"][-1]["event"] == "workflow_paused"
@@ -86,7 +76,7 @@ def test_a_paused_gateway_run_is_decided_with_an_action_and_resumes_down_its_bra
     assert "secret" not in cp and "form_token" not in json.dumps(cp)
     out = e2e.hitl("decide", cp["id"], "revise", "--input", "edited=Needs a quote")
     assert out.returncode == 0, out.stderr
-    run = final_run(e2e, started["workflow_run_id"])
+    run = final_run(e2e.stack, started["workflow_run_id"])
     assert run["status"] == "succeeded"
     assert run["outputs"]["action_id"] == "revise" and run["outputs"]["edited"] == "Needs a quote"
     done = wait_checkpoint(e2e, cp["id"], lambda c: c["delivery"] == "resumed")
@@ -98,7 +88,7 @@ def test_edit_puts_the_edited_text_in_the_paragraph_input(e2e):
     assert started["data"]["status"] == "paused"
     cp = form_checkpoint(e2e, started["workflow_run_id"])
     e2e.decide(cp["id"], "edit", "--output", "A better launch text")
-    run = final_run(e2e, started["workflow_run_id"])
+    run = final_run(e2e.stack, started["workflow_run_id"])
     assert (run["outputs"]["action_id"], run["outputs"]["edited"]) == ("approve", "A better launch text")
 
 
@@ -127,7 +117,7 @@ def test_a_second_decision_gets_409_and_a_duplicate_delivery_is_harmless(e2e):
     time.sleep(2)
     after = checkpoint(e2e, cp["id"])
     assert (after["delivery"], len(after["history"])) == ("resumed", len(before["history"]))
-    assert final_run(e2e, started["workflow_run_id"])["outputs"]["action_id"] == "approve"
+    assert final_run(e2e.stack, started["workflow_run_id"])["outputs"]["action_id"] == "approve"
 
 
 async def publish(stack: ProcessStack, routing_key: str, body: bytes) -> None:
@@ -212,7 +202,7 @@ def test_a_run_paused_elsewhere_is_discovered_captured_decided_by_cli_and_verifi
     assert out.returncode == 0, out.stderr
     done = wait_checkpoint(e2e, cp["id"], lambda c: c["delivery"] == "resumed")
     assert [h["kind"] for h in done["history"]] == ["captured", "decision", "delivered", "resumed"]
-    run = final_run(e2e, run_id)
+    run = final_run(e2e.stack, run_id)
     assert run["status"] == "succeeded" and run["outputs"]["edited"] == "Approved as is"
     tracked = httpx.get(f"{e2e.stack.ingest_url}/v1/runs/{run_id}", headers=REVIEWER).json()
     assert (tracked["source"], tracked["capture"]) in (("logs", "captured"), ("logs", None))

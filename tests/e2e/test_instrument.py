@@ -26,7 +26,7 @@ import pytest
 from demo.stack import APP_TOKEN, DIFY_APP_KEY, ROOT, ProcessStack
 from shared.dsl import document
 from shared.dsl.document import to_plain
-from tests.e2e.harness import E2E
+from tests.e2e.harness import E2E, final_run
 
 pytestmark = pytest.mark.e2e
 ROUTER = ROOT.parent / "shared" / "dify-fixtures" / "17-dsl-export-import" / "router.export.yml"
@@ -206,30 +206,20 @@ def gateway_run(e2e: E2E, topic: str) -> str:
     return body["workflow_run_id"]
 
 
-def final_run(e2e: E2E, run_id: str, timeout_s: float = 30) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        run = e2e.get_run(run_id)
-        if run.get("status") not in ("paused", "running"):
-            return run
-        time.sleep(0.2)
-    raise AssertionError(f"run {run_id} did not finish")
-
-
 def test_human_input_variant_edit_goes_on_with_the_edited_text_revise_and_abort_end(e2e):
     register(e2e, instrument(e2e, WRITER, "--after", "write_draft", "--human-input"))
     edited_run, aborted_run, revised_run = gateway_run(e2e, "launch"), gateway_run(e2e, "spam"), gateway_run(e2e, "faq")
     form = wait_checkpoint(e2e, lambda c: c["workflow_run_id"] == edited_run and c["kind"] == "dify-form")
     assert [a["id"] for a in form["form"]["actions"]] == ["approve", "revise", "abort"]
     e2e.decide(form["id"], "edit", "--output", "A better launch text")
-    run = final_run(e2e, edited_run)
+    run = final_run(e2e.stack, edited_run)
     assert run["status"] == "succeeded"
     assert run["outputs"] == {"text": "Polished: A better launch text"}  # polish reads the form's paragraph
     other = wait_checkpoint(e2e, lambda c: c["workflow_run_id"] == aborted_run and c["kind"] == "dify-form")
     e2e.decide(other["id"], "abort")
-    run = final_run(e2e, aborted_run)
+    run = final_run(e2e.stack, aborted_run)
     assert run["status"] == "succeeded" and run["outputs"] == {"action": "abort"}
     third = wait_checkpoint(e2e, lambda c: c["workflow_run_id"] == revised_run and c["kind"] == "dify-form")
     e2e.decide(third["id"], "revise", "--input", "edited=Shorter, please")
-    run = final_run(e2e, revised_run)
+    run = final_run(e2e.stack, revised_run)
     assert run["status"] == "succeeded" and run["outputs"] == {"feedback": "Shorter, please"}

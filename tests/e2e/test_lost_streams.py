@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -15,7 +14,7 @@ import pytest
 
 from demo.stack import DIFY_APP_KEY, ProcessStack
 from tests.e2e.graphs import _edge, end, slow_graph, start
-from tests.e2e.harness import E2E, wait_for
+from tests.e2e.harness import E2E, ok_endpoint, wait_for
 
 pytestmark = pytest.mark.e2e
 FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "dify-fixtures" / "09-human-input-streaming" / "graph.json"
@@ -30,24 +29,8 @@ class Gate:
     for as long as the test wants."""
 
     def __init__(self) -> None:
-        gate = self.open_event = threading.Event()
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                gate.wait(120)
-                body = b'{"ok":true}'
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.open_event = threading.Event()
+        self.server = ok_endpoint(lambda: self.open_event.wait(120))
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/slow"
 
     def close(self) -> None:

@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from demo.stack import DIFY_APP_KEY, ProcessStack
-from tests.e2e.harness import E2E
-from tests.e2e.test_dify_forms import final_run, form_checkpoint, wait_checkpoint
+from tests.e2e.harness import E2E, final_run
+from tests.e2e.test_dify_forms import form_checkpoint, wait_checkpoint
 from tests.unit.test_difysim_newer_forms import form_graph
 
 pytestmark = pytest.mark.e2e
@@ -52,7 +52,7 @@ def test_a_form_with_select_and_file_inputs_is_decided_from_the_cli(e2e):
                    "--input", f"doc={json.dumps(doc)}", "--input", f"refs={json.dumps(refs)}")
     assert out.returncode == 0, out.stderr
     wait_checkpoint(e2e, cp["id"], lambda c: c["delivery"] == "resumed")
-    record = final_run(e2e, run_id)
+    record = final_run(e2e.stack, run_id)
     assert record["status"] == "succeeded"
     outputs = record["outputs"]
     assert (outputs["note"], outputs["choice"]) == ("Looks right", "hold")

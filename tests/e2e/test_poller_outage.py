@@ -2,34 +2,18 @@
 status, and Dify never saw more requests than the per-app rate limit allows."""
 from __future__ import annotations
 
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
 
 from demo.stack import DIFY_APP_KEY, ProcessStack
 from tests.e2e.graphs import slow_graph
-from tests.e2e.harness import wait_for
+from tests.e2e.harness import ok_endpoint, wait_for
 
 pytestmark = pytest.mark.e2e
 RUNS, HOLD_S, OUTAGE_S, RATE = 200, 20, 30, 10
 REVIEWER = {"Authorization": "Bearer rv-alice-token"}
-
-
-class Slow(BaseHTTPRequestHandler):
-    def do_GET(self):
-        time.sleep(HOLD_S)
-        body = b'{"ok":true}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
 
 
 def runs_by_status(stack) -> dict[str, int]:
@@ -42,9 +26,7 @@ def runs_by_status(stack) -> dict[str, int]:
 
 def test_a_30s_outage_during_200_tracked_runs_loses_nothing_and_keeps_the_rate_limit(tmp_path, sqlite_url,
                                                                                      rabbitmq_url):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = ok_endpoint(lambda: time.sleep(HOLD_S))
     env = {"HITL_DIFY_RATE_PER_S": str(RATE), "HITL_POLL_MAX_INTERVAL_S": "5", "HITL_DISCOVERY_INTERVAL_S": "2"}
     with ProcessStack(tmp_path, database_url=sqlite_url, rabbitmq_url=rabbitmq_url, env=env) as stack:
         graph = slow_graph(f"http://127.0.0.1:{server.server_address[1]}/slow")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import httpx
 
@@ -130,18 +132,30 @@ def test_a_snapshot_re_attach_replays_every_form_still_waiting():
     assert [r["node_id"] for r in one[-1]["data"]["reasons"]] == ["review_b"]
 
 
-def test_the_run_pauses_only_once_a_busy_parallel_branch_has_finished():
+def held_http_node() -> tuple[asyncio.Event, Callable[[httpx.Request], Awaitable[httpx.Response]]]:
+    """An HTTP node's answer held until the test sets the event: (the event, the node's handler)."""
     release = asyncio.Event()
 
     async def slow(request: httpx.Request) -> httpx.Response:
         await release.wait()
         return httpx.Response(200, text="done")
 
+    return release, slow
+
+
+async def both_forms_open(client, auth) -> tuple[asyncio.Task, Any]:
+    """A streaming run of the parallel graph started, once both its forms are open: (the stream, the run)."""
+    stream = asyncio.create_task(client.post("/v1/workflows/run", json=STREAM, headers=auth))
+    runs = client.sim.store.runs
+    await until(lambda: bool(runs) and len(tokens_of(next(iter(runs.values())).events)) >= 2)
+    return stream, next(iter(runs.values()))
+
+
+def test_the_run_pauses_only_once_a_busy_parallel_branch_has_finished():
+    release, slow = held_http_node()
+
     async def steps(client, auth):
-        stream = asyncio.create_task(client.post("/v1/workflows/run", json=STREAM, headers=auth))
-        runs = client.sim.store.runs
-        await until(lambda: bool(runs) and len(tokens_of(next(iter(runs.values())).events)) >= 2)
-        run = next(iter(client.sim.store.runs.values()))
+        stream, run = await both_forms_open(client, auth)
         await asyncio.sleep(0.1)
         before_release = (run.status, names(run.events).count("workflow_paused"))
         release.set()
@@ -157,17 +171,10 @@ def test_the_run_pauses_only_once_a_busy_parallel_branch_has_finished():
 
 
 def test_a_form_submitted_before_the_run_paused_lets_its_branch_go_on():
-    release = asyncio.Event()
-
-    async def slow(request: httpx.Request) -> httpx.Response:
-        await release.wait()
-        return httpx.Response(200, text="done")
+    release, slow = held_http_node()
 
     async def steps(client, auth):
-        stream = asyncio.create_task(client.post("/v1/workflows/run", json=STREAM, headers=auth))
-        runs = client.sim.store.runs
-        await until(lambda: bool(runs) and len(tokens_of(next(iter(runs.values())).events)) >= 2)
-        run = next(iter(client.sim.store.runs.values()))
+        stream, run = await both_forms_open(client, auth)
         answer = await submit(client, auth, tokens_of(run.events)["review_a"], "early")
         await asyncio.sleep(0.05)
         release.set()

@@ -9,7 +9,7 @@
   var now = function () { return Date.now() / 1000 + skew; };
   var csrf = ($('meta[name="csrf-token"]') || {}).content || "";
   var scope = (document.body.dataset.scope || "").split(":");
-  var hooks = { beforeSwap: [], afterSwap: [], rowKey: [], ready: [] };  // filled by console-policies.js
+  var hooks = { beforeSwap: [], afterSwap: [], rowKey: [], key: [], ready: [] };  // filled by console-*.js
 
   // ------------------------------------------------------------------ time
   function duration(s) {
@@ -234,9 +234,8 @@
   }
   document.addEventListener("submit", function (e) {
     var form = e.target;
-    if (!form.matches("[data-decision]")) return;
+    if (!form.matches("[data-decision]") || form.dataset.kind === "dify-form") return;  // a form: console-forms.js
     e.preventDefault();
-    if (form.dataset.kind === "dify-form") { submitForm(form, e.submitter); return; }
     var button = $("button[type=submit]", form);
     if (button.disabled) { showResult("red", "Not sent: " + (button.title || "you may not decide this checkpoint."), ""); return; }
     if (form.hasAttribute("data-step")) { if (!stepOutput(form)) return; }
@@ -272,76 +271,6 @@
     if (bad) return fieldError(form, bad[1], bad[0]);
     form.dataset.output = JSON.stringify(out);
     return fieldError(form, "");
-  }
-
-  // ------------------------------------------------------------------ Dify forms
-  function formButtons() { return $$('form[data-kind="dify-form"] [data-form-action]'); }
-  function pickAction(button) {
-    formButtons().forEach(function (b) { b.classList.toggle("picked", b === button); });
-    if (button) { button.focus(); button.scrollIntoView({ block: "nearest" }); }
-  }
-  function submitForm(form, submitter) {
-    var button = submitter && submitter.dataset.formAction !== undefined ? submitter : $("[data-form-action].picked", form);
-    if (!button) { fieldError(form, "Pick one of the form's actions: a button below, or its number key."); return; }
-    if (button.disabled) { showResult("red", "Not sent: " + (button.title || "you may not decide this checkpoint."), ""); return; }
-    fieldError(form, "");
-    var inputs = {};
-    $$("[data-form-input]", form).forEach(function (f) { inputs[f.dataset.formInput] = f.value; });
-    var data = { form_action: button.value, form_inputs: inputs };
-    form.dataset.key = form.dataset.key || ("console-" + (crypto.randomUUID ? crypto.randomUUID() : String(Math.random()).slice(2)));
-    data.idempotency_key = form.dataset.key;
-    var buttons = $$("button[type=submit]", form);
-    buttons.forEach(function (b) { b.disabled = true; });
-    var title = button.textContent.replace(/^\s*\d\s*/, "").trim();
-    fetch(form.getAttribute("action"), { method: "POST", credentials: "same-origin", body: JSON.stringify(data),
-      headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRF-Token": csrf } })
-      .then(function (r) { delete form.dataset.key; return r.json().catch(function () { return {}; }).then(function (b) { return [r.status, b]; }); })
-      .then(function (res) {
-        var status = res[0], body = res[1], err = body.error || {};
-        var region = form.closest("[data-keep-typed]");
-        if (region && (status === 200 || status === 202)) region.dataset.sentHere = "1";
-        var d = status === 200 && body.status !== "voted" ? ["green", "Sent “" + title + "” — the form goes to Dify; the delivery state above shows when the run resumes.",
-          "Form action " + button.value + " (" + ((body.resolution || {}).action || button.dataset.kind) + "), decided by " + (body.resolution || {}).decided_by + "."]
-          : describe(status, body, button.dataset.kind);
-        if (status === 422 && err.code === "missing_inputs") {
-          var empty = $$("[data-form-input]", form).filter(function (f) { return !f.value.trim(); });
-          fieldError(form, "Fill in " + empty.map(function (f) { return f.dataset.formInput; }).join(", ") + ".", empty[0]);
-        }
-        showResult(d[0], d[1], d[2]);
-        refreshSoon();
-      })
-      .catch(function () { showResult("red", "No answer from the console; check the connection and send again.", ""); })
-      .then(function () {
-        var r = form.closest("[data-keep-typed]");
-        if (!r || r.dataset.status === "open") buttons.forEach(function (b) { b.disabled = false; });
-      });
-  }
-  document.addEventListener("input", function (e) {  // the rendered form mirrors what is typed
-    var name = e.target.dataset && e.target.dataset.formInput;
-    if (name === undefined) return;
-    $$("[data-form-preview]").forEach(function (el) {
-      if (el.dataset.formPreview !== name) return;
-      el.textContent = e.target.value;
-      el.classList.toggle("ff-empty", !e.target.value);
-    });
-  });
-  function formKey(key) {
-    if (!formButtons().length && !$("[data-form-input]")) return false;
-    var buttons = formButtons();
-    if (/^[1-9]$/.test(key)) { var b = buttons[parseInt(key, 10) - 1]; if (b) pickAction(b); return !!b; }
-    var kinds = { a: "approve", r: "revise", x: "abort" };
-    if (kinds[key]) {
-      var match = buttons.filter(function (b) { return b.dataset.formAction === kinds[key]; })[0]
-        || buttons.filter(function (b) { return b.dataset.kind === kinds[key]; })[0];
-      if (match) pickAction(match);
-      return !!match;
-    }
-    if (key === "e") {
-      var field = $('form[data-kind="dify-form"] textarea[data-form-input]') || $("[data-form-input]");
-      if (field) { field.focus(); field.scrollIntoView({ block: "nearest" }); }
-      return !!field;
-    }
-    return false;
   }
 
   // ------------------------------------------------------------------ shortcuts and small things
@@ -386,7 +315,7 @@
     lastAt = Date.now();
     if (prev === "g" && key === "i") { location.href = "/"; return; }
     if (prev === "g" && key === "r") { location.href = "/runs"; return; }
-    if (formKey(key)) { e.preventDefault(); return; }
+    if (hooks.key.some(function (f) { return f(key); })) { e.preventDefault(); return; }
     var actions = { a: "approve", r: "revise", e: "edit", x: "abort" };
     if (actions[key] && $("[data-decide]")) { e.preventDefault(); openAction(actions[key]); return; }
     if (key === "?") { if (help) help.hidden = !help.hidden; return; }
@@ -404,14 +333,7 @@
     if (t.closest("[data-close-help]")) { $("#help").hidden = true; return; }
     var tree = t.closest("[data-tree]");
     if (tree) { var open = tree.dataset.tree === "open"; $$(".jt details").forEach(function (d) { d.open = open; }); return; }
-    var slot = t.closest(".ff[data-field]");
-    if (slot) {  // a field in the rendered form: edit it in the decision form
-      var input = $('[data-form-input="' + slot.dataset.field + '"]');
-      if (input) { input.focus(); input.scrollIntoView({ block: "center" }); }
-      return;
-    }
-    var picked = t.closest("[data-form-action]");
-    if (picked) pickAction(picked);
+    if (t.closest(".ff[data-field]")) return;  // a field of a rendered Dify form: console-forms.js
     var summary = t.closest("details[data-action] > summary");
     if (summary) {  // one decision panel at a time (also where <details name> is not supported)
       var mine = summary.parentElement;
@@ -426,6 +348,7 @@
     if (form) form.submit();
   });
   document.addEventListener("DOMContentLoaded", function () { tick(); localTimes(); hooks.ready.forEach(function (f) { f(); }); connect(); });
-  // What console-policies.js (claims, the inbox's selection) builds on.
-  window.hitlConsole = { $: $, $$: $$, csrf: csrf, showResult: showResult, refreshSoon: refreshSoon, hooks: hooks };
+  // What console-forms.js (Dify forms) and console-policies.js (claims, the inbox's selection) build on.
+  window.hitlConsole = { $: $, $$: $$, csrf: csrf, showResult: showResult, refreshSoon: refreshSoon, hooks: hooks,
+    fieldError: fieldError, describe: describe };
 })();
