@@ -155,8 +155,11 @@ class Broker:
             if failed_in_a_row:
                 backoff = min(backoff * 2, BACKOFF_CAP_S)
 
-    def _drop_connection(self) -> None:
-        """Close the connection; on_close then ends `_run`'s wait, and the next node is tried."""
+    def _drop_connection(self, conn: Any = None) -> None:
+        """Close the connection (`conn`: only if it is still the current one); on_close then ends
+        `_run`'s wait, and the next node is tried."""
+        if conn is not None and conn is not self._conn:
+            return  # a callback of a connection already replaced
         if not self._closing and self._conn is not None and self._conn.is_open:
             self._conn.close()
 
@@ -176,14 +179,18 @@ class Broker:
         def on_open_error(_conn: Any, exc: BaseException | str) -> None:
             fail(opened, BrokerUnavailable(str(exc) or type(exc).__name__))
 
-        def on_close(_conn: Any, reason: BaseException) -> None:
+        def on_close(conn: Any, reason: BaseException) -> None:
             fail(opened, BrokerUnavailable(str(reason)))
+            lost.set()
+            if conn is not self._conn:
+                # A connection given up earlier (a connect that timed out) whose close completed only
+                # now, after a newer one opened: it must not mark that one lost or fail its publishes.
+                return
             if not self._closing:
                 log.warning("broker.connection_lost", node=self.node, reason=str(reason))
             self._ready.clear()
             self.confirms.fail_all("connection lost")
             self._calls.fail_all(f"connection lost: {reason}")  # a declare or consume waiting on it
-            lost.set()
 
         self._conn = AsyncioConnection(params, on_open, on_open_error, on_close, custom_ioloop=self.loop)
         await asyncio.wait_for(opened, OP_TIMEOUT_S)
@@ -211,8 +218,12 @@ class Broker:
     async def _renew_publishing_channel(self) -> None:
         """A nacked publish: the next ones go through a new channel (publisher.py says why); the
         callers of what is still unconfirmed on the old one send it again there."""
+        conn = self._conn
         try:
             ch = await self._publishing_channel()
+            if conn is not self._conn:  # reconnected meanwhile: the new connection has its own channel
+                ch.close()
+                return
             old, self._pub = self._pub, ch
             self.confirms.fail_all("publishing channel renewed after a nack")
             self.confirms.attach(ch, self.loop)
@@ -236,7 +247,7 @@ class Broker:
     def _on_channel_closed(self, channel: Any, reason: BaseException) -> None:
         # A channel closed by the broker (e.g. a failed declare) leaves the connection unusable for
         # our purposes; closing the connection triggers one clean reconnect of everything.
-        if isinstance(reason, pika.exceptions.ChannelClosedByClient):
+        if isinstance(reason, pika.exceptions.ChannelClosedByClient) or channel.connection is not self._conn:
             return
         if not self._closing and self._conn is not None and self._conn.is_open:
             log.warning("broker.channel_closed", channel=channel.channel_number, reason=str(reason))
@@ -278,7 +289,8 @@ class Broker:
         consumer.channel = ch
         # The broker cancels a consumer when its queue goes away (deleted, a quorum leader lost): without
         # a consumer the process would look ready while doing nothing, so reconnect and re-attach.
-        ch.add_on_cancel_callback(lambda _frame: self._drop_connection())
+        conn = self._conn
+        ch.add_on_cancel_callback(lambda _frame: self._drop_connection(conn))
 
         def on_message(channel: Any, method: Any, properties: Any, body: bytes) -> None:
             task = asyncio.ensure_future(self._deliver(consumer, channel, method, properties, body))

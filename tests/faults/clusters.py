@@ -45,8 +45,19 @@ class RabbitNode(PrivateRabbit):
             self.proc = subprocess.Popen(["rabbitmq-server"], env=self.env(), stdout=out, stderr=subprocess.STDOUT,
                                          start_new_session=True)
 
-    def ready_now(self) -> bool:
-        return self.ctl("await_startup", "--timeout", "2", timeout=15).returncode == 0
+    def await_startup(self, timeout_s: float = 60) -> None:
+        """As PrivateRabbit's, but a CLI call that is slow on a loaded machine is "not yet", not a failure."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"rabbitmq-server exited: {(self.dir / 'server.out').read_text()[-2000:]}")
+            try:
+                if self.ctl("await_startup", "--timeout", "5", timeout=30).returncode == 0:
+                    return
+            except subprocess.TimeoutExpired:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"RabbitMQ node {self.name} not up within {timeout_s}s")
 
     def remember_pid(self) -> None:
         out = self.ctl("eval", "list_to_integer(os:getpid()).", timeout=20)
@@ -103,27 +114,23 @@ class RabbitCluster:
     def any_alive(self) -> RabbitNode:
         return next(n for n in self.nodes if n.alive())
 
+    def _ctl_json(self, *args: str):
+        """A CLI query of a live node, parsed; None when it fails or is too slow (a loaded machine)."""
+        try:
+            out = self.any_alive().ctl(*args, "--formatter", "json", timeout=60)
+        except subprocess.TimeoutExpired:
+            return None
+        return json.loads(out.stdout or "null") if out.returncode == 0 else None
+
     def running_nodes(self) -> set[str]:
-        out = self.any_alive().ctl("cluster_status", "--formatter", "json", timeout=30)
-        return set(json.loads(out.stdout)["running_nodes"]) if out.returncode == 0 else set()
+        status = self._ctl_json("cluster_status")
+        return set(status["running_nodes"]) if status else set()
 
     def leader_of(self, queue: str) -> RabbitNode | None:
         """The node leading `queue` now (quorum queues: the Raft leader)."""
-        out = self.any_alive().ctl("list_queues", "-q", "name", "leader", "--formatter", "json", timeout=30)
-        if out.returncode != 0:
-            return None
-        leaders = {q["name"]: q.get("leader") for q in json.loads(out.stdout or "[]")}
+        listed = self._ctl_json("list_queues", "-q", "name", "leader") or []
+        leaders = {q["name"]: q.get("leader") for q in listed}
         return next((n for n in self.nodes if n.name == leaders.get(queue)), None)
-
-    def online_members(self, queue: str) -> int:
-        """Members of a quorum queue that answer (`rabbitmqctl list_queues online`)."""
-        out = self.any_alive().ctl("list_queues", "-q", "name", "online", "--formatter", "json", timeout=30)
-        if out.returncode != 0:
-            return 0
-        for q in json.loads(out.stdout or "[]"):
-            if q["name"] == queue:
-                return len(q.get("online") or [])
-        return 0
 
     def restart(self, node: RabbitNode, timeout_s: float = 180) -> None:
         node.launch()
