@@ -14,7 +14,8 @@ import pytest
 from demo.stack import ROOT, ProcessStack
 
 RESULTS: list[dict] = []
-COLUMNS = ("scenario", "iterations", "opened", "delivered", "lost", "duplicated", "errors", "seconds", "result")
+COLUMNS = ("scenario", "iterations", "opened", "delivered", "lost", "duplicated", "leaked", "errors", "seconds",
+           "result")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -30,11 +31,13 @@ def faults_report():
 
 
 def record(scenario: str, *, iterations: int, opened: int = 0, delivered: int = 0, lost: int = 0,
-           duplicated: int = 0, errors: int = 0, seconds: float = 0.0, result: str | None = None,
+           duplicated: int = 0, leaked: int = 0, errors: int = 0, seconds: float = 0.0, result: str | None = None,
            **extra) -> dict:
-    """One row of the table. `result` is filled in at the end from the test's outcome unless given."""
+    """One row of the table. `result` is filled in at the end from the test's outcome unless given.
+    `leaked`: one app's data seen by, or changed by, another app's token or a forged message."""
     row = {"scenario": scenario, "iterations": iterations, "opened": opened, "delivered": delivered, "lost": lost,
-           "duplicated": duplicated, "errors": errors, "seconds": round(seconds, 1), "result": result, **extra}
+           "duplicated": duplicated, "leaked": leaked, "errors": errors, "seconds": round(seconds, 1), "result": result,
+           **extra}
     RESULTS.append(row)
     return row
 
@@ -61,7 +64,7 @@ def row(request):
 def _table(rows: list[dict]) -> str:
     cells = [[str(r.get(c, "")) for c in COLUMNS] for r in rows]
     widths = [max(len(c), *(len(x[i]) for x in cells)) if cells else len(c) for i, c in enumerate(COLUMNS)]
-    line = lambda vals: "| " + " | ".join(v.ljust(w) for v, w in zip(vals, widths)) + " |"  # noqa: E731
+    line = lambda vals: "| " + " | ".join(v.ljust(w) for v, w in zip(vals, widths, strict=True)) + " |"  # noqa: E731
     out = [line(COLUMNS), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     out += [line(c) for c in cells]
     return "\n".join(out)
@@ -76,8 +79,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     terminalreporter.write_line(_table(RESULTS))
     out = ROOT / "var" / "faults"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "latest.json").write_text(json.dumps({"scale": scale_factor(), "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                                 "columns": list(COLUMNS), "rows": RESULTS}, indent=2, default=str))
+    at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    (out / "latest.json").write_text(json.dumps({"scale": scale_factor(), "at": at, "columns": list(COLUMNS),
+                                                 "rows": RESULTS}, indent=2, default=str))
     terminalreporter.write_line(f"written to {out / 'latest.json'}")
 
 
