@@ -63,7 +63,8 @@ def test_the_same_call_again_reattaches_and_points_replies_at_the_new_call(decid
     assert again.kind == "reattached" and again.checkpoint["id"] == first["id"]
     applied = decider.on_decision(decision(first["id"]))
     assert [(r["outcome"], o.routing_key, o.correlation_id) for r, o in
-            zip(replies(applied), [o for o in applied.outbound if o.exchange == ""])] == [("resolved", "q2", "c2")]
+            zip(replies(applied), [o for o in applied.outbound if o.exchange == ""], strict=True)] == \
+        [("resolved", "q2", "c2")]
 
 
 def test_after_a_revise_a_new_output_is_the_next_round_and_the_old_output_is_a_replay(decider):
@@ -238,3 +239,11 @@ def test_a_parked_decision_refused_at_open_is_recorded_with_its_reason(decider):
     assert opened.checkpoint["status"] == "open"
     with decider.db.read() as conn:
         assert store.decision_by_message(conn, dec.id)["code"] == "not_assignee"
+
+
+def test_a_sweep_with_nothing_to_do_leaves_a_failing_stores_health_down(decider, timers):
+    """On a full disk a write transaction that changes nothing still commits: the sweep must not open
+    one, or readiness says ready while every real write fails (issue 13, SQLite disk full)."""
+    decider.db.health.failed(OSError("database or disk is full"))
+    assert timers.expire_parked() == [] and timers.flag_stuck_resumes() == []
+    assert decider.db.health.up is False and decider.db.ready() is False
