@@ -49,6 +49,26 @@ def check_json(value: Any, depth: int = 0) -> Any:
     return value
 
 
+def check_text_json(value: Any) -> Any:
+    """`check_json`, and no NUL in any string of it, keys included: for JSON whose strings a consumer
+    copies into text columns (the data of an event a workflow reports: a node's title, an error, a
+    status), where the NUL a JSON column would keep is refused by PostgreSQL."""
+    check_json(value)
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            check_text(item)
+        elif isinstance(item, dict):
+            for key, inner in item.items():
+                if isinstance(key, str):
+                    check_text(key)
+                stack.append(inner)
+        elif isinstance(item, list):
+            stack.extend(item)
+    return value
+
+
 def json_depth_ok(value: Any) -> bool:
     try:
         check_json(value)
@@ -60,3 +80,4 @@ def json_depth_ok(value: Any) -> bool:
 # Field types for the message models and request bodies.
 Text = Annotated[str, AfterValidator(check_text)]
 Json = Annotated[Any, AfterValidator(check_json)]
+TextJson = Annotated[Any, AfterValidator(check_text_json)]

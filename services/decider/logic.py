@@ -33,6 +33,8 @@ from shared.store import checkpoints as store
 from shared.store.audit import shown_hash
 from shared.store.rows import CheckpointRow
 
+PARK: Refused = ("park", "")  # what _target says for a decision whose checkpoint has not opened
+
 
 class Decider:
     def __init__(self, db: Database, settings: Settings) -> None:
@@ -59,6 +61,7 @@ class Decider:
             created = cp is not None
             taken: list[tuple[DecisionSubmitted, Decided]] = []
             if cp is not None:
+                parked.serialize(conn, req.workflow_run_id, req.node_id)
                 taken = self._take_parked(conn, cp, now)
                 cp = next((d.checkpoint for _, d in taken if d.applied), cp)
             else:
@@ -133,9 +136,13 @@ class Decider:
         with self.db.write() as conn:
             now = self.db.now()
             target = self._target(conn, dec, scope)
+            if target == PARK:
+                # Look again once no checkpoint of (run, node) can be opening unseen (parked.serialize).
+                parked.serialize(conn, dec.workflow_run_id or "", dec.node_id or "")
+                target = self._target(conn, dec, scope)
             if isinstance(target, tuple):
                 code, message = target
-                if code == "park":
+                if target == PARK:
                     return answer(self._park(conn, dec, scope, now), reply_to, correlation_id)
                 return answer(Outcome("rejected", None, code, message), reply_to, correlation_id)
             decided = self._decide(conn, target, dec, now)
@@ -168,7 +175,7 @@ class Decider:
             return Refusal.not_found, "no such checkpoint"
         found = store.latest_in_apps(conn, scope, dec.workflow_run_id, dec.node_id)
         if not found:
-            return "park", ""  # its checkpoint has not opened yet: keep the decision for it
+            return PARK  # its checkpoint has not opened yet: keep the decision for it
         open_ = [c for c in found if c["status"] == CheckpointStatus.open]
         if len(open_) > 1:
             return Refusal.ambiguous, (f"run {dec.workflow_run_id} node {dec.node_id} is open in several apps "
@@ -307,6 +314,7 @@ class Decider:
                                  {"round": round_, "node_title": (req.form or {}).get("node_title")}, now)
                 if new is not None:
                     created = True
+                    parked.serialize(conn, req.workflow_run_id, req.node_id)
                     taken = self._take_parked(conn, new, now)
                     cp = next((d.checkpoint for _, d in taken if d.applied), new)
                 else:

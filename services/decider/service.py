@@ -220,13 +220,16 @@ class DeciderService:
             for cp in await in_store(self.broker, self.timers.unpublished):
                 await self._announce(cp)
                 log.info("checkpoint.republished", checkpoint_id=cp["id"])
-        if self.settings.retention_days and time.monotonic() - self._last_prune >= PRUNE_EVERY_S:
+        # Housekeeping waits while the store refuses writes: a prune or an anchor with nothing to write
+        # would commit even on a full disk and tell the store's health that writes work (issue 13).
+        writable = self.db.health.up
+        if writable and self.settings.retention_days and time.monotonic() - self._last_prune >= PRUNE_EVERY_S:
             self._last_prune = time.monotonic()
             done = await in_store(self.broker, self.prune)
             if done.checkpoints or done.runs or done.parked:
                 self._last_prune = 0.0  # more to do: the next sweep takes the next batch
                 log.info("retention.pruned", checkpoints=done.checkpoints, runs=done.runs, parked=done.parked)
-        if time.monotonic() - self._last_anchor >= self.settings.audit_anchor_interval_s:
+        if writable and time.monotonic() - self._last_anchor >= self.settings.audit_anchor_interval_s:
             self._last_anchor = time.monotonic()
             written = await in_store(self.broker, self.anchor)
             if written:

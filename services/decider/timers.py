@@ -5,6 +5,7 @@ expiry), swept by every decider replica against the store's clock: they survive 
 process and fire once (conditional updates decide who fires)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from services.decider import forms, policy
@@ -36,6 +37,13 @@ class Timers:
         if cp["kind"] == "dify-form" and cp["delivery"] == "pending":
             out.append(forms.delivery_command(self.settings.names.commands, cp, None))
         return out
+
+    def _any(self, query: Callable[..., list[Any]], *args: Any) -> bool:
+        """Whether a sweep step has work, asked in a read: a write transaction that changes nothing
+        commits even on a full disk, and would tell the store's health that writes work again
+        (`/readyz` ready during the outage, issue 13); it also takes SQLite's write lock for nothing."""
+        with self.db.read() as conn:
+            return bool(query(conn, *args))
 
     # ------------------------------------------------------------------ deadlines
     def due_ids(self) -> list[str]:
@@ -167,7 +175,9 @@ class Timers:
         stream): `resume_stuck` while Dify's record still says paused (its known lost resume),
         `resume_unconfirmed` when it says running — what a stop requested during the pause leaves
         behind for ever (fixture 11) — so neither is ever shown as resumed."""
-        stuck = []
+        stuck: list[CheckpointRow] = []
+        if not self._any(store.resume_overdue, self.db.now() - self.settings.resume_timeout_s):
+            return stuck
         with self.db.write() as conn:
             now = self.db.now()
             for cp in store.resume_overdue(conn, now - self.settings.resume_timeout_s):
@@ -186,7 +196,9 @@ class Timers:
     # ------------------------------------------------------------------ parked decisions
     def expire_parked(self) -> list[Outbound]:
         """Parked decisions whose checkpoint never opened settle `expired` (GET /v1/decisions/{id})."""
-        out = []
+        out: list[Outbound] = []
+        if not self._any(parked.expired, self.db.now()):
+            return out
         with self.db.write() as conn:
             now = self.db.now()
             for row in parked.expired(conn, now):

@@ -2,11 +2,11 @@
 events. Reviewer tokens, except POST /v1/events (the app's checkpoint token, like a checkpoint call)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from services.ingest.http import (
     ApiError,
@@ -23,6 +23,7 @@ from services.ingest.http import (
 from shared.access import Scope, in_scope, reviewer_apps
 from shared.broker import BrokerError
 from shared.dify import DifyClient, DifyError, check_run_id
+from shared.limits import Text, check_text_json
 from shared.models import RunEvent, RunTrack
 from shared.runstarter import RunNotStarted, RunStarter
 from shared.store import checkpoints as checkpoint_store
@@ -34,33 +35,36 @@ from shared.views import ID_PATTERN, TRACKED_RUN_STATUSES, public_run, run_outco
 router = APIRouter()
 
 
+# Text fields are `Text` (no NUL, no lone surrogate): what ingest accepts, every store can hold (a
+# run's user and app land in text columns; issue 13).
 class StartBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    app: str = Field(min_length=1, max_length=64)
+    app: Text = Field(min_length=1, max_length=64)
     inputs: dict[str, Any] = Field(default_factory=dict)
-    user: str | None = Field(default=None, max_length=255)
-    workflow_id: str | None = Field(default=None, max_length=64)
+    user: Text | None = Field(default=None, max_length=255)
+    workflow_id: Text | None = Field(default=None, max_length=64)
 
 
 class TrackBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    run_id: str = Field(min_length=1, max_length=64)
-    app: str = Field(min_length=1, max_length=64)
+    run_id: Text = Field(min_length=1, max_length=64)
+    app: Text = Field(min_length=1, max_length=64)
 
 
 class RerunBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     set: dict[str, Any] = Field(default_factory=dict)
-    app: str | None = Field(default=None, max_length=64)
-    user: str | None = Field(default=None, max_length=255)
+    app: Text | None = Field(default=None, max_length=64)
+    user: Text | None = Field(default=None, max_length=255)
 
 
 class WorkflowEvent(BaseModel):
     model_config = ConfigDict(extra="forbid")
     workflow_run_id: str = Field(min_length=1, max_length=64, pattern=ID_PATTERN)
     event: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
-    node_id: str | None = Field(default=None, max_length=128)
-    data: dict[str, Any] | None = None
+    node_id: Text | None = Field(default=None, max_length=128)
+    # The poller copies strings of it into text columns (a node's title, an error, the run's status).
+    data: Annotated[dict[str, Any] | None, AfterValidator(check_text_json)] = None
 
 
 def reviewer_scope(request: Request) -> tuple[str, Scope]:
@@ -124,7 +128,8 @@ async def track_run(request: Request) -> Response:
     try:
         check_run_id(body.run_id)
     except DifyError:
-        raise ApiError(400, "invalid_field", "run_id: must be a UUID (Dify answers 500 otherwise)", field="run_id") from None
+        raise ApiError(400, "invalid_field", "run_id: must be a UUID (Dify answers 500 otherwise)",
+                       field="run_id") from None
     await publish(request, RUN_TRACK, RunTrack(app=body.app, workflow_run_id=body.run_id, source="track"))
     return compact_json({"status": "tracking", "workflow_run_id": body.run_id, "app": body.app}, status=202)
 
@@ -200,8 +205,8 @@ async def show_run(run_id: str, request: Request) -> Response:
         cps, _ = checkpoint_store.listing(conn, apps={app}, run_id=run_id, limit=500)
         return {**public_run(run), "outcome": run_outcome(cps), "nodes": run_store.nodes_of(conn, app, run_id),
                 "history": run_store.history_of(conn, app, run_id),
-                "checkpoints": [{k: c[k] for k in ("id", "kind", "node_id", "round", "status", "action", "decided_by", "delivery")}
-                                for c in cps]}
+                "checkpoints": [{k: c[k] for k in ("id", "kind", "node_id", "round", "status", "action", "decided_by",
+                                                   "delivery")} for c in cps]}
 
     found = await read_store(request, query)
     if found is None:
@@ -223,7 +228,8 @@ async def workflow_event(request: Request) -> Response:
 async def publish(request: Request, routing_key: str, message) -> None:
     state = request.app.state
     try:
-        await state.broker.publish(state.settings.names.commands, routing_key, message.to_bytes(), message_id=message.id,
-                                   timeout_s=10)
+        await state.broker.publish(state.settings.names.commands, routing_key, message.to_bytes(),
+                                   message_id=message.id, timeout_s=10)
     except BrokerError:
-        raise ApiError(503, "broker_unavailable", "could not queue it; try again", headers={"Retry-After": "1"}) from None
+        raise ApiError(503, "broker_unavailable", "could not queue it; try again",
+                       headers={"Retry-After": "1"}) from None

@@ -4,10 +4,11 @@ with `202` is a promise: it waits here and is applied when its checkpoint opens,
 `expired` (visible at GET /v1/decisions/{id}) if no checkpoint ever comes."""
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from shared.store.rows import ParkedRow, as_row, as_rows
@@ -15,6 +16,20 @@ from shared.store.tables import parked_decisions
 
 p = parked_decisions.c
 PARKED = "parked"
+LOCK_CLASS = 727275  # the first key of pg_advisory_xact_lock(int, int) for a (run, node); 727274 migrates
+
+
+def serialize(conn: Connection, run_id: str, node_id: str) -> None:
+    """One transaction at a time, per (run, node), between "no checkpoint yet: park the decision" and
+    "a new checkpoint: take what is parked for it". Under READ COMMITTED each could otherwise miss
+    the other's uncommitted row and both commit: a decision parked for a checkpoint that is already
+    open, applied never (the frozen-decider race of issue 13). The lock is held until commit, so the
+    second of the two sees the first's row. SQLite's write transactions are serial already."""
+    if conn.dialect.name != "postgresql":
+        return
+    digest = hashlib.blake2b(f"{run_id}\x00{node_id}".encode(), digest_size=4).digest()
+    conn.execute(text("SELECT pg_advisory_xact_lock(:cls, :key)"),
+                 {"cls": LOCK_CLASS, "key": int.from_bytes(digest, "big", signed=True)})
 
 
 def park(conn: Connection, *, message_id: str, run_id: str, node_id: str, apps: Collection[str], actor: str,

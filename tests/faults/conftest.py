@@ -15,7 +15,8 @@ from demo.stack import ROOT, ProcessStack
 from shared.store.urls import normalise_database_url
 
 RESULTS: list[dict] = []
-COLUMNS = ("scenario", "iterations", "opened", "delivered", "lost", "duplicated", "errors", "seconds", "result")
+COLUMNS = ("scenario", "iterations", "opened", "delivered", "lost", "duplicated", "leaked", "errors", "seconds",
+           "result")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -31,11 +32,13 @@ def faults_report():
 
 
 def record(scenario: str, *, iterations: int, opened: int = 0, delivered: int = 0, lost: int = 0,
-           duplicated: int = 0, errors: int = 0, seconds: float = 0.0, result: str | None = None,
+           duplicated: int = 0, leaked: int = 0, errors: int = 0, seconds: float = 0.0, result: str | None = None,
            **extra) -> dict:
-    """One row of the table. `result` is filled in at the end from the test's outcome unless given."""
+    """One row of the table. `result` is filled in at the end from the test's outcome unless given.
+    `leaked`: one app's data seen by, or changed by, another app's token or a forged message."""
     row = {"scenario": scenario, "iterations": iterations, "opened": opened, "delivered": delivered, "lost": lost,
-           "duplicated": duplicated, "errors": errors, "seconds": round(seconds, 1), "result": result, **extra}
+           "duplicated": duplicated, "leaked": leaked, "errors": errors, "seconds": round(seconds, 1), "result": result,
+           **extra}
     RESULTS.append(row)
     return row
 

@@ -34,11 +34,19 @@ class CallResult:
     attempts: int = 0
     statuses: Counter = field(default_factory=Counter)
     gave_up: bool = False
+    started_at: float = 0.0  # time.monotonic() of the first attempt
+    ended_at: float = 0.0  # of the final answer, or of the last attempt when the retry budget ran out
+
+    @property
+    def waited_s(self) -> float:
+        """How long the node kept calling: for a call that gave up, the outage it saw end to end."""
+        return max(0.0, self.ended_at - self.started_at)
 
     @property
     def errors(self) -> int:
         """Answers no healthy ingest should give: 500s, and 4xx for a valid body."""
-        return self.statuses.get(500, 0) + sum(n for s, n in self.statuses.items() if isinstance(s, int) and 400 <= s < 500 and s != 429)
+        return self.statuses.get(500, 0) + sum(n for s, n in self.statuses.items()
+                                               if isinstance(s, int) and 400 <= s < 500 and s != 429)
 
 
 class DifyNode:
@@ -55,6 +63,19 @@ class DifyNode:
         """One node execution: the first attempt plus up to max_retries retries. Pass `res` to see
         the progress of a call that may be cancelled (it then counts as lost)."""
         res = res or CallResult(body["workflow_run_id"], body)
+        res.started_at = res.started_at or time.monotonic()
+        try:
+            return await self._attempts(body, path, res)
+        finally:
+            res.ended_at = time.monotonic()
+
+    @property
+    def budget_s(self) -> float:
+        """The least time this node keeps retrying: its retries × their interval (each attempt also
+        waits for its answer, so the real budget is longer)."""
+        return self.max_retries * self.interval_s
+
+    async def _attempts(self, body: dict, path: str, res: CallResult) -> CallResult:
         for attempt in range(self.max_retries + 1):
             res.attempts = attempt + 1
             try:
@@ -109,7 +130,8 @@ class StoreView:
     def applied_counts(self) -> Counter:
         with self.engine.connect() as c:
             return Counter({r[0]: r[1] for r in c.execute(text(
-                "SELECT checkpoint_id, count(*) FROM checkpoint_history WHERE outcome = 'applied' GROUP BY checkpoint_id"))})
+                "SELECT checkpoint_id, count(*) FROM checkpoint_history WHERE outcome = 'applied' "
+                "GROUP BY checkpoint_id"))})
 
     def history(self, checkpoint_id: str) -> list[dict[str, Any]]:
         with self.engine.connect() as c:
@@ -167,8 +189,9 @@ def account(results: list[CallResult], store: StoreView, *, expected: dict[str, 
             t.problems.append(f"{cp['id']}: {applied[cp['id']]} applied decisions")
         if res.answer.get("checkpoint_id") != cp["id"] or res.answer.get("action") != cp["action"]:
             t.duplicated += 1
-            t.problems.append(f"{res.run_id}: caller got {res.answer.get('action')} for {res.answer.get('checkpoint_id')}, "
-                              f"store says {cp['action']} for {cp['id']} ({cp['status']})")
+            t.problems.append(f"{res.run_id}: caller got {res.answer.get('action')} for "
+                              f"{res.answer.get('checkpoint_id')}, store says {cp['action']} for {cp['id']} "
+                              f"({cp['status']})")
         elif expected and res.run_id in expected and expected[res.run_id] != res.answer.get("action"):
             t.duplicated += 1
             t.problems.append(f"{res.run_id}: expected {expected[res.run_id]}, got {res.answer.get('action')}")
@@ -188,9 +211,11 @@ async def replay_all(node: DifyNode, results: list[CallResult], tally: Tally) ->
         if again.answer is None:
             tally.errors += 1
             tally.problems.append(f"{res.run_id}: replay got no answer {dict(again.statuses)}")
-        elif (again.answer.get("action"), again.answer.get("checkpoint_id")) != (res.answer.get("action"), res.answer.get("checkpoint_id")):
+        elif (again.answer.get("action"), again.answer.get("checkpoint_id")) != (res.answer.get("action"),
+                                                                                 res.answer.get("checkpoint_id")):
             tally.duplicated += 1
-            tally.problems.append(f"{res.run_id}: replay answered {again.answer.get('action')}, first {res.answer.get('action')}")
+            tally.problems.append(f"{res.run_id}: replay answered {again.answer.get('action')}, "
+                                  f"first {res.answer.get('action')}")
 
     await asyncio.gather(*(one(r) for r in results))
 
@@ -213,7 +238,8 @@ class Reviewer:
     the HTTP API and, when ingest is down, as a bot on the decisions exchange."""
 
     def __init__(self, stack: ProcessStack, store: StoreView, broker=None, *, skip=lambda cp: False,
-                 action=lambda cp: action_for(cp["workflow_run_id"]) if _is_uuid(cp["workflow_run_id"]) else "approve") -> None:
+                 action=lambda cp: action_for(cp["workflow_run_id"]) if _is_uuid(cp["workflow_run_id"]) else "approve",
+                 ) -> None:
         self.stack = stack
         self.store = store
         self.broker = broker

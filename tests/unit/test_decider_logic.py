@@ -239,3 +239,11 @@ def test_a_parked_decision_refused_at_open_is_recorded_with_its_reason(decider):
     assert opened.checkpoint["status"] == "open"
     with decider.db.read() as conn:
         assert store.decision_by_message(conn, dec.id)["code"] == "not_assignee"
+
+
+def test_a_sweep_with_nothing_to_do_leaves_a_failing_stores_health_down(decider, timers):
+    """On a full disk a write transaction that changes nothing still commits: the sweep must not open
+    one, or readiness says ready while every real write fails (issue 13, SQLite disk full)."""
+    decider.db.health.failed(OSError("database or disk is full"))
+    assert timers.expire_parked() == [] and timers.flag_stuck_resumes() == []
+    assert decider.db.health.up is False and decider.db.ready() is False

@@ -184,3 +184,13 @@ async def test_groups_our_console_vouches_for_count_and_a_bots_do_not(decider):
     await decider.broker.drain()
     row = status_of(decider, cp["id"])
     assert (row["status"], row["decided_by"]) == ("resolved", "zoe")
+
+
+async def test_a_sweep_while_the_store_refuses_writes_leaves_its_health_down(decider):
+    """Nothing due, an anchor due: no write transaction that changes nothing (it would commit even on a
+    full disk and make /readyz say ready during the outage); the anchor waits for the store."""
+    decider.db.health.failed(OSError("database or disk is full"))
+    decider._last_anchor = float("-inf")
+    await decider.sweep()
+    assert decider.db.health.up is False
+    assert decider._last_anchor == float("-inf")  # still due: written once the store takes writes

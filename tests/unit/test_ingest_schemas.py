@@ -5,6 +5,7 @@ import pytest
 from pydantic import ValidationError
 
 from services.ingest.checkpoints import hold_window
+from services.ingest.runs_api import RerunBody, StartBody, TrackBody, WorkflowEvent
 from services.ingest.schemas import CheckpointCall, DecisionBody
 from shared.models import DecisionSubmitted
 from shared.settings import Settings
@@ -44,3 +45,23 @@ def test_a_bot_message_with_an_output_key_counts_as_giving_an_output_even_null()
 def test_a_decision_body_refuses_unknown_fields():
     with pytest.raises(ValidationError):
         DecisionBody.model_validate({"action": "approve", "satisfied": True})
+
+
+@pytest.mark.parametrize("model,body", [
+    # a workflow's event: the poller copies its data's strings into text columns (title, error, status)
+    (WorkflowEvent, {"workflow_run_id": "r", "event": "node_started", "data": {"title": "a\x00b"}}),
+    (WorkflowEvent, {"workflow_run_id": "r", "event": "workflow_finished", "data": {"error": ["x", {"k": "\x00"}]}}),
+    (WorkflowEvent, {"workflow_run_id": "r", "event": "milestone", "data": {"a\x00": 1}}),
+    (WorkflowEvent, {"workflow_run_id": "r", "event": "milestone", "node_id": "n\x00"}),
+    # runs: the user and the app are stored with the run (after Dify has started it)
+    (StartBody, {"app": "demo", "user": "u\x00"}),
+    (StartBody, {"app": "de\x00mo"}),
+    (TrackBody, {"app": "demo", "run_id": "r\x00"}),
+    (RerunBody, {"user": "u\x00"}),
+])
+def test_text_that_a_store_cannot_hold_is_refused_in_event_and_run_bodies(model, body):
+    """PostgreSQL refuses NUL in text columns: accepted here, such a body was dead-lettered by the
+    poller (an event lost) or failed after Dify had started the run (issue 13)."""
+    with pytest.raises(ValidationError):
+        model.model_validate(body)
+    assert WorkflowEvent.model_validate({"workflow_run_id": "r", "event": "e", "data": {"t": "ok", "n": [1]}})
