@@ -106,13 +106,16 @@ class PrivateRabbit:
         (self.dir / "mnesia").mkdir()
         (self.dir / "log").mkdir()
         (self.dir / "plugins").write_text("[].\n")
-        (self.dir / "rabbitmq.conf").write_text(f"listeners.tcp.default = 127.0.0.1:{self.port}\nloopback_users = none\n")
+        (self.dir / "rabbitmq.conf").write_text(
+            f"listeners.tcp.default = 127.0.0.1:{self.port}\nloopback_users = none\n")
         if os.geteuid() == 0:  # rabbitmq-server drops to the rabbitmq user
             shutil.chown(self.dir, "rabbitmq", "rabbitmq")
             for p in self.dir.rglob("*"):
                 shutil.chown(p, "rabbitmq", "rabbitmq")
-        self.proc = subprocess.Popen(["rabbitmq-server"], env=self.env(), stdout=open(self.dir / "server.out", "wb"),
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        # the child holds its own copy of the log's descriptor, so ours can close once it is started
+        with open(self.dir / "server.out", "wb") as out:
+            self.proc = subprocess.Popen(["rabbitmq-server"], env=self.env(), stdout=out,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
         self.await_startup(timeout_s)
 
     def ctl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:

@@ -37,7 +37,8 @@ BOT_REVIEWER = {"name": "dana", "token": "rv-dana-token", "apps": ["demo"], "sla
 
 def cli_decide(stack, cp_id: str) -> subprocess.CompletedProcess:
     env = {**stack.env, "HITL_API_URL": stack.ingest_url, "HITL_TOKEN": "rv-bob-token", "NO_COLOR": "1"}
-    return subprocess.run([sys.executable, "-m", "services.cli.main", "decide", cp_id, "edit", "--output", '{"text": "cli"}'],
+    return subprocess.run([sys.executable, "-m", "services.cli.main", "decide", cp_id, "edit",
+                           "--output", '{"text": "cli"}'],
                           env=env, capture_output=True, text=True, cwd=ROOT, timeout=60)
 
 
@@ -68,8 +69,8 @@ def test_conflicting_decisions_from_http_cli_and_bot_one_wins(stacks, row):
                 http_t = asyncio.create_task(http.post(f"{stack.ingest_url}/v1/checkpoints/{cp['id']}/decision",
                                                        json={"action": "approve"},
                                                        headers={"Authorization": f"Bearer {REVIEWER_TOKEN}"}))
-                await publish_decision(broker, stack, {"checkpoint_id": cp["id"], "action": "abort", "reason": "bot says no",
-                                                       "actor": "dana", "channel": "slack"})
+                await publish_decision(broker, stack, {"checkpoint_id": cp["id"], "action": "abort",
+                                                       "reason": "bot says no", "actor": "dana", "channel": "slack"})
                 verdicts["bot"] += 1
                 r, out = await http_t, await cli
                 code = (r.json().get("error") or {}).get("code") if r.status_code != 200 else "applied"
@@ -85,7 +86,8 @@ def test_conflicting_decisions_from_http_cli_and_bot_one_wins(stacks, row):
         tally.errors += unfinished
         # the history shows every attempt: three decisions, exactly one applied, the others already_resolved
         for cp_id, http_code, cli_code in fights:
-            hist = await wait_until(lambda: (h := [x for x in store.history(cp_id) if x["kind"] == "decision"])
+            hist = await wait_until(lambda cp_id=cp_id: (h := [x for x in store.history(cp_id)
+                                                               if x["kind"] == "decision"])
                                     and len(h) >= 3 and h, 15)
             if not hist:
                 tally.lost += 1

@@ -80,8 +80,10 @@ def post(client, path, token, content: bytes, what: str) -> None:
     check(r, f"POST {path} {what}")
 
 
-json_scalars = st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False) | st.text(max_size=50)
-json_values = st.recursive(json_scalars, lambda c: st.lists(c, max_size=5) | st.dictionaries(st.text(max_size=10), c, max_size=5),
+json_scalars = (st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False)
+                | st.text(max_size=50))
+json_values = st.recursive(json_scalars,
+                           lambda c: st.lists(c, max_size=5) | st.dictionaries(st.text(max_size=10), c, max_size=5),
                            max_leaves=30)
 KNOWN = ["workflow_run_id", "node_id", "node_output", "message", "round", "timeout_s", "on_timeout", "assignees",
          "max_rounds", "mode", "read_timeout_s", "default_output", "action", "feedback", "output", "reason", "actor",
@@ -95,15 +97,16 @@ def test_raw_bytes_are_refused_with_documented_errors(client, endpoint, body):
 
 
 @settings(max_examples=scaled(300, minimum=30), **SETTINGS)
-@given(st.sampled_from(ENDPOINTS), st.dictionaries(st.sampled_from(KNOWN) | st.text(max_size=8), json_values, max_size=8))
+@given(st.sampled_from(ENDPOINTS),
+       st.dictionaries(st.sampled_from(KNOWN) | st.text(max_size=8), json_values, max_size=8))
 def test_wrong_types_and_shapes_are_refused_with_documented_errors(client, endpoint, data):
     if endpoint[0] in ("/v1/checkpoints", "/api/user-confirmation"):
         data = {**data, "mode": "detached", "read_timeout_s": 2}  # a valid one answers at once, never held long
     post(client, endpoint[0], endpoint[1], json.dumps(data).encode(), "typed")
 
 
-TEMPLATE = ('{"mode": "detached", "read_timeout_s": 2, "workflow_run_id": "RUN", "node_id": "draft", "node_output": "LLM", '
-            '"message": "Check LLM", "timeout_s": 300, "assignees": ["alice"]}')
+TEMPLATE = ('{"mode": "detached", "read_timeout_s": 2, "workflow_run_id": "RUN", "node_id": "draft", '
+            '"node_output": "LLM", "message": "Check LLM", "timeout_s": 300, "assignees": ["alice"]}')
 llm_text = st.lists(st.text(alphabet=st.characters(codec="utf-8"), max_size=5)
                     | st.sampled_from(['"', "\n", "\\", "{", "}", "'", ",", ":", "\t", "\\n", '\\"', '", "x": "']),
                     max_size=40).map("".join)
@@ -142,7 +145,9 @@ def test_huge_deep_and_odd_unicode_bodies(client, stack):
         assert r.status_code == 413, (path, r.status_code)
         for depth in (1000, 100_000):
             post(client, path, token, b"[" * depth + b"]" * depth, f"nesting {depth}")
-            post(client, path, token, b'{"node_output": ' + b"[" * depth + b"]" * depth + b', "workflow_run_id": "r", "node_id": "n", "mode": "detached"}', f"deep field {depth}")
+            deep_field = (b'{"node_output": ' + b"[" * depth + b"]" * depth
+                          + b', "workflow_run_id": "r", "node_id": "n", "mode": "detached"}')
+            post(client, path, token, deep_field, f"deep field {depth}")
         for s in ODD:
             body = json.dumps({"workflow_run_id": f"run{s}", "node_id": s, "node_output": s, "message": s, "action": s,
                                "feedback": s, "actor": s, "mode": "detached"}, ensure_ascii=True).encode()
@@ -170,13 +175,14 @@ def test_schemathesis_against_the_openapi_document(client, stack):
     ran = 0
     for op in operations:
         path = op.path
-        token = tokens.get(path, REVIEWER) if op.method.upper() == "POST" or path.startswith("/v1/checkpoints") else REVIEWER
+        posts_or_checkpoints = op.method.upper() == "POST" or path.startswith("/v1/checkpoints")
+        token = tokens.get(path, REVIEWER) if posts_or_checkpoints else REVIEWER
         if path.startswith(gateway_prefixes):
             token = "app-demo-key"
 
         @settings(max_examples=scaled(40, minimum=4), **SETTINGS)
-        @given(op.as_strategy())
-        def run(case):
+        @given(case=op.as_strategy())
+        def run(op, path, token, case):  # this iteration's op, path and token passed in, not closed over
             nonlocal ran
             if path in ("/v1/checkpoints", "/api/user-confirmation") and op.method.upper() == "POST":
                 # A held call waits for a person (up to its timeout_s): fuzz what it accepts, not how
@@ -190,7 +196,7 @@ def test_schemathesis_against_the_openapi_document(client, stack):
             STATS[r.status_code] += 1
             if r.status_code >= 500 and r.status_code not in (502, 503):  # 502: the gateway's upstream said so
                 BAD.append(f"{r.status_code} {op.method} {path}: {r.text[:150]}")
-        run()
+        run(op, path, token)
     print(f"\nschemathesis: {len(operations)} operations, {ran} calls")
     assert stack.procs["ingest"].poll() is None
     assert client.get("/healthz").status_code == 200

@@ -58,7 +58,8 @@ def test_kill_9_of_every_process_under_load_loses_and_duplicates_nothing(stacks,
         node = DifyNode(stack.ingest_url, max_retries=80, interval_s=0.3)
         broker = await open_broker(stack)
         timed = set()  # runs whose checkpoint is left to its deadline (on_timeout approve)
-        reviewer = Reviewer(stack, store, broker, skip=lambda cp: cp["workflow_run_id"] in timed or cp["timeout_s"] <= 3)
+        reviewer = Reviewer(stack, store, broker,
+                            skip=lambda cp: cp["workflow_run_id"] in timed or cp["timeout_s"] <= 3)
         stop = asyncio.Event()
         kills_log: list = []
         results: list = []
@@ -76,7 +77,8 @@ def test_kill_9_of_every_process_under_load_loses_and_duplicates_nothing(stacks,
                 results.append(await node.call(body))
 
         per = [kills_total // 3 + (1 if i < kills_total % 3 else 0) for i in range(3)]
-        chaos_tasks = [asyncio.create_task(chaos(stack, k, n, stop, kills_log)) for k, n in zip(TARGETS, per)]
+        chaos_tasks = [asyncio.create_task(chaos(stack, k, n, stop, kills_log))
+                       for k, n in zip(TARGETS, per, strict=True)]
         calls = []
         i = 0
         deadline = time.monotonic() + 600
@@ -106,8 +108,8 @@ def test_kill_9_of_every_process_under_load_loses_and_duplicates_nothing(stacks,
                 tally.lost += 1
                 tally.problems.append(f"sim run {data.get('id')}: {data.get('status')} {data.get('error')}")
         sim_ids = {r["data"]["id"] for r in sim if "data" in r}
-        recorded = await wait_until(lambda: all(store.runs().get(i, {}).get("status") in ("succeeded", "partial-succeeded")
-                                                for i in sim_ids), 60, 0.5)
+        recorded = await wait_until(lambda: all(store.runs().get(i, {}).get("status")
+                                                in ("succeeded", "partial-succeeded") for i in sim_ids), 60, 0.5)
         if not recorded:
             tally.problems.append(f"poller did not record the sim runs: {[store.runs().get(i) for i in sim_ids]}")
             tally.lost += 1

@@ -59,7 +59,8 @@ def test_duplicated_and_reordered_messages_have_one_effect(stack, row):
         results, sem = [], asyncio.Semaphore(100)
         calls, cps = await open_many(stack, store, n, results, sem, node)
         for i, (run_id, cp) in enumerate(cps.items()):
-            first = {"checkpoint_id": cp["id"], "action": "edit", "output": {"text": f"v{i}"}, "actor": "alice", "channel": "bot"}
+            first = {"checkpoint_id": cp["id"], "action": "edit", "output": {"text": f"v{i}"}, "actor": "alice",
+                     "channel": "bot"}
             other = {"checkpoint_id": cp["id"], "action": "abort", "reason": "late", "actor": "bob", "channel": "bot"}
             mid = str(uuid.uuid4())
             order = [("first", first, mid), ("first", first, mid), ("other", other, None)]
@@ -153,7 +154,8 @@ POISON_DECISIONS = [
 POISON_REQUESTS = [
     b"{{{",
     b'{"type": "checkpoint.requested", "app": "demo"}',
-    b'{"type": "checkpoint.requested", "app": "demo", "workflow_run_id": 5, "node_id": [], "timeout_s": "x", "max_rounds": 1}',
+    b'{"type": "checkpoint.requested", "app": "demo", "workflow_run_id": 5, "node_id": [], "timeout_s": "x", '
+    b'"max_rounds": 1}',
 ]
 
 
@@ -178,7 +180,8 @@ def test_poison_messages_land_in_their_dlq_with_a_reason_and_do_not_block(stack,
             # right behind the poison: a real checkpoint and its decision go through at once
             body = checkpoint_body()
             calls.append(start_call(node, body, results, sem))
-            cp = await wait_until(lambda: next(iter(store.checkpoints({body["workflow_run_id"]})), None), 20, 0.05)
+            cp = await wait_until(lambda body=body: next(iter(store.checkpoints({body["workflow_run_id"]})), None),
+                                  20, 0.05)
             t0 = time.monotonic()
             await publish_decision(broker, stack, {"checkpoint_id": cp["id"], "action": "approve", "actor": "alice"})
             await finish([calls[-1]], 20)

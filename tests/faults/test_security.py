@@ -22,7 +22,8 @@ ALICE, BOB, CAROL = (r["token"] for r in REVIEWERS)
 SECRETS = [APP_TOKEN, DIFY_APP_KEY, ALICE, BOB, CAROL]
 DIFY_FACING = [("POST", "/v1/checkpoints"), ("POST", "/api/user-confirmation"), ("POST", "/v1/events")]
 REVIEWER_FACING = [("GET", "/v1/checkpoints"), ("GET", "/v1/checkpoints/x1"), ("POST", "/v1/checkpoints/x1/decision"),
-                   ("POST", "/api/node-confirmation"), ("GET", "/v1/runs"), ("GET", "/v1/runs/r1"), ("POST", "/v1/runs"),
+                   ("POST", "/api/node-confirmation"), ("GET", "/v1/runs"), ("GET", "/v1/runs/r1"),
+                   ("POST", "/v1/runs"),
                    ("POST", "/v1/runs/track"), ("POST", "/v1/runs/r1/rerun"), ("POST", "/v1/runs/r1/stop")]
 PUBLIC = {"/healthz", "/readyz", "/metrics", "/openapi.json"}
 ANSWERS: list[str] = []
@@ -77,7 +78,8 @@ def test_reviewer_tokens_cannot_call_dify_endpoints_and_app_tokens_cannot_decide
     bad = []
     for method, path in DIFY_FACING:
         for token in (ALICE, BOB, CAROL, DIFY_APP_KEY):
-            r = call(client, method, path, token, {"workflow_run_id": "r", "node_id": "n", "event": "e", "mode": "detached"})
+            r = call(client, method, path, token,
+                     {"workflow_run_id": "r", "node_id": "n", "event": "e", "mode": "detached"})
             if r.status_code != 401 or r.json()["error"]["code"] != "unauthorized":
                 bad.append((path, token[:6], r.status_code))
     for method, path in REVIEWER_FACING:
@@ -98,7 +100,7 @@ def test_assignee_rules_and_actor_mismatch(client, stack):
         node = DifyNode(stack.ingest_url, max_retries=100, interval_s=0.2)
         results, sem = [], asyncio.Semaphore(50)
         bodies = []
-        for i in range(n):
+        for _ in range(n):
             bodies.append(checkpoint_body(assignees=["bob"]))
             bodies.append(checkpoint_body(assignees=["group:editors"]))
         calls = [start_call(node, b, results, sem) for b in bodies]
@@ -190,7 +192,8 @@ def test_secrets_never_appear_in_logs_or_answers(stack, client):
         content = log.read_text(errors="replace")
         leaks += [(s[:6], log.name) for s in SECRETS if s in content]
     STATS["bad"] += len(leaks)
-    print(f"\nsecrets: {len(ANSWERS)} answers and {len(list(stack.workdir.glob('*.log')))} logs scanned; leaks {leaks[:5]}")
+    print(f"\nsecrets: {len(ANSWERS)} answers and {len(list(stack.workdir.glob('*.log')))} logs scanned; "
+          f"leaks {leaks[:5]}")
     assert not leaks, leaks[:10]
 
 

@@ -51,14 +51,14 @@ def test_sigterm_on_ingest_answers_held_calls_503_and_drains(stacks, row):
             bodies = [checkpoint_body(read_timeout_s=60) for _ in range(n)]  # held up to 59 s
             calls += [start_call(node, b, results, sem) for b in bodies]
             runs = {b["workflow_run_id"] for b in bodies}
-            assert await wait_until(lambda: len(store.checkpoints(runs)) >= n, 60)
+            assert await wait_until(lambda runs=runs: len(store.checkpoints(runs)) >= n, 60)
             await asyncio.sleep(0.5)
             mine = [r for r in results if r.run_id in runs]
             before = [(r.statuses[503], sum(r.statuses[c] for c in CUT)) for r in mine]
             exits.append(await asyncio.to_thread(sigterm, stack, "ingest"))
             await asyncio.sleep(0.3)
-            answered_503 += sum(1 for r, (b503, _) in zip(mine, before) if r.statuses[503] > b503)
-            cut += sum(sum(r.statuses[c] for c in CUT) - bc for r, (_, bc) in zip(mine, before))
+            answered_503 += sum(1 for r, (b503, _) in zip(mine, before, strict=True) if r.statuses[503] > b503)
+            cut += sum(sum(r.statuses[c] for c in CUT) - bc for r, (_, bc) in zip(mine, before, strict=True))
             await asyncio.to_thread(stack.start, "ingest")
         reviewer = Reviewer(stack, store, broker)
         done = asyncio.Event()
@@ -126,8 +126,8 @@ def test_sigterm_on_decider_and_poller_under_load_loses_nothing(stacks, row):
             ok = r["data"]["status"] in ("succeeded", "partial-succeeded")
             tally.delivered += ok
             tally.lost += not ok
-        recorded = await wait_until(lambda: all(store.runs().get(i, {}).get("status") in ("succeeded", "partial-succeeded")
-                                                for i in sim_ids), 60, 0.5)
+        recorded = await wait_until(lambda: all(store.runs().get(i, {}).get("status")
+                                                in ("succeeded", "partial-succeeded") for i in sim_ids), 60, 0.5)
         if not recorded:
             tally.lost += 1
             tally.problems.append(f"runs not recorded: {[store.runs().get(i) for i in sim_ids]}")
