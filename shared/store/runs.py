@@ -21,6 +21,13 @@ from shared.views import NODE_FINAL, RUN_TERMINAL
 r = runs.c
 
 
+def _text(values: dict[str, Any]) -> dict[str, Any]:
+    """Strings for text columns with any NUL replaced by U+FFFD: Dify's own events (a node's error, its
+    title) may carry one, PostgreSQL refuses it in text, and a run's news must not be dead-lettered
+    for it (issue 13). JSON values keep theirs (a JSON column holds it escaped)."""
+    return {k: v.replace("\x00", "\ufffd") if isinstance(v, str) else v for k, v in values.items()}
+
+
 def _insert(conn: Connection, table: Table, values: dict[str, Any], key: list[str]) -> bool:
     ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table).values(**values)
     stmt = ins.on_conflict_do_nothing(index_elements=key).returning(*[table.c[k] for k in key])
@@ -45,6 +52,7 @@ def find(conn: Connection, run_id: str, apps: Collection[str] | None) -> RunRow 
 def ensure(conn: Connection, app: str, run_id: str, source: str, **fields: Any) -> bool:
     """Start tracking a run (idempotent). Fields fill in what is still unknown on an existing row."""
     now = time.time()
+    fields = _text(fields)
     values = dict(id=run_id, app=app, source=source, status=fields.pop("status", None) or "running",
                   stale_record=False, streamed=False, poll_failures=0, tracked_at=now, updated_at=now,
                   next_poll_at=fields.pop("next_poll_at", now), poll_interval=1.0, **fields)
@@ -59,15 +67,16 @@ def ensure(conn: Connection, app: str, run_id: str, source: str, **fields: Any) 
 
 
 def update_run(conn: Connection, app: str, run_id: str, **values: Any) -> None:
-    conn.execute(update(runs).where(_key(app, run_id)).values(**values, updated_at=time.time()))
+    conn.execute(update(runs).where(_key(app, run_id)).values(**_text(values), updated_at=time.time()))
 
 
 def set_status(conn: Connection, app: str, run_id: str, status: str, **values: Any) -> bool:
     """Change our status unless the run already ended (a terminal status is never overwritten);
     True when it changed."""
+    values = _text({**values, "status": status})
     result = conn.execute(
-        update(runs).where(_key(app, run_id), r.status != status, r.status.notin_(RUN_TERMINAL))
-        .values(status=status, updated_at=time.time(), **values).returning(r.id))
+        update(runs).where(_key(app, run_id), r.status != values["status"], r.status.notin_(RUN_TERMINAL))
+        .values(updated_at=time.time(), **values).returning(r.id))
     return result.first() is not None
 
 
@@ -114,6 +123,7 @@ n = node_executions.c
 
 def upsert_node(conn: Connection, app: str, run_id: str, execution_id: str, status: str, **values: Any) -> bool:
     """Record a node execution's state; True when its status changed."""
+    values, status = _text(values), _text({"status": status})["status"]
     row = {"retries": 0, **values, "app": app, "id": execution_id, "run_id": run_id, "status": status,
            "seq": _next_seq(conn, app, run_id)}
     if _insert(conn, node_executions, row, ["app", "id"]):
@@ -139,8 +149,8 @@ def nodes_of(conn: Connection, app: str, run_id: str) -> list[NodeRow]:
 # ---------------------------------------------------------------------- history and watermarks
 def append_history(conn: Connection, app: str, run_id: str, kind: str, *, status: str | None = None,
                    node_id: str | None = None, detail: dict[str, Any] | None = None) -> None:
-    conn.execute(run_history.insert().values(app=app, run_id=run_id, at=time.time(), kind=kind, status=status,
-                                             node_id=node_id, detail=detail))
+    conn.execute(run_history.insert().values(app=app, run_id=run_id, at=time.time(), kind=kind, detail=detail,
+                                             **_text({"status": status, "node_id": node_id})))
 
 
 def history_of(conn: Connection, app: str, run_id: str) -> list[RunHistoryRow]:

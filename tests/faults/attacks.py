@@ -149,18 +149,37 @@ def unique(prefix: str) -> str:
 
 
 # ---------------------------------------------------------------------- honest verdicts
-def retry_budget(results: list[CallResult], budget_s: float, downtime_s: float) -> dict[str, Any]:
-    """What became of the calls whose node used up its retries. When the fault (its measured downtime)
-    lasted at least as long as the node's retry budget, Dify itself would have failed that run: the
-    row says `gave_up`, with the downtime — neither a pass nor a loss of ours. A node that gave up
-    within its budget of a shorter fault is a call we lost."""
+def retry_budget(tally, results: list[CallResult], budget_s: float, downtime_s: float) -> dict[str, Any]:
+    """What became of the calls whose node used up its retries (`account` counted each as lost). When
+    the fault (its measured downtime) lasted at least as long as the node's retry budget, Dify itself
+    would have failed that run: such calls leave `lost`, and the row says `gave_up`, with the
+    downtime — neither a pass nor a loss of ours. A node that gave up within its budget of a shorter
+    fault stays a call we lost. Returns the row's fields."""
     gave_up = [r for r in results if r.gave_up]
     explained = [r for r in gave_up if downtime_s >= budget_s]
+    tally.lost -= len(explained)
     fields: dict[str, Any] = {"gave_up": len(gave_up), "node_budget_s": round(budget_s, 1),
                               "downtime_s": round(downtime_s, 1)}
     if gave_up:
         fields["gave_up_after_s"] = round(max(r.waited_s for r in gave_up), 1)
     if explained:
         fields["result"] = "gave_up"
-    fields["lost_within_budget"] = len(gave_up) - len(explained)
     return fields
+
+
+def outage(log: list[tuple[float, Any]], start: float, end: float, period_s: float) -> dict[str, float]:
+    """From a readiness probe's log (monotonic time, status): how long a process was not answering
+    ready inside [start, end] in all, and its longest outage there."""
+    down = total = longest = 0.0
+    first = None
+    for t, status in log:
+        if not start <= t <= end:
+            continue
+        if status != 200:
+            total += period_s
+            first = t if first is None else first
+            down = t - first + period_s
+            longest = max(longest, down)
+        else:
+            first = None
+    return {"down_s": round(total, 1), "longest_s": round(longest, 1)}

@@ -25,8 +25,8 @@ TERMINAL = {"succeeded", "partial-succeeded", "failed", "stopped"}
 @pytest.fixture(scope="module")
 def stack(stacks):
     # The poller's Dify timeout (1 s) is below the simulated latency (2.5 s): every poll times out.
-    # HITL_POLL_LEASE_S=8 (default 60) keeps the suite short while a failed poll leaves its lease
-    # held (the bug shown by the xfail test below).
+    # HITL_POLL_LEASE_S=8 (default 60) bounds the wait should a failed poll ever keep its lease again
+    # (test_a_failed_poll_is_rescheduled_with_backoff_not_left_to_its_lease shows it is released).
     return stacks("dify", env={"HITL_DIFY_TIMEOUT_S": "1", "HITL_POLL_MAX_INTERVAL_S": "2",
                                "HITL_DISCOVERY_INTERVAL_S": "2", "HITL_POLL_LEASE_S": "8"})
 

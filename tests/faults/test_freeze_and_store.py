@@ -107,7 +107,7 @@ def test_decisions_racing_their_checkpoints_under_a_frozen_decider_are_all_appli
         tally.errors += unfinished
         tally.lost += len(broken)
         tally.problems += broken
-        budget = retry_budget(results, node.budget_s, thawed_at - frozen_at)
+        budget = retry_budget(tally, results, node.budget_s, thawed_at - frozen_at)
         await node.aclose()
         await http.aclose()
         return tally, promises, budget, thawed_at - frozen_at
@@ -168,7 +168,7 @@ async def store_fault_scenario(stack, store: StoreView, n: int, fault_s: float, 
     tally.errors += unfinished
     tally.lost += len(broken) + len(dead)
     tally.problems += broken + [f"dead-lettered: {reason_of(d)[:120]}" for d in dead]
-    budget = retry_budget(results, node.budget_s, ended_at - fault_at)
+    budget = retry_budget(tally, results, node.budget_s, ended_at - fault_at)
     # the probe's verdict while the store was gone (after a second for the first failure to show)
     ready = readiness(ready_log, fault_at + 1.0, ended_at)
     await node.aclose()

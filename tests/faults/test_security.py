@@ -1,6 +1,6 @@
 """Security at the edge: tokens on every endpoint, app vs reviewer tokens never interchangeable,
-assignee rules, secrets never in logs or answers, constant-time token comparison, body limits, and
-(not implemented: xfail with a design) a cap on held calls per client."""
+assignee rules, secrets never in logs or answers, constant-time token comparison, body limits, and a
+cap on the calls one app token holds open in one ingest process (429 too_many_held)."""
 from __future__ import annotations
 
 import asyncio
