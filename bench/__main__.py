@@ -66,6 +66,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def _out_dir(out: str) -> Path:
+    """The folder of the results file (resolve() touches the filesystem: kept out of the event loop)."""
+    return Path(out).resolve().parent
+
+
 async def main(args: argparse.Namespace) -> dict:
     raise_nofile(65536)
     setup_logging("WARNING", "console", "bench")
@@ -76,7 +81,7 @@ async def main(args: argparse.Namespace) -> dict:
         raise SystemExit(f"unknown scenario(s): {', '.join(sorted(unknown))}")
     scenarios.SERVICE_ENV.update(dict(kv.split("=", 1) for kv in args.service_env))
     configs = [tuple(int(x) for x in c.split("x")) for c in args.configs.split(",") if c]
-    out_dir = Path(args.out).resolve().parent
+    out_dir = _out_dir(args.out)
     results: dict = {"machine": report.machine(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                      "smoke": args.smoke, "args": vars(args), "baselines": {}, "scenarios": {}}
     log = lambda msg: print(msg, flush=True)  # noqa: E731

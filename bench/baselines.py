@@ -63,7 +63,8 @@ def sample_bodies() -> dict[str, bytes]:
     resolved = {**cp, "status": "resolved", "action": "approve", "output": NODE_OUTPUT, "decided_by": "bench-bot",
                 "reason": "decision", "resolved_at": time.time()}
     return {"request": req.to_bytes(), "opened": CheckpointEvent(type="checkpoint.opened", checkpoint=cp).to_bytes(),
-            "decision": dec.to_bytes(), "reply": Reply(outcome="resolved", checkpoint_id=cp["id"], resolution=res).to_bytes(),
+            "decision": dec.to_bytes(),
+            "reply": Reply(outcome="resolved", checkpoint_id=cp["id"], resolution=res).to_bytes(),
             "resolved": CheckpointEvent(type="checkpoint.resolved", checkpoint=resolved,
                                         decision=dec.model_dump(mode="json")).to_bytes()}
 
@@ -88,7 +89,8 @@ async def _responder(ns: str, ready: Any, stop: Any) -> None:
     broker.consume(f"{ns}.sink", on_sink)
     await broker.start(wait_s=30)
     ready.set()
-    while not stop.is_set():
+    # `stop` is a multiprocessing.Event set by the parent process: it cannot be awaited, so it is polled
+    while not stop.is_set():  # noqa: ASYNC110
         await asyncio.sleep(0.1)
     await broker.close(drain_s=2)
 

@@ -123,7 +123,8 @@ async def _run_plan(plan: WorkerPlan, go: Any) -> list[CallRecord]:
     records: list[CallRecord] = []
     inflight: dict[str, float] = {}
     headers = {"Authorization": f"Bearer {plan.token}", "Content-Type": "application/json"}
-    conns = plan.n if plan.mode == "held" else plan.concurrency if plan.mode == "closed" else max(64, int(plan.rate * 2))
+    conns = (plan.n if plan.mode == "held" else plan.concurrency if plan.mode == "closed"
+             else max(64, int(plan.rate * 2)))
     timeout = httpx.Timeout(connect=60.0, read=plan.read_timeout_s + 30, write=30.0, pool=plan.read_timeout_s + 30)
     counter = 0
 
@@ -157,7 +158,9 @@ async def _run_plan(plan: WorkerPlan, go: Any) -> list[CallRecord]:
     limits = httpx.Limits(max_connections=per_client, max_keepalive_connections=per_client)
     pool = [httpx.AsyncClient(limits=limits, timeout=timeout) for _ in range(n_clients)]
     try:
-        while not go.is_set():  # wait for the parent's start signal (all workers together)
+        # wait for the parent's start signal (all workers together): `go` is a multiprocessing.Event set
+        # by another process, which cannot be awaited, so it is polled (5 ms keeps the start aligned)
+        while not go.is_set():  # noqa: ASYNC110
             await asyncio.sleep(0.005)
         t_start = time.monotonic()
         end = t_start + plan.duration_s

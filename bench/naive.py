@@ -157,7 +157,7 @@ class NaiveReviewer:
                         c.execute("BEGIN IMMEDIATE")
                     else:
                         c.execute("BEGIN")
-                    for run_id, cp_id in todo:
+                    for _run_id, cp_id in todo:
                         c.execute(self.pool.q("UPDATE naive_checkpoints SET status = 'resolved', action = 'approve', "
                                               "decided_at = ? WHERE id = ? AND status = 'open'"), (time.time(), cp_id))
                     c.execute("COMMIT")

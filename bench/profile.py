@@ -41,8 +41,8 @@ def summarize_collapsed(text: str, top: int = 25) -> dict[str, Any]:
         if not frames:
             continue
         leaf = frames[-1]
-        if any(w in leaf for w in ("select (selectors.py", "run_once (uvloop", "_worker (concurrent", "wait (threading.py",
-                                   "poll (", "epoll", "_run_once (asyncio", "get (queue.py")):
+        if any(w in leaf for w in ("select (selectors.py", "run_once (uvloop", "_worker (concurrent",
+                                   "wait (threading.py", "poll (", "epoll", "_run_once (asyncio", "get (queue.py")):
             idle += count
         self_c[_short(leaf)] += count
         for f in set(_short(x) for x in frames):

@@ -28,7 +28,8 @@ def machine() -> dict[str, Any]:
         pass
     rabbit = None
     try:
-        rabbit = subprocess.run(["rabbitmqctl", "version"], capture_output=True, text=True, timeout=20).stdout.strip() or None
+        rabbit = subprocess.run(["rabbitmqctl", "version"], capture_output=True, text=True,
+                                timeout=20).stdout.strip() or None
     except (OSError, subprocess.TimeoutExpired):
         pass
     pg = None
@@ -66,7 +67,8 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         if "throughput" in sc:
             best = sc["throughput"]["best"]
             nv = _get(naive, "throughput", "cycles_per_s")
-            s["throughput"] = {"cycles_per_s": best["cycles_per_s"], "config": f"ingest×{best['ingest']} decider×{best['decider']}",
+            s["throughput"] = {"cycles_per_s": best["cycles_per_s"],
+                               "config": f"ingest×{best['ingest']} decider×{best['decider']}",
                                "vs_broker_ceiling": ratio(best["cycles_per_s"], ceiling),
                                "naive_cycles_per_s": nv, "vs_naive": ratio(best["cycles_per_s"], nv),
                                "target_met": best["cycles_per_s"] >= TARGETS["cycles_per_s"]}
@@ -85,11 +87,13 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
             h = sc["held"]
             nh = _get(naive, "held", "max_n_answered")
             s["held"] = {"max_n": h["max_n_answered"], "rss_mb": h["rss_at_max_mb"], "naive_max_n": nh,
-                         "naive_rss_mb": _get(naive, "held", "rss_at_max_mb"), "vs_naive": ratio(h["max_n_answered"], nh),
+                         "naive_rss_mb": _get(naive, "held", "rss_at_max_mb"),
+                         "vs_naive": ratio(h["max_n_answered"], nh),
                          # memory compared only at the same N
                          "rss_vs_naive": ratio(h["rss_at_max_mb"], _get(naive, "held", "rss_at_max_mb"))
                          if nh == h["max_n_answered"] else None,
-                         "target_met": h["max_n_answered"] >= TARGETS["held"] and (h["rss_at_max_mb"] or 1e9) <= TARGETS["held_rss_mb"]}
+                         "target_met": h["max_n_answered"] >= TARGETS["held"]
+                         and (h["rss_at_max_mb"] or 1e9) <= TARGETS["held_rss_mb"]}
         if "poller" in sc and "sizes" in sc["poller"]:
             s["poller"] = {str(r["runs"]): _poller_size(r) for r in sc["poller"]["sizes"]}
             s["poller_baseline"] = {str(r["runs"]): _poller_size(r) for r in sc["poller"].get("baseline", [])}
@@ -153,13 +157,15 @@ def rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     add("decision→release p95 ms", "", lambda s: _get(s, "latency", "p95_ms"))
     add("decision→release p99 ms", "≤ 50", lambda s: _get(s, "latency", "p99_ms"),
         lambda s: _get(s, "latency", "p99_vs_naive"), "× naive")
-    add("  naive p50 / p99 ms", "", lambda s: f"{_fmt(_get(s, 'latency', 'naive_p50_ms'))} / {_fmt(_get(s, 'latency', 'naive_p99_ms'))}"
+    add("  naive p50 / p99 ms", "",
+        lambda s: f"{_fmt(_get(s, 'latency', 'naive_p50_ms'))} / {_fmt(_get(s, 'latency', 'naive_p99_ms'))}"
         if _get(s, "latency") else None)
     add("held calls answered (max N)", "10000", lambda s: _get(s, "held", "max_n"),
         lambda s: _get(s, "held", "vs_naive"), "× naive")
     add("  ingest RSS at max N, MB", "≤ 300", lambda s: _get(s, "held", "rss_mb"),
         lambda s: _get(s, "held", "rss_vs_naive"), "× naive (same N)")
-    add("  naive max N / RSS MB", "", lambda s: f"{_fmt(_get(s, 'held', 'naive_max_n'))} / {_fmt(_get(s, 'held', 'naive_rss_mb'))}"
+    add("  naive max N / RSS MB", "",
+        lambda s: f"{_fmt(_get(s, 'held', 'naive_max_n'))} / {_fmt(_get(s, 'held', 'naive_rss_mb'))}"
         if _get(s, "held") else None)
     sizes = sorted({int(n) for db in dbs for n in (summ["per_db"][db].get("poller") or {})})
     for n in sizes:
@@ -196,7 +202,7 @@ def _poller_rows(add, key: str) -> None:
 def table(results: dict[str, Any]) -> str:
     head, body = rows(results)
     widths = [max(len(str(r[i])) for r in [head] + body) for i in range(len(head))]
-    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths))  # noqa: E731
+    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True))  # noqa: E731
     return "\n".join([line(head), line(["-" * w for w in widths])] + [line(r) for r in body])
 
 

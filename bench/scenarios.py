@@ -124,7 +124,8 @@ async def throughput(db_kind: str, *, configs: list[tuple[int, int]], clients: i
     runs = []
     for ingest_n, decider_n in configs:
         async with BenchStack(db_kind, ingest=ingest_n, decider=decider_n) as stack:
-            log(f"  throughput {db_kind}: ingest×{ingest_n} decider×{decider_n}, {concurrency} calls in flight, {duration_s:.0f}s")
+            log(f"  throughput {db_kind}: ingest×{ingest_n} decider×{decider_n}, {concurrency} calls in flight, "
+                f"{duration_s:.0f}s")
             profile = profile_factory(f"{db_kind}-i{ingest_n}-d{decider_n}") if profile_factory else None
             r = await run_cycles(stack, mode="closed", clients=clients, concurrency=concurrency, duration_s=duration_s,
                                  warmup_s=warmup_s, profile=profile)
@@ -139,8 +140,10 @@ async def throughput(db_kind: str, *, configs: list[tuple[int, int]], clients: i
 async def latency(db_kind: str, *, rate: float, duration_s: float, clients: int, log=print) -> dict[str, Any]:
     async with BenchStack(db_kind) as stack:
         log(f"  latency {db_kind}: {rate:.0f} cycles/s offered for {duration_s:.0f}s")
-        r = await run_cycles(stack, mode="open", clients=clients, rate=rate, duration_s=duration_s, warmup_s=min(2.0, duration_s / 4))
-        log(f"    → decision→release p50 {r['decision_to_release']['p50_ms']} ms, p99 {r['decision_to_release']['p99_ms']} ms, "
+        r = await run_cycles(stack, mode="open", clients=clients, rate=rate, duration_s=duration_s,
+                             warmup_s=min(2.0, duration_s / 4))
+        log(f"    → decision→release p50 {r['decision_to_release']['p50_ms']} ms, "
+            f"p99 {r['decision_to_release']['p99_ms']} ms, "
             f"lost {r['counts']['lost']}")
         return r
 
@@ -163,7 +166,9 @@ async def held_step(stack_or_url: Any, n: int, *, pid: int | None, namespace: st
     t_go = workers.go_now()
     # every call held: the reviewer has seen all of them opened (bounded by the hold window)
     deadline = t_go + hold_s * 0.6
-    while opened_count(prefix) < n and time.monotonic() < deadline:
+    # opened_count() counts what the reviewer has seen opened (an event consumer, or the naive peer's
+    # DB-polling thread): neither signals anything awaitable, so the count is polled
+    while opened_count(prefix) < n and time.monotonic() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.25)
     all_held_s = time.monotonic() - t_go
     held = opened_count(prefix)

@@ -138,7 +138,8 @@ class BenchStack:
                 q = lambda sql: conn.execute(text(sql), {"p": like}).scalar_one()  # noqa: E731
                 return {
                     "checkpoints": q("SELECT count(*) FROM checkpoints WHERE workflow_run_id LIKE :p"),
-                    "resolved": q("SELECT count(*) FROM checkpoints WHERE workflow_run_id LIKE :p AND status = 'resolved'"),
+                    "resolved": q("SELECT count(*) FROM checkpoints WHERE workflow_run_id LIKE :p "
+                                  "AND status = 'resolved'"),
                     "open": q("SELECT count(*) FROM checkpoints WHERE workflow_run_id LIKE :p AND status = 'open'"),
                     "runs_with_two_checkpoints": q(
                         "SELECT count(*) FROM (SELECT workflow_run_id FROM checkpoints WHERE workflow_run_id LIKE :p "
