@@ -411,6 +411,7 @@ def test_another_apps_token_and_reviewer_reach_nothing_of_an_app(stack, row):
 
     tally, probe, control_cp, bus_dead, not_found = asyncio.run(scenario())
     tally.errors += len(probe.unexpected)
+    tally.iterations += probe.requests + bus_dead  # beta's attempts besides the Dify calls of both apps
     row("cross-app attempts (API, console, events, bus)", **tally.counts(), leaked=leaks.count,
         seconds=time.monotonic() - started, requests=probe.requests, scanned=leaks.scanned, bus_dlq=bus_dead)
     print(f"\nisolation: {probe.requests} requests by beta, {leaks.scanned} answers scanned, "
