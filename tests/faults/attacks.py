@@ -81,6 +81,19 @@ class AppStore(StoreView):
                 "SELECT id, workflow_run_id, apps, actor, status, checkpoint_id, code FROM parked_decisions"))]
 
 
+def snapshot(store: AppStore, skip_run: str | None = None) -> dict[str, tuple]:
+    """An alpha checkpoint as beta could have changed it (re-attaches of alpha's own node aside)."""
+    rows = {}
+    for cp in store.all_rows():
+        if cp["workflow_run_id"] == skip_run:
+            continue
+        history = tuple((h["kind"], h["actor"], h["channel"], h["action"], h["outcome"])
+                        for h in store.full_history(cp["id"]) if h["kind"] != "reattached")
+        rows[cp["id"]] = (cp["status"], cp["action"], repr(cp["output"]), cp["decided_by"], cp["round"],
+                          repr(cp["node_output"]), history)
+    return rows
+
+
 # ---------------------------------------------------------------------- the broker, as an attacker has it
 def decision_bytes(**fields: Any) -> bytes:
     return json.dumps({"type": "decision.submitted", **fields}).encode()
