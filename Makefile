@@ -29,8 +29,13 @@ lint: setup  ## ruff and mypy (both configured in pyproject.toml; mypy's files a
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 
+# The main suite on two workers: its tests spend much of their time waiting on subprocesses, the broker
+# and the store, so two use the 2 cores that one leaves half idle. A module stays on one worker
+# (--dist loadfile): module-scoped stacks and browsers are started once. Every test has its own
+# namespace, database and ports, so the workers never share state. The fault run stays serial: its
+# scenarios measure recovery and must not compete with another test for the cores.
 test: lint services  ## lint first, then the whole suite (unit, integration on SQLite and PostgreSQL, end-to-end, conformance) + a short fault run
-	$(PY) -m pytest -q -m "not faults" -p no:cacheprovider
+	$(PY) -m pytest -q -m "not faults" -p no:cacheprovider -n 2 --dist loadfile
 	FAULTS_SCALE=0.1 $(PY) -m pytest -q -m faults tests/faults -p no:cacheprovider
 
 test-fast: setup  ## unit tests only (no services needed)

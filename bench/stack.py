@@ -83,17 +83,18 @@ class BenchStack:
         self.decider_keys: list[str] = []
 
     def start(self) -> BenchStack:
-        if self.with_sim:
-            self.ps.start("sim")
-        # decider first: it migrates the store; later processes find it current
-        self.decider_keys = [self.ps.start("decider")]
+        # decider first (with the simulator beside it): it migrates the store; the rest, started together,
+        # find it current
+        first = ["decider"] + (["sim"] if self.with_sim else [])
+        self.decider_keys = self.ps.start_many(first)[:1]
         for i in range(2, self.counts["decider"] + 1):
-            self.decider_keys.append(self.ps.start("decider", replica=i))
-        self.ingest_keys = [self.ps.start("ingest")]
+            self.decider_keys.append(self.ps.spawn("decider", replica=i))
+        self.ingest_keys = [self.ps.spawn("ingest")]
         for i in range(2, self.counts["ingest"] + 1):
-            self.ingest_keys.append(self.ps.start("ingest", replica=i))
-        if self.with_poller:
-            self.ps.start("poller")
+            self.ingest_keys.append(self.ps.spawn("ingest", replica=i))
+        rest = self.decider_keys[1:] + self.ingest_keys + ([self.ps.spawn("poller")] if self.with_poller else [])
+        for key in rest:
+            self.ps.wait_ready(key)
         return self
 
     @property

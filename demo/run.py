@@ -10,7 +10,7 @@ import time
 
 from demo.apps import APPS, apps_env, gateway_curl, register_apps
 from demo.sinks import LocalSinks, with_notifier
-from demo.stack import ROOT, ProcessStack
+from demo.stack import PROCESSES, ROOT, ProcessStack
 
 PORTS = {"sim": 5001, "ingest": 8080, "decider": 8081, "poller": 8082, "console": 8090, "notifier": 8083}
 
@@ -24,9 +24,7 @@ def make_stack() -> ProcessStack:
 
 def start_processes(stack: ProcessStack, sinks: LocalSinks) -> None:
     try:
-        stack.start_all()
-        stack.start("console")
-        stack.start("notifier")
+        stack.start_many([*PROCESSES, "console", "notifier"])
     except RuntimeError as exc:
         stack.stop_all()
         sinks.stop()

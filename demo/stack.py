@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import httpx
@@ -105,6 +105,20 @@ class ProcessStack:
 
     def start(self, name: str, replica: int | None = None) -> str:
         """Start a process (or another replica of it, on its own port); returns its key."""
+        key = self.spawn(name, replica)
+        self.wait_ready(key)
+        return key
+
+    def start_many(self, names: Iterable[str]) -> list[str]:
+        """Start several processes at once: every one is spawned before any is waited for, so a stack is
+        ready in the time of its slowest process, not the sum of all (each retries what it needs from
+        the others: the broker, the store, the simulator)."""
+        keys = [self.spawn(name) for name in names]
+        for key in keys:
+            self.wait_ready(key)
+        return keys
+
+    def spawn(self, name: str, replica: int | None = None) -> str:
         key = name if replica is None else f"{name}-{replica}"
         self.ports.setdefault(key, free_port())
         env = dict(self.env)
@@ -113,13 +127,14 @@ class ProcessStack:
         with open(self.workdir / f"{key}.log", "ab") as log:  # the child keeps its own copy of the descriptor
             self.procs[key] = subprocess.Popen(self.command(name), cwd=ROOT, env=env, stdout=log,
                                                stderr=subprocess.STDOUT, start_new_session=True)
-        health = "/_sim/health" if name == "sim" else "/readyz"
-        self.wait_http(self.url(key) + health, key)
         return key
 
+    def wait_ready(self, key: str) -> None:
+        health = "/_sim/health" if key.split("-")[0] == "sim" else "/readyz"
+        self.wait_http(self.url(key) + health, key)
+
     def start_all(self) -> ProcessStack:
-        for name in PROCESSES:
-            self.start(name)
+        self.start_many(PROCESSES)
         return self
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
@@ -137,8 +152,19 @@ class ProcessStack:
         self.start(name)
 
     def stop_all(self) -> None:
-        for key in sorted(self.procs, key=lambda k: k == "sim"):  # the simulator last
-            self.kill(key, signal.SIGTERM)
+        """SIGTERM to every process at once (each drains on its own), the simulator after the rest;
+        SIGKILL for any still running 30 s later."""
+        for group in ([k for k in self.procs if k != "sim"], [k for k in self.procs if k == "sim"]):
+            procs = [self.procs.pop(key) for key in group]
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+            for proc in procs:
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
 
     def wait_http(self, url: str, name: str, timeout_s: float = 30) -> None:
         deadline = time.monotonic() + timeout_s

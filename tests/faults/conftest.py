@@ -127,8 +127,7 @@ class StackFactory:
                              env={**base_env, **(env or {})})
         stack.db_url = normalise_database_url(db_url)  # for the test's own witness (StoreView)
         self.cleanups.append((stack, drop))
-        for p in processes:
-            stack.start(p)
+        stack.start_many(processes)
         return stack
 
     def close(self) -> None:
