@@ -33,6 +33,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--clients", type=int, default=2, help="client processes for the throughput scenario")
     p.add_argument("--rate", type=float, default=200.0, help="offered cycles/s in the latency scenario")
     p.add_argument("--latency-duration", type=float, default=20.0)
+    p.add_argument("--half-rate", type=float, default=None,
+                   help="the rate of the half-capacity latency run when throughput is not measured in this run "
+                        "(else: half the ingest×1 decider×1 cycles/s measured)")
     p.add_argument("--held-steps", default="1000,2500,5000,10000")
     p.add_argument("--hold", type=float, default=120.0, help="hold window (s) in the held-calls scenario")
     p.add_argument("--held-clients", type=int, default=4)
@@ -110,6 +113,10 @@ async def main(args: argparse.Namespace) -> dict:
         if "latency" in wanted:
             per["latency"] = await scenarios.latency(db, rate=args.rate, duration_s=args.latency_duration,
                                                      clients=1, log=log)
+            half = scenarios.half_capacity(per.get("throughput"), args.half_rate)
+            if half:
+                per["latency_half"] = await scenarios.latency(db, rate=half, duration_s=args.latency_duration,
+                                                              clients=1, log=log)
         if "held" in wanted:
             per["held"] = await scenarios.held_calls(db, steps=[int(x) for x in args.held_steps.split(",")],
                                                      hold_s=args.hold, clients=args.held_clients, log=log)

@@ -10,7 +10,10 @@ from typing import Any
 
 from bench.common import ratio
 
-TARGETS = {"cycles_per_s": 1000, "p99_ms": 50, "held": 10_000, "held_rss_mb": 300, "poller_p99_to_bound": 1.5}
+TARGETS = {"cycles_per_s": 1000, "p99_ms": 50, "held": 10_000, "held_rss_mb": 200, "poller_p99_to_bound": 1.5,
+           "cpu_ms_per_cycle": 1.0}
+OURS = ("decider", "ingest")  # the processes of a cycle whose CPU the target counts (every replica of each)
+PROCESSES = ("decider", "ingest", "poller")  # the columns of the cost rows
 
 
 def machine() -> dict[str, Any]:
@@ -56,7 +59,7 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
     for db, sc in results.get("scenarios", {}).items():
         naive = _get(results, "baselines", f"naive_{db}", default={}) or {}
         s: dict[str, Any] = {}
-        for r in _get(sc, "throughput", "runs", default=[]) + ([sc["latency"]] if "latency" in sc else []):
+        for r in _get(sc, "throughput", "runs", default=[]) + [sc[k] for k in ("latency", "latency_half") if k in sc]:
             lost += r["counts"]["lost"]
             dup += r["counts"]["duplicated"]
         for step in _get(sc, "held", "steps", default=[]):
@@ -72,17 +75,18 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
                                "vs_broker_ceiling": ratio(best["cycles_per_s"], ceiling),
                                "naive_cycles_per_s": nv, "vs_naive": ratio(best["cycles_per_s"], nv),
                                "target_met": best["cycles_per_s"] >= TARGETS["cycles_per_s"]}
+            # The 1×1 stack is the one the latency runs use, and the one whose cost per cycle is read.
+            one = [r for r in sc["throughput"]["runs"] if r.get("ingest") == 1 and r.get("decider") == 1]
+            if one:
+                s["throughput"]["one_by_one"] = one[0]["cycles_per_s"]
+                s["throughput"]["one_by_one_vs_ceiling"] = ratio(one[0]["cycles_per_s"], ceiling)
+                s["cycle_costs"] = cycle_costs(one[0])
         if "latency" in sc:
-            lat = sc["latency"]["decision_to_release"]
-            nl = _get(naive, "latency", "decision_to_release", default={}) or {}
-            s["latency"] = {**{k: lat[k] for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms")},
-                            "offered_rate": sc["latency"]["offered_rate"],
-                            "achieved_rate": sc["latency"]["cycles_per_s"],
-                            "naive_p50_ms": nl.get("p50_ms"), "naive_p99_ms": nl.get("p99_ms"),
-                            "p50_vs_naive": ratio(lat["p50_ms"], nl.get("p50_ms")),
-                            "p99_vs_naive": ratio(lat["p99_ms"], nl.get("p99_ms")),
-                            "target_met": lat["p99_ms"] is not None and lat["p99_ms"] <= TARGETS["p99_ms"]
-                            and sc["latency"]["counts"]["lost"] == 0}
+            s["latency"] = _latency(sc["latency"], _get(naive, "latency", "decision_to_release", default={}) or {})
+        if "latency_half" in sc:
+            # The naive peer was measured at --rate, not at this one: no ratio to it.
+            s["latency_half"] = _latency(sc["latency_half"], {})
+            s["cycle_costs_half"] = cycle_costs(sc["latency_half"])
         if "held" in sc:
             h = sc["held"]
             nh = _get(naive, "held", "max_n_answered")
@@ -104,6 +108,44 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         out["per_db"][db] = s
     out["totals"] = {"lost": lost, "duplicated": dup}
     return out
+
+
+def _latency(run: dict[str, Any], naive: dict[str, Any]) -> dict[str, Any]:
+    """One open-loop run's decision→release figures, against the naive peer's at the same rate."""
+    lat = run["decision_to_release"]
+    return {**{k: lat[k] for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms")},
+            "offered_rate": run["offered_rate"], "achieved_rate": run["cycles_per_s"],
+            "naive_p50_ms": naive.get("p50_ms"), "naive_p99_ms": naive.get("p99_ms"),
+            "p50_vs_naive": ratio(lat["p50_ms"], naive.get("p50_ms")),
+            "p99_vs_naive": ratio(lat["p99_ms"], naive.get("p99_ms")),
+            "target_met": lat["p99_ms"] is not None and lat["p99_ms"] <= TARGETS["p99_ms"]
+            and run["counts"]["lost"] == 0}
+
+
+def cycle_costs(run: dict[str, Any]) -> dict[str, Any] | None:
+    """What one full cycle cost in a run (bench/counters.py): CPU ms per process and for decider +
+    ingest (the target), messages published and consumed by our processes, each process's
+    statements, round trips and transactions. None for a run measured before these were counted."""
+    pc = run.get("per_cycle")
+    if not pc:
+        return None
+    per = pc["per_process"]
+
+    def of(name: str, figure: str) -> float | None:
+        """A figure summed over every replica of a process ("decider", "decider-2", …)."""
+        vals = [r[figure] for k, r in per.items() if k.split("-")[0] == name and r.get(figure) is not None]
+        return round(sum(vals), 3) if vals else None
+
+    def by_process(figure: str) -> dict[str, float | None]:
+        return {name: of(name, figure) for name in PROCESSES}
+
+    cpu = by_process("cpu_ms")
+    ours = round(sum(cpu[k] or 0.0 for k in OURS), 3)
+    return {"cycles": pc["cycles"], "cpu_ms": cpu, "cpu_ms_ours": ours,
+            "cpu_target_met": ours <= TARGETS["cpu_ms_per_cycle"],
+            "published": pc["total"]["published"], "consumed": pc["total"]["consumed"],
+            "published_by": by_process("published"), "statements": by_process("statements"),
+            "round_trips": by_process("round_trips"), "transactions": by_process("transactions")}
 
 
 def _poller_size(r: dict[str, Any]) -> dict[str, Any]:
@@ -152,17 +194,18 @@ def rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     add("  config", "", lambda s: _get(s, "throughput", "config"))
     add("  vs naive peer", "", lambda s: _get(s, "throughput", "naive_cycles_per_s"),
         lambda s: _get(s, "throughput", "vs_naive"), "× naive")
-    add("decision→release p50 ms @200/s", "", lambda s: _get(s, "latency", "p50_ms"),
-        lambda s: _get(s, "latency", "p50_vs_naive"), "× naive")
-    add("decision→release p95 ms", "", lambda s: _get(s, "latency", "p95_ms"))
-    add("decision→release p99 ms", "≤ 50", lambda s: _get(s, "latency", "p99_ms"),
-        lambda s: _get(s, "latency", "p99_vs_naive"), "× naive")
+    add("  ingest×1 decider×1 cycles/s", "", lambda s: _get(s, "throughput", "one_by_one"),
+        lambda s: _get(s, "throughput", "one_by_one_vs_ceiling"), "× broker ceiling")
+    _cost_rows(add, "cycle_costs", "1×1 closed loop")
+    _latency_rows(add, "latency", f"{_rate_of(summ, 'latency')}/s")
     add("  naive p50 / p99 ms", "",
         lambda s: f"{_fmt(_get(s, 'latency', 'naive_p50_ms'))} / {_fmt(_get(s, 'latency', 'naive_p99_ms'))}"
         if _get(s, "latency") else None)
+    _latency_rows(add, "latency_half", "half capacity")
+    _cost_rows(add, "cycle_costs_half", "at half capacity", short=True)
     add("held calls answered (max N)", "10000", lambda s: _get(s, "held", "max_n"),
         lambda s: _get(s, "held", "vs_naive"), "× naive")
-    add("  ingest RSS at max N, MB", "≤ 300", lambda s: _get(s, "held", "rss_mb"),
+    add("  ingest RSS at max N, MB", "≤ 200", lambda s: _get(s, "held", "rss_mb"),
         lambda s: _get(s, "held", "rss_vs_naive"), "× naive (same N)")
     add("  naive max N / RSS MB", "",
         lambda s: f"{_fmt(_get(s, 'held', 'naive_max_n'))} / {_fmt(_get(s, 'held', 'naive_rss_mb'))}"
@@ -180,6 +223,45 @@ def rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     table.append(["lost / duplicated (all runs)", "0 / 0", f"{summ['totals']['lost']} / {summ['totals']['duplicated']}"]
                  + [""] * (len(head) - 3))
     return head, table
+
+
+def _rate_of(summ: dict[str, Any], key: str) -> str:
+    """The offered rate of a latency run, as the label of its rows (one per store if they differ)."""
+    rates = {_get(s, key, "offered_rate") for s in summ["per_db"].values()} - {None}
+    return "/".join(_fmt(r) for r in sorted(rates)) or "?"
+
+
+def _latency_rows(add, key: str, label: str) -> None:
+    """decision→release percentiles of one open-loop run, and the rate it was offered and achieved."""
+    add(f"decision→release p50 ms @{label}", "", lambda s: _get(s, key, "p50_ms"),
+        lambda s: _get(s, key, "p50_vs_naive"), "× naive")
+    add("  offered / achieved cycles/s", "",
+        lambda s: f"{_fmt(_get(s, key, 'offered_rate'))} / {_fmt(_get(s, key, 'achieved_rate'))}"
+        if _get(s, key) else None)
+    add("  decision→release p95 ms", "", lambda s: _get(s, key, "p95_ms"))
+    add("  decision→release p99 ms", "≤ 50", lambda s: _get(s, key, "p99_ms"),
+        lambda s: _get(s, key, "p99_vs_naive"), "× naive")
+
+
+def _cost_rows(add, key: str, label: str, short: bool = False) -> None:
+    """CPU, messages and store traffic per full cycle of one run (`short`: the CPU rows only)."""
+    def per_process(*path: str):
+        return lambda s: " / ".join(_fmt(_get(s, key, *path, p)) for p in PROCESSES) if _get(s, key) else None
+
+    def store(process: str):
+        return lambda s: (" / ".join(_fmt(_get(s, key, f, process)) for f in ("statements", "round_trips",
+                                                                               "transactions"))
+                          if _get(s, key) else None)
+
+    add(f"CPU ms per cycle, decider + ingest ({label})", "≤ 1.0", lambda s: _get(s, key, "cpu_ms_ours"))
+    add("  decider / ingest / poller CPU ms", "", per_process("cpu_ms"))
+    if short:
+        return
+    add("  messages published / consumed per cycle", "",
+        lambda s: f"{_fmt(_get(s, key, 'published'))} / {_fmt(_get(s, key, 'consumed'))}" if _get(s, key) else None)
+    add("  published by decider / ingest / poller", "", per_process("published_by"))
+    add("  decider SQL statements / round trips / transactions", "", store("decider"))
+    add("  poller SQL statements / round trips / transactions", "", store("poller"))
 
 
 def _poller_rows(add, key: str) -> None:

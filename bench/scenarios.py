@@ -18,6 +18,7 @@ from bench.common import (
     rss_mb,
     summary_ms,
 )
+from bench.counters import per_cycle, scrape
 from bench.load import Reviewer, WorkerPlan, Workers
 from bench.stack import APP_TOKEN, RABBITMQ_URL, BenchStack
 
@@ -25,7 +26,8 @@ SERVICE_ENV: dict[str, str] = {}  # --service-env: applied to every stack the sc
 
 
 class Sampler:
-    """CPU (cores used) and peak RSS of the stack's processes while a scenario runs."""
+    """CPU (cores used, and CPU seconds for the cost of a cycle) and peak RSS of the stack's processes
+    while a scenario runs."""
 
     def __init__(self, pids: dict[str, int], every_s: float = 0.5) -> None:
         self.pids, self.every_s = pids, every_s
@@ -62,12 +64,14 @@ class Sampler:
             cpu = cpu_seconds(p)
             if cpu is not None:
                 self._cpu_last[k] = cpu
-        cores = {k: round((self._cpu_last.get(k, 0.0) - self._cpu0.get(k, 0.0)) / wall, 2) for k in self.pids}
+        cpu_s = {k: self._cpu_last.get(k, 0.0) - self._cpu0.get(k, 0.0) for k in self.pids}
+        cores = {k: round(v / wall, 2) for k, v in cpu_s.items()}
         busy = machine_busy_seconds()
         machine = round((busy - self._busy0) / wall, 2) if busy is not None and self._busy0 is not None else None
         ours = round(sum(cores.values()), 2)
         # The machine is shared: whatever else ran (RabbitMQ included) is in machine - ours.
-        self.result = {"cores_used": cores, "peak_rss_mb": dict(self.peak_rss), "machine_cores_busy": machine,
+        self.result = {"cores_used": cores, "cpu_s": {k: round(v, 3) for k, v in cpu_s.items()},
+                       "wall_s": round(wall, 2), "peak_rss_mb": dict(self.peak_rss), "machine_cores_busy": machine,
                        "ours_cores": ours, "others_cores": round(machine - ours, 2) if machine is not None else None,
                        "loadavg_1m": os.getloadavg()[0]}
         return self.result
@@ -87,6 +91,8 @@ async def run_cycles(stack: BenchStack, *, mode: str, clients: int, concurrency:
     workers = Workers(plans)
     workers.start()
     pids = stack.pids()
+    services = {k: stack.ps.url(k) for k in pids}  # ours, before the client processes join `pids`
+    counters_before = await scrape(services)
     pids.update({f"client-{i}": p.pid for i, p in enumerate(workers.procs)})
     sampler = Sampler(pids).start()
     t_go = workers.go_now()
@@ -94,6 +100,7 @@ async def run_cycles(stack: BenchStack, *, mode: str, clients: int, concurrency:
         profile.start(stack, duration_s=max(1.0, duration_s - warmup_s - 1), delay_s=warmup_s)
     records = await workers.results(timeout_s=duration_s + 90)
     usage = sampler.stop()
+    counters_after = await scrape(services)
     await asyncio.sleep(0.5)  # late duplicate events, if any
     await reviewer.close()
     counts = count_calls(records, reviewer.opened)
@@ -113,6 +120,11 @@ async def run_cycles(stack: BenchStack, *, mode: str, clients: int, concurrency:
                      "publish_failures": reviewer.publish_failures},
         "decision_to_release": summary_ms(latencies), "cycle": summary_ms(cycle_times),
         "usage": usage, "client_failures": workers.failures,
+        # Per full cycle (every call answered 200, warm-up and drain included, as the CPU is): messages,
+        # statements, round trips, CPU ms — per process and summed. The reviewer bot's decision (one
+        # publish per cycle) is the bench's, not ours: it is not in these counts.
+        "per_cycle": per_cycle(counters_before, counters_after,
+                               {k: v for k, v in usage["cpu_s"].items() if k in services}, counts.ok),
     }
     if profile is not None:
         out["profile"] = profile.collect()
@@ -135,6 +147,18 @@ async def throughput(db_kind: str, *, configs: list[tuple[int, int]], clients: i
     best = max(runs, key=lambda r: r["cycles_per_s"])
     return {"runs": runs, "best": {"cycles_per_s": best["cycles_per_s"], "ingest": best["ingest"],
                                    "decider": best["decider"]}}
+
+
+def half_capacity(throughput: dict[str, Any] | None, fallback: float | None) -> float | None:
+    """Half the capacity measured in this run, the rate of the `latency_half` run: latency at 200/s
+    says little when 200/s is most of what the stack carries, latency at half of it is comparable
+    across machines and changes. Of the ingest×1 decider×1 stack the latency runs use (the best config
+    when 1×1 was not measured); `fallback` (--half-rate) when throughput was not run."""
+    runs = (throughput or {}).get("runs") or []
+    one = [r for r in runs if r.get("ingest") == 1 and r.get("decider") == 1] or runs
+    if not one:
+        return fallback
+    return round(max(r["cycles_per_s"] for r in one) / 2, 1) or fallback
 
 
 async def latency(db_kind: str, *, rate: float, duration_s: float, clients: int, log=print) -> dict[str, Any]:
@@ -228,4 +252,4 @@ async def held_calls(db_kind: str, *, steps: list[int], hold_s: float, clients: 
 # ---------------------------------------------------------------------- (4) poller: bench/poller.py
 from bench.poller import poller  # noqa: E402  (the scenario lives in its own module)
 
-__all__ = ["Sampler", "held_calls", "held_step", "latency", "poller", "run_cycles", "throughput"]
+__all__ = ["Sampler", "half_capacity", "held_calls", "held_step", "latency", "poller", "run_cycles", "throughput"]

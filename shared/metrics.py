@@ -32,6 +32,13 @@ messages_settled = Counter("hitl_messages_settled_total",
 messages_dead_lettered = Counter("hitl_messages_dead_lettered_total", "Deliveries sent to their queue's DLQ", ["queue"])
 message_handling = Histogram("hitl_message_handling_seconds", "Handler run time of one delivery", ["queue"],
                              buckets=FAST_BUCKETS + (10, 30))
+# ---------------------------------------------------------------------- store traffic (shared/store/counting.py)
+# What `make bench` divides by the cycles it ran. A round trip is one wait for the database: on
+# PostgreSQL every statement, the BEGIN psycopg sends before a transaction's first one, and COMMIT /
+# ROLLBACK; on SQLite (a library call, no network) the same calls, counted alike.
+store_statements = Counter("hitl_store_statements_total", "SQL statements executed")
+store_transactions = Counter("hitl_store_transactions_total", "Store transactions ended, by outcome", ["outcome"])
+store_round_trips = Counter("hitl_store_round_trips_total", "Waits for the database (statements, BEGIN, COMMIT)")
 # Incremented by the Dify form (Human Input) work: a submitted form whose run did not leave `paused`.
 resume_stuck = Counter("hitl_resume_stuck_total",
                        "Dify form submissions whose run showed no sign of resuming (stuck or unconfirmed)", ["app"])

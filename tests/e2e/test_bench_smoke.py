@@ -23,13 +23,20 @@ def test_bench_smoke_completes_with_nothing_lost_or_duplicated_and_writes_its_js
     results = json.loads(out.read_text())
     assert results["summary"]["totals"] == {"lost": 0, "duplicated": 0}
     sqlite = results["scenarios"]["sqlite"]
-    for run in sqlite["throughput"]["runs"] + [sqlite["latency"]]:
+    # latency_half: the open-loop run at half the 1×1 throughput the smoke measured
+    for run in sqlite["throughput"]["runs"] + [sqlite["latency"], sqlite["latency_half"]]:
         counts = run["counts"]
         assert counts["started"] > 0
         assert counts["lost"] == 0 and counts["duplicated"] == 0
         assert counts["ok"] == counts["started"]
         assert run["store"]["runs_with_two_checkpoints"] == 0
         assert run["store"]["checkpoints_with_two_applied_decisions"] == 0
+    # The cost of a cycle (bench/counters.py): our processes' /metrics read before and after the run.
+    per_cycle = sqlite["throughput"]["runs"][0]["per_cycle"]
+    assert per_cycle["cycles"] == sqlite["throughput"]["runs"][0]["counts"]["ok"] > 0
+    assert per_cycle["total"]["published"] > 0
+    assert (per_cycle["per_process"]["decider"]["statements"] or 0) > 0
+    assert (per_cycle["per_process"]["decider"]["cpu_ms"] or 0) > 0
     held = sqlite["held"]["steps"][0]
     assert held["counts"]["lost"] == 0 and held["all_answered_200"]
     assert results["baselines"]["broker_ceiling"]["lost"] == 0

@@ -67,8 +67,22 @@ def test_collapsed_stacks_are_summarized_by_leaf_and_by_package():
     assert ("sqlalchemy", 75.0) in s["by_package"]
 
 
+PER_CYCLE = {"cycles": 100, "per_process": {
+    "decider": {"published": 3.0, "consumed": 2.0, "statements": 2.0, "round_trips": 2.5, "transactions": 0.25,
+                "cpu_ms": 0.6},
+    "ingest": {"published": 1.0, "consumed": 1.0, "statements": 0.0, "round_trips": 0.0, "transactions": 0.0,
+               "cpu_ms": 0.3},
+    "poller": {"published": 0.0, "consumed": 1.0, "statements": 0.0, "round_trips": 0.0, "transactions": 0.0,
+               "cpu_ms": 0.2}},
+    "total": {"published": 4.0, "consumed": 4.0, "statements": 2.0, "round_trips": 2.5, "transactions": 0.25,
+              "cpu_ms": 1.1}}
+
+
 def _fake_results() -> dict:
-    run = {"counts": {"lost": 0, "duplicated": 0}, "cycles_per_s": 150.0}
+    run = {"counts": {"lost": 0, "duplicated": 0}, "cycles_per_s": 150.0, "ingest": 1, "decider": 1,
+           "per_cycle": PER_CYCLE}
+    half = {"counts": {"lost": 0, "duplicated": 0}, "offered_rate": 75.0, "cycles_per_s": 75.0, "per_cycle": PER_CYCLE,
+            "decision_to_release": {"p50_ms": 5.0, "p95_ms": 8.0, "p99_ms": 60.0, "max_ms": 70.0}}
     return {
         "machine": {"nproc": 2, "memory_mb": 1, "python": "3.11"}, "started_at": "now", "elapsed_s": 1, "smoke": True,
         "baselines": {"broker_ceiling": {"cycles_per_s": 600.0},
@@ -79,7 +93,8 @@ def _fake_results() -> dict:
             "throughput": {"runs": [run], "best": {"cycles_per_s": 150.0, "ingest": 1, "decider": 1}},
             "latency": {"counts": {"lost": 0, "duplicated": 0}, "offered_rate": 200, "cycles_per_s": 199.0,
                         "decision_to_release": {"p50_ms": 6.0, "p95_ms": 9.0, "p99_ms": 22.0, "max_ms": 30.0}},
-            "held": {"steps": [{"counts": {"duplicated": 0}}], "max_n_answered": 10000, "rss_at_max_mb": 250.0}}},
+            "latency_half": half,
+            "held": {"steps": [{"counts": {"duplicated": 0}}], "max_n_answered": 10000, "rss_at_max_mb": 190.0}}},
     }
 
 
@@ -93,8 +108,62 @@ def test_summary_gives_every_figure_as_a_ratio_to_its_baseline():
     assert s["totals"] == {"lost": 0, "duplicated": 0}
 
 
+def test_summary_gives_the_cost_of_a_cycle_and_the_latency_at_half_capacity():
+    per = summarize(_fake_results())["per_db"]["sqlite"]
+    costs = per["cycle_costs"]
+    # The CPU target counts the decider and ingest (every replica of each), not the poller.
+    assert costs["cpu_ms"] == {"decider": 0.6, "ingest": 0.3, "poller": 0.2} and costs["cpu_ms_ours"] == 0.9
+    assert costs["cpu_target_met"] is True and costs["published"] == 4.0 and costs["statements"]["decider"] == 2.0
+    assert per["latency_half"]["offered_rate"] == 75.0 and per["latency_half"]["target_met"] is False
+    assert per["latency_half"]["p99_vs_naive"] is None  # the naive peer ran at --rate, not at half capacity
+    assert per["cycle_costs_half"]["cpu_ms_ours"] == 0.9
+    assert per["throughput"]["one_by_one_vs_ceiling"] == 0.25
+
+
+def test_half_capacity_is_half_the_one_by_one_throughput_measured():
+    from bench.scenarios import half_capacity
+
+    runs = {"runs": [{"ingest": 2, "decider": 1, "cycles_per_s": 300.0},
+                     {"ingest": 1, "decider": 1, "cycles_per_s": 250.0}]}
+    assert half_capacity(runs, 99.0) == 125.0  # the 1×1 stack's, not the best config's
+    assert half_capacity({"runs": runs["runs"][:1]}, 99.0) == 150.0  # no 1×1 run: the best config's
+    assert half_capacity(None, 99.0) == 99.0 and half_capacity(None, None) is None
+
+
+def test_the_counters_of_two_scrapes_give_figures_per_cycle():
+    from bench.counters import parse_metrics, per_cycle
+
+    before = {"decider": parse_metrics('# HELP x\nhitl_publish_confirm_seconds_count 10.0\n'
+                                       'hitl_store_statements_total 100.0\n'
+                                       'hitl_store_transactions_total{outcome="commit"} 4.0\n'
+                                       'hitl_store_transactions_total{outcome="rollback"} 1.0\n')}
+    after = {"decider": parse_metrics('hitl_publish_confirm_seconds_count 40.0\nhitl_store_statements_total 120.0\n'
+                                      'hitl_store_transactions_total{outcome="commit"} 8.0\n'
+                                      'hitl_store_transactions_total{outcome="rollback"} 1.0\n'),
+             "poller": {}}  # scraped after the run, but did not answer: unknown, not zero
+    pc = per_cycle(before, after, {"decider": 0.05}, cycles=10)
+    out = pc["per_process"]["decider"]
+    assert (out["published"], out["statements"], out["transactions"], out["cpu_ms"]) == (3.0, 2.0, 0.4, 5.0)
+    assert out["consumed"] == 0.0
+    assert pc["per_process"]["poller"] == {"published": None, "consumed": None, "statements": None,
+                                           "round_trips": None, "transactions": None, "cpu_ms": None}
+    assert pc["total"]["statements"] == 2.0 and pc["cycles"] == 10
+
+
 def test_table_renders_without_missing_scenarios():
     results = _fake_results()
     results["summary"] = summarize(results)
     text = table(results)
     assert "cycles/s (best config)" in text and "× broker ceiling" in text
+    assert "ingest×1 decider×1 cycles/s" in text and "CPU ms per cycle, decider + ingest (1×1 closed loop)" in text
+    assert "decision→release p50 ms @200/s" in text and "decision→release p50 ms @half capacity" in text
+    assert "  decider SQL statements / round trips / transactions" in text
+
+
+def test_table_renders_results_written_before_the_counters():
+    results = _fake_results()
+    sqlite = results["scenarios"]["sqlite"]
+    del sqlite["latency_half"], sqlite["throughput"]["runs"][0]["per_cycle"]
+    results["summary"] = summarize(results)
+    assert results["summary"]["per_db"]["sqlite"]["cycle_costs"] is None
+    assert "CPU ms per cycle" in table(results)
