@@ -84,9 +84,10 @@ async def bulk_decision(request: Request) -> Response:
             return [cp for cp in found if cp is not None and cp["status"] == CheckpointStatus.open]  # type: ignore
         f = body.filter
         assert f is not None
+        # the node is part of the query, so that the cap counts only what matches
         rows, _ = store.listing(conn, apps=scope, status=CheckpointStatus.open, app=f.app, run_id=f.run_id,
-                                limit=BULK_LIMIT + 1)
-        return [r for r in rows if not f.node_id or r["node_id"] == f.node_id]  # type: ignore[misc]
+                                node_id=f.node_id, limit=BULK_LIMIT + 1)
+        return rows  # type: ignore[return-value]  # rows are dicts; the preview reads them as such
 
     items = await read_store(request, select)
     if len(items) > BULK_LIMIT:

@@ -192,7 +192,7 @@ def unpublished(conn: Connection, before: float, limit: int = 200) -> list[Check
 
 
 def listing(conn: Connection, *, apps: Collection[str] | None = None, status: str | None = None,
-            app: str | None = None, run_id: str | None = None, limit: int = 50,
+            app: str | None = None, run_id: str | None = None, node_id: str | None = None, limit: int = 50,
             offset: int = 0) -> tuple[list[CheckpointRow], int]:
     """A page of checkpoints in `apps` (None: every app), and how many match in all."""
     cond = [_in_apps(apps)]
@@ -200,6 +200,8 @@ def listing(conn: Connection, *, apps: Collection[str] | None = None, status: st
         cond.append(c.status == status)
     if app:
         cond.append(c.app == app)
+    if node_id:
+        cond.append(c.node_id == node_id)
     if run_id:
         cond.append(c.workflow_run_id == run_id)
     where = and_(*cond)
