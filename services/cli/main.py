@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from services.cli import render
 from services.cli.audit import add_audit_commands
+from services.cli.bulk import add_bulk_commands
 from services.cli.client import Api, CliError
 from services.cli.dlq import add_dlq_commands
 from services.cli.dsl import add_dsl_commands
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         return lambda args: fn(args, args.api)
 
     add_review_commands(sub, bind)
+    add_bulk_commands(sub, bind)
     add_run_commands(sub, bind)
     add_dsl_commands(sub)
     add_audit_commands(sub)

@@ -204,6 +204,54 @@ def decision_result(data: dict[str, Any]) -> str:
             f" to checkpoint {r.get('checkpoint_id')} (round {r.get('round')}) by {r.get('decided_by')}")
 
 
+NOT_OPEN = "not open any more (decided, expired or cancelled), or not found"
+BULK_WORDS = {"applied": ("applied", "green"), "voted": ("vote counted", "yellow"), "accepted": ("queued", "yellow"),
+              "parked": ("parked", "blue"), "refused": ("refused", "red"), "not_queued": ("not queued", "red")}
+
+
+def preview_reason(item: dict[str, Any]) -> str:
+    """Why a previewed checkpoint would be refused: the API's reason when it gives one, else what its
+    `may_decide` means (the assignee rule)."""
+    if item.get("reason"):
+        return f"{item.get('code') or 'refused'}: {item['reason']}"
+    return f"not_assignee: you are not among its assignees ({', '.join(item.get('assignees') or [])})"
+
+
+def bulk_preview(data: dict[str, Any]) -> str:
+    """`hitl bulk-decide --dry-run`: what would be decided, what would be refused and why."""
+    items, gone = data.get("checkpoints") or [], data.get("not_open_or_not_found") or []
+    ok = [i for i in items if i.get("may_decide", True)]
+    lines = [paint("dry run", "bold") + f": {data.get('action')} would decide {len(ok)} of {len(items) + len(gone)} "
+             "checkpoint(s); nothing was decided"]
+    for i in items:
+        place = f"{i['id']}  {i.get('app')}  {i.get('node_id')}  round {i.get('round')}"
+        if i.get("may_decide", True):
+            lines.append(f"  {paint('would decide', 'green')}  {place}")
+        else:
+            lines.append(f"  {paint('would refuse', 'red')}  {place}: {preview_reason(i)}")
+    lines += [f"  {paint('would refuse', 'red')}  {cid}: {NOT_OPEN}" for cid in gone]
+    if ok:
+        lines.append("(applying, the decider also checks the last round, self-approval and a form's actions)")
+    return "\n".join(lines)
+
+
+def bulk_results(data: dict[str, Any]) -> str:
+    """`hitl bulk-decide`: each checkpoint's answer, then the counts."""
+    lines = [f"{data.get('action')}, bulk {data.get('bulk_id')}:"]
+    for r in data.get("results") or []:
+        word, color = BULK_WORDS.get(r.get("status") or "", (r.get("status") or "?", None))
+        line = f"  {paint(f'{word:12}', color)}  {r.get('checkpoint_id')}"
+        if r.get("status") in ("refused", "not_queued"):
+            message = r.get("message") or (NOT_OPEN if r.get("code") == "not_found" else "")
+            line += f": {r.get('code') or 'refused'}" + (f": {message}" if message else "")
+        elif r.get("status") in ("accepted", "parked"):
+            line += f"  (what became of it: hitl decision {r.get('decision_id')})"
+        lines.append(line)
+    counts = data.get("counts") or {}
+    lines.append(", ".join(f"{BULK_WORDS.get(s, (s, None))[0]} {n}" for s, n in counts.items()) or "nothing decided")
+    return "\n".join(lines)
+
+
 DECISION_STATES = {  # GET /v1/decisions/{id} → (colour, what it means)
     "applied": ("green", "to checkpoint {checkpoint_id} at {at}"),
     "refused": ("red", "{code}, for checkpoint {checkpoint_id} at {at}"),
