@@ -13,6 +13,7 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
+from shared.models import ABORT_ACTION_IDS
 from shared.outputs import output_kind
 
 MAX_TREE_NODES = 4000
@@ -330,7 +331,7 @@ def form_html(form: dict[str, Any] | None, values: dict[str, Any] | None = None)
 
 # user action id → the decision it is: approve-like ids approve, revise revises, abort/reject/… abort;
 # any other id approves with that action (the form's own branch).
-ABORT_WORDS = ("abort", "reject", "cancel", "deny", "stop")
+ABORT_WORDS = ABORT_ACTION_IDS  # the one abort vocabulary (shared/models.py), as the decider maps them
 REVISE_WORDS = ("revise", "revision")
 
 

@@ -9,9 +9,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from services.notifier.channels.base import Button, ButtonStyle, Card, CardState, Field, LinkPolicy
+from shared.models import ABORT_ACTION_IDS
 
-# Dify form action ids that mean "stop" (the decider maps them to abort the same way).
-ABORT_FORM_ACTIONS = ("abort", "reject", "cancel", "deny", "stop")
+# Dify form action ids that mean "stop": the one vocabulary the decider maps to abort.
+ABORT_FORM_ACTIONS = ABORT_ACTION_IDS
 PREVIEW_SOURCE_LIMIT = 20_000  # never render more than this much output before a channel's own limit
 
 STANDARD_BUTTONS = (
