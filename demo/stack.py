@@ -141,11 +141,7 @@ class ProcessStack:
         proc = self.procs.pop(name, None)
         if proc and proc.poll() is None:
             proc.send_signal(sig)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            _reap(proc)
 
     def restart(self, name: str) -> None:
         self.kill(name)
@@ -160,11 +156,7 @@ class ProcessStack:
                 if proc.poll() is None:
                     proc.send_signal(signal.SIGTERM)
             for proc in procs:
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+                _reap(proc)
 
     def wait_http(self, url: str, name: str, timeout_s: float = 30) -> None:
         deadline = time.monotonic() + timeout_s
@@ -215,6 +207,15 @@ class ProcessStack:
     def __exit__(self, *exc) -> None:
         self.stop_all()
         self.delete_broker_objects()
+
+
+def _reap(proc: subprocess.Popen) -> None:
+    """Wait for a signalled process to exit; SIGKILL if it is still running 30 s later."""
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def fresh_postgres_db(base_url: str, prefix: str = "hitl_test") -> tuple[str, Callable[[], None]]:

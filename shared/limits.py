@@ -9,6 +9,8 @@ from typing import Annotated, Any
 from pydantic import AfterValidator
 
 MAX_JSON_DEPTH = 64
+# One bulk decision (API, console, CLI) names at most this many checkpoints.
+BULK_DECISION_LIMIT = 500
 
 
 class Unstorable(ValueError):

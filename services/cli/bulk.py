@@ -23,9 +23,10 @@ from services.cli import render
 from services.cli.client import Api, CliError, output, refuse
 from services.cli.helptext import command
 from services.cli.review import resolve
+from shared.limits import BULK_DECISION_LIMIT
 
 ACTIONS = ("approve", "revise", "abort")
-BULK_LIMIT = 500  # as ingest's bulk decision
+BULK_LIMIT = BULK_DECISION_LIMIT
 FAILED = ("refused", "not_queued")  # per-item statuses that are not a decision taken (or queued)
 
 

@@ -25,6 +25,7 @@ from services.console.pages import read, scope_of
 from services.console.posts import check_csrf, text_of
 from services.console.web import BadRequest, json_error, read_form, render_page
 from shared.broker import BrokerError
+from shared.limits import BULK_DECISION_LIMIT
 from shared.logs import get_logger
 from shared.models import ABORT_ACTION_IDS, Action, DecisionSubmitted
 from shared.settings import Settings
@@ -32,7 +33,7 @@ from shared.store import checkpoints as cp_store
 from shared.views import valid_id
 
 log = get_logger(__name__)
-BULK_LIMIT = 500  # as the HTTP API's bulk decision
+BULK_LIMIT = BULK_DECISION_LIMIT
 BULK_CONCURRENCY = 16
 ACTIONS = ("approve", "revise", "abort")
 ACTION_WORDS = {"approve": "Approve", "revise": "Revise", "abort": "Abort"}

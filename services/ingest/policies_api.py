@@ -15,6 +15,7 @@ from services.ingest.http import ApiError, check_id, compact_json, documented, r
 from services.ingest.schemas import BulkDecisionBody, ClaimBody, ReassignBody
 from shared.access import may_decide
 from shared.broker import BrokerError
+from shared.limits import BULK_DECISION_LIMIT
 from shared.models import CheckpointCommand, CheckpointStatus, DecisionSubmitted
 from shared.refusals import status_of
 from shared.store import checkpoints as store
@@ -22,7 +23,7 @@ from shared.topology import CHECKPOINT_COMMAND
 from shared.views import public_view
 
 router = APIRouter()
-BULK_LIMIT = 500
+BULK_LIMIT = BULK_DECISION_LIMIT
 BULK_CONCURRENCY = 16
 
 
