@@ -23,6 +23,7 @@ import pika
 import pika.exceptions
 from pika.adapters.asyncio_connection import AsyncioConnection
 
+from shared.broker import coalesce
 from shared.broker.calls import OP_TIMEOUT_S, ChannelRefused, PendingCalls, fail, resolve
 from shared.broker.errors import BrokerUnavailable
 from shared.broker.lease import RENEW_AT, ChannelLease, delivery_count, fresh_headers
@@ -33,6 +34,7 @@ from shared.logs import get_logger
 from shared.topology import Queue, Topology
 
 log = get_logger(__name__)
+coalesce.install()  # every connection of this process sends its waiting frames in one write
 BACKOFF_START_S, BACKOFF_CAP_S = 0.2, 10.0
 RENEW_AFTER_NACK_S = 1.0  # at most one new publishing channel per second (a majority loss nacks everything)
 

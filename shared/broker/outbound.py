@@ -24,5 +24,10 @@ async def publish_all(broker: Publisher, outbound: list[Outbound]) -> None:
     """Publish with confirms, pipelined (all at once); raises if any is not confirmed."""
     if not outbound:
         return
+    if len(outbound) == 1:  # the common case: no gather, which would wrap the one publish in a task
+        o = outbound[0]
+        await broker.publish(o.exchange, o.routing_key, o.body, correlation_id=o.correlation_id,
+                             persistent=o.persistent, message_id=o.message_id)
+        return
     await asyncio.gather(*(broker.publish(o.exchange, o.routing_key, o.body, correlation_id=o.correlation_id,
                                           persistent=o.persistent, message_id=o.message_id) for o in outbound))

@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select, text, update
 
+from shared.store.prebuilt import Prebuilt
 from shared.store.tables import audit_anchors, checkpoints, history
 
 HASHED_FIELDS = ("checkpoint_id", "at", "kind", "actor", "channel", "action", "outcome", "code", "message_id",
@@ -72,10 +73,10 @@ def prepare(checkpoint_id: str, values: dict[str, Any], prev: str | None) -> dic
 
 
 def insert_prepared(conn: Connection, row: dict[str, Any]) -> None:
-    conn.execute(_INSERT, row)
+    _INSERT.rows(conn, row)
 
 
-_INSERT = history.insert()
+_INSERT = Prebuilt(history.insert())  # the hot path's history row (prebuilt.py)
 
 
 def anchor(conn: Connection, now: float | None = None, kind: str = "anchor",

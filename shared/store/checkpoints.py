@@ -16,6 +16,7 @@ from sqlalchemy import Connection, Text, and_, bindparam, cast, false, func, or_
 from sqlalchemy.dialects import postgresql, sqlite
 
 from shared.store import audit
+from shared.store.prebuilt import Prebuilt
 from shared.store.rows import CheckpointRow, HistoryRow, as_row, as_rows
 from shared.store.tables import checkpoints, history
 
@@ -25,29 +26,30 @@ c = checkpoints.c
 # The hot path (one request, one decision) runs prebuilt statements with bound parameters: building a
 # statement per call cost more CPU (SQLAlchemy construction + cache keys) than the database itself.
 # Parameter names of WHERE clauses start with "b_": SET/VALUES names are the columns themselves.
-_GET = select(checkpoints).where(c.id == bindparam("b_id"))
-_BY_KEY = select(checkpoints).where(c.app == bindparam("b_app"), c.workflow_run_id == bindparam("b_run"),
-                                   c.node_id == bindparam("b_node"), c.round == bindparam("b_round"))
-_LATEST = (select(checkpoints).where(c.app == bindparam("b_app"), c.workflow_run_id == bindparam("b_run"),
+# Prebuilt (prebuilt.py) also skips SQLAlchemy's per-call execution work for them.
+_GET = Prebuilt(select(checkpoints).where(c.id == bindparam("b_id")))
+_BY_KEY = Prebuilt(select(checkpoints).where(c.app == bindparam("b_app"), c.workflow_run_id == bindparam("b_run"),
+                                   c.node_id == bindparam("b_node"), c.round == bindparam("b_round")))
+_LATEST = Prebuilt(select(checkpoints).where(c.app == bindparam("b_app"), c.workflow_run_id == bindparam("b_run"),
                                      c.node_id == bindparam("b_node"))
            .order_by(c.round.desc()).limit(1))
 KEY = ["app", "workflow_run_id", "node_id", "round"]
 _INSERT_IF_ABSENT = {
-    name: dialect.insert(checkpoints).on_conflict_do_nothing(index_elements=KEY).returning(*checkpoints.c)
+    name: Prebuilt(dialect.insert(checkpoints).on_conflict_do_nothing(index_elements=KEY).returning(*checkpoints.c))
     for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))}
 _ATTACH = (update(checkpoints).where(c.id == bindparam("b_id"), c.status == OPEN)
            .values(attach_count=c.attach_count + 1).returning(c.id))
 _RESOLVE = update(checkpoints).where(c.id == bindparam("b_id"), c.status == OPEN).returning(*checkpoints.c)
 # The same, also moving the history chain's head — only if nobody appended since we read it.
-_RESOLVE_CHAINED = (update(checkpoints).where(c.id == bindparam("b_id"), c.status == OPEN,
+_RESOLVE_CHAINED = Prebuilt(update(checkpoints).where(c.id == bindparam("b_id"), c.status == OPEN,
                                               c.head_hash.is_not_distinct_from(bindparam("b_prev")))
                     .returning(*checkpoints.c))
-_FIRST_DECISION_BY_MESSAGE = (select(history).where(history.c.checkpoint_id == bindparam("b_id"),
+_FIRST_DECISION_BY_MESSAGE = Prebuilt(select(history).where(history.c.checkpoint_id == bindparam("b_id"),
                                                     history.c.kind == "decision",
                                                     or_(history.c.message_id == bindparam("b_message"),
                                                         history.c.idempotency_key == bindparam("b_key")))
                               .order_by(history.c.id).limit(1))
-_WINNING = (select(history).where(history.c.checkpoint_id == bindparam("b_id"), history.c.outcome == "applied")
+_WINNING = Prebuilt(select(history).where(history.c.checkpoint_id == bindparam("b_id"), history.c.outcome == "applied")
             .order_by(history.c.id).limit(1))
 
 
@@ -57,18 +59,18 @@ def _in_apps(apps: Collection[str] | None):
 
 def get(conn: Connection, checkpoint_id: str, apps: Collection[str] | None = None) -> CheckpointRow | None:
     """The checkpoint, if it exists and belongs to one of `apps` (None: any app)."""
-    row: CheckpointRow | None = as_row(conn.execute(_GET, {"b_id": checkpoint_id}).first())
+    row: CheckpointRow | None = _GET.first(conn, {"b_id": checkpoint_id})
     if row is not None and apps is not None and row["app"] not in apps:
         return None
     return row
 
 
 def by_key(conn: Connection, app: str, run_id: str, node_id: str, round_: int) -> CheckpointRow | None:
-    return as_row(conn.execute(_BY_KEY, {"b_app": app, "b_run": run_id, "b_node": node_id, "b_round": round_}).first())
+    return _BY_KEY.first(conn, {"b_app": app, "b_run": run_id, "b_node": node_id, "b_round": round_})
 
 
 def latest(conn: Connection, app: str, run_id: str, node_id: str) -> CheckpointRow | None:
-    return as_row(conn.execute(_LATEST, {"b_app": app, "b_run": run_id, "b_node": node_id}).first())
+    return _LATEST.first(conn, {"b_app": app, "b_run": run_id, "b_node": node_id})
 
 
 def latest_in_apps(conn: Connection, apps: Collection[str] | None, run_id: str, node_id: str) -> list[CheckpointRow]:
@@ -125,7 +127,7 @@ def awaits_resume(conn: Connection, app: str, run_id: str) -> bool:
 def insert_if_absent(conn: Connection, values: dict[str, Any]) -> CheckpointRow | None:
     """Insert a new checkpoint unless its key exists; the new row when this call created it."""
     # RETURNING rather than rowcount: psycopg 3 reports -1 for a plain INSERT ... ON CONFLICT here.
-    return as_row(conn.execute(_INSERT_IF_ABSENT[conn.dialect.name], values).first())
+    return _INSERT_IF_ABSENT[conn.dialect.name].first(conn, values)
 
 
 def attach(conn: Connection, checkpoint_id: str, reply_to: str | None, correlation_id: str | None,
@@ -157,11 +159,10 @@ def resolve_with_history(conn: Connection, cp: CheckpointRow, history_values: di
     decision won, or another row was appended since `cp` was read (the caller then takes the
     slower path: `resolve` and `append_history` under the row's lock)."""
     row = audit.prepare(cp["id"], history_values, cp["head_hash"])
-    result = conn.execute(_RESOLVE_CHAINED, dict(
+    resolved: CheckpointRow | None = _RESOLVE_CHAINED.first(conn, dict(
         b_id=cp["id"], b_prev=cp["head_hash"], status=status, action=action, output=output, feedback=feedback,
         decided_by=decided_by, reason=reason, decision_channel=channel, resolved_at=now, updated_at=now,
         published=True, head_hash=row["hash"]))
-    resolved: CheckpointRow | None = as_row(result.first())
     if resolved is not None:
         audit.insert_prepared(conn, row)
     return resolved
@@ -325,11 +326,11 @@ def earlier_attempt(conn: Connection, checkpoint_id: str, message_id: str | None
         return None
     # A NULL parameter never equals anything, so a missing id or key simply does not match.
     params = {"b_id": checkpoint_id, "b_message": message_id, "b_key": idempotency_key}
-    return as_row(conn.execute(_FIRST_DECISION_BY_MESSAGE, params).first())
+    return _FIRST_DECISION_BY_MESSAGE.first(conn, params)
 
 
 def winning_decision(conn: Connection, checkpoint_id: str) -> HistoryRow | None:
-    return as_row(conn.execute(_WINNING, {"b_id": checkpoint_id}).first())
+    return _WINNING.first(conn, {"b_id": checkpoint_id})
 
 
 def decision_by_message(conn: Connection, message_id: str) -> HistoryRow | None:

@@ -8,9 +8,10 @@ import hashlib
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import Connection, select, text, update
+from sqlalchemy import Connection, bindparam, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from shared.store.prebuilt import Prebuilt
 from shared.store.rows import ParkedRow, as_row, as_rows
 from shared.store.tables import parked_decisions
 
@@ -46,11 +47,15 @@ def get(conn: Connection, message_id: str) -> ParkedRow | None:
     return as_row(conn.execute(select(parked_decisions).where(p.id == message_id)).first())
 
 
+# Every new checkpoint looks (prebuilt.py: the hot path).
+_WAITING = Prebuilt(select(parked_decisions).where(p.workflow_run_id == bindparam("b_run"),
+                                                  p.node_id == bindparam("b_node"), p.status == PARKED)
+                    .order_by(p.parked_at, p.id))
+
+
 def waiting_for(conn: Connection, app: str, run_id: str, node_id: str) -> list[ParkedRow]:
     """Parked decisions a new checkpoint of (app, run, node) takes, oldest first."""
-    q = (select(parked_decisions).where(p.workflow_run_id == run_id, p.node_id == node_id, p.status == PARKED)
-         .order_by(p.parked_at, p.id))
-    rows: list[ParkedRow] = as_rows(conn.execute(q))
+    rows: list[ParkedRow] = _WAITING.rows(conn, {"b_run": run_id, "b_node": node_id})  # type: ignore[assignment]
     return [row for row in rows if app in row["apps"]]
 
 
