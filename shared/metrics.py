@@ -39,6 +39,13 @@ message_handling = Histogram("hitl_message_handling_seconds", "Handler run time 
 store_statements = Counter("hitl_store_statements_total", "SQL statements executed")
 store_transactions = Counter("hitl_store_transactions_total", "Store transactions ended, by outcome", ["outcome"])
 store_round_trips = Counter("hitl_store_round_trips_total", "Waits for the database (statements, BEGIN, COMMIT)")
+# Group commit of store handlers (shared/broker/batches.py): transactions shared by deliveries and the
+# deliveries in them (their ratio: deliveries per transaction), and batches that could not commit
+# together and ran each delivery alone.
+store_batches = Counter("hitl_store_batches_total", "Store transactions run for a batch of deliveries")
+store_batched_deliveries = Counter("hitl_store_batched_deliveries_total", "Deliveries handled in batches")
+store_batches_split = Counter("hitl_store_batches_split_total",
+                              "Store batches rolled back and run one delivery at a time")
 # Incremented by the Dify form (Human Input) work: a submitted form whose run did not leave `paused`.
 resume_stuck = Counter("hitl_resume_stuck_total",
                        "Dify form submissions whose run showed no sign of resuming (stuck or unconfirmed)", ["app"])

@@ -226,6 +226,16 @@ class Settings(BaseSettings):
     def store_threads(self) -> int:
         return self.handler_threads or (1 if self.database_url.startswith("sqlite") else 8)
 
+    # Group commit in the decider (shared/broker/batches.py): deliveries that arrive together share one
+    # store transaction, up to this many (1: one transaction per delivery) ...
+    store_batch_max: int = Field(default=64, ge=1, le=1000)
+    # ... with at most this many batches at once. Unset: 1 on SQLite (one writer), 2 on PostgreSQL.
+    store_batches_in_flight: int | None = Field(default=None, ge=1, le=256)
+
+    @property
+    def store_batches(self) -> int:
+        return self.store_batches_in_flight or (1 if self.database_url.startswith("sqlite") else 2)
+
     # The notifier: routing rules, channel credentials (secrets: never logged or shown), its HTTP server
     # (platform callbacks and decision links), and how it retries a platform that fails.
     notify: list[NotifyRule] = Field(default_factory=list, repr=False)  # webhook URLs may carry secrets

@@ -18,6 +18,7 @@ from services.decider.timers import Timers, stuck_event
 from shared import metrics
 from shared.access import actor_apps, bot_scope
 from shared.broker import Outbound, Reject, publish_all
+from shared.broker.outbound import Handled
 from shared.broker.router import ANY_KEY, Context, Handlers, in_store
 from shared.broker.signing import Verifier
 from shared.logs import get_logger
@@ -33,6 +34,7 @@ from shared.models import (
 from shared.refusals import Refusal
 from shared.settings import Settings
 from shared.store import Database, audit, retention
+from shared.store.batch import SharedWrites
 from shared.store.rows import CheckpointRow
 from shared.topology import CHECKPOINT_COMMAND, CHECKPOINT_REQUESTED, FORM_REPORT, RUN_ENDED
 from shared.views import public_view
@@ -45,19 +47,28 @@ PRUNE_EVERY_S = 3600.0
 class DeciderService:
     def __init__(self, settings: Settings, db: Database, broker: Any, verifier: Verifier) -> None:
         self.settings = settings
-        self.db = db
+        # Handlers' writes join the batch of deliveries they arrived with (group commit, one
+        # transaction: shared/store/batch.py, shared/broker/batches.py); alone, each is its own.
+        self.db = SharedWrites(db)
         self.broker = broker
-        self.logic = Decider(db, settings)
-        self.timers = Timers(db, settings)
+        self.logic = Decider(self.db, settings)
+        self.timers = Timers(self.db, settings)
+        self.store_batch = self.db.batch
+        self.store_batch_limits = (settings.store_batch_max, settings.store_batches)
         self._stop = asyncio.Event()
         self._last_anchor = time.monotonic()
         self._last_prune = 0.0
         self.router = handlers.bind(self, broker, settings.names, verifier)
 
     # ------------------------------------------------------------------ handlers
+    # Each store handler returns its messages and what to tell once its transaction committed (Handled):
+    # a batch that has to run again alone tells each thing once, and only what happened.
     @handlers.on("checkpoints", CHECKPOINT_REQUESTED, CheckpointRequested, store=True)
-    def on_request(self, req: CheckpointRequested, ctx: Context) -> list[Outbound]:
+    def on_request(self, req: CheckpointRequested, ctx: Context) -> Handled:
         outcome = self.logic.on_request(req, ctx.reply_to, ctx.correlation_id, ctx.redelivered)
+        return Handled(outcome.outbound, lambda: self._after_request(outcome, ctx))
+
+    def _after_request(self, outcome: Outcome, ctx: Context) -> None:
         cp = outcome.checkpoint
         assert cp is not None
         metrics.messages_handled.labels(ctx.delivery.queue, outcome.kind).inc()
@@ -75,24 +86,21 @@ class DeciderService:
             self._count_resolution(resolved)
             log.info("decision.applied", checkpoint_id=resolved["id"], action=resolved["action"],
                      actor=resolved["decided_by"], parked=True)
-        return outcome.outbound
 
     @handlers.on("decisions", ANY_KEY, DecisionSubmitted, store=True, bots=True)
-    def on_decision(self, dec: DecisionSubmitted, ctx: Context) -> list[Outbound]:
+    def on_decision(self, dec: DecisionSubmitted, ctx: Context) -> Handled:
         if ctx.sender.kind == "bot":
             bot = self.settings.bot(ctx.sender.name)
             assert bot is not None  # the verifier knows only configured bots
             scope, why = bot_scope(self.settings, bot, dec.actor)
             if why:
-                metrics.decisions_rejected.labels("unauthorized_bot").inc()
-                raise Reject(f"bot {bot.name}: {why}")
+                return Handled([], lambda: _unauthorized_bot(f"bot {bot.name}: {why}"))
             # The channel is what we observed, not what the message says; a bot vouches for no groups.
             dec = dec.model_copy(update={"channel": f"bot:{bot.name}", "actor_groups": None})
         else:
             scope = actor_apps(self.settings, dec.actor, dec.actor_groups)
         outcome = self.logic.on_decision(dec, scope, ctx.reply_to, ctx.correlation_id)
-        self._after_decision(dec, outcome, ctx)
-        return outcome.outbound
+        return Handled(outcome.outbound, lambda: self._after_decision(dec, outcome, ctx))
 
     def _after_decision(self, dec: DecisionSubmitted, outcome: Outcome, ctx: Context) -> None:
         metrics.messages_handled.labels(ctx.delivery.queue, outcome.kind).inc()
@@ -119,22 +127,24 @@ class DeciderService:
                 raise Reject(f"{outcome.code}: {outcome.message}")
 
     @handlers.on("checkpoints", CHECKPOINT_COMMAND, CheckpointCommand, store=True)
-    def on_command(self, cmd: CheckpointCommand, ctx: Context) -> list[Outbound]:
+    def on_command(self, cmd: CheckpointCommand, ctx: Context) -> Handled:
         """claim / release / reassign, answered on the caller's reply queue."""
         scope = actor_apps(self.settings, cmd.actor, cmd.actor_groups)
         with self.db.write() as conn:
             cp, refusal, events = commands.apply(conn, self.settings, cmd, scope, self.db.now(),
                                                  self.settings.names.events)
-        log.info(f"checkpoint.{cmd.command}", checkpoint_id=cmd.checkpoint_id, actor=cmd.actor,
-                 outcome="refused" if refusal else "applied", code=refusal[0] if refusal else None)
+        told = lambda: log.info(f"checkpoint.{cmd.command}", checkpoint_id=cmd.checkpoint_id,  # noqa: E731
+                                actor=cmd.actor, outcome="refused" if refusal else "applied",
+                                code=refusal[0] if refusal else None)
         if not ctx.reply_to:
-            return events
+            return Handled(events, told)
         if refusal:
             reply = Reply(outcome="rejected", checkpoint_id=cmd.checkpoint_id, error_code=refusal[0],
                           error_message=refusal[1])
         else:  # the checkpoint as it is now
             reply = Reply(outcome="done", checkpoint_id=cmd.checkpoint_id, progress=public_view(cp) if cp else None)
-        return events + [Outbound("", ctx.reply_to, reply.to_bytes(), ctx.correlation_id, persistent=False)]
+        return Handled(events + [Outbound("", ctx.reply_to, reply.to_bytes(), ctx.correlation_id, persistent=False)],
+                       told)
 
     @handlers.on("checkpoints", RUN_ENDED, RunEnded)
     async def on_run_ended(self, ended: RunEnded, ctx: Context) -> list[Outbound]:
@@ -146,10 +156,9 @@ class DeciderService:
         return []
 
     @handlers.on("checkpoints", FORM_REPORT, FormReport, store=True)
-    def on_form_report(self, report: FormReport, ctx: Context) -> list[Outbound]:
+    def on_form_report(self, report: FormReport, ctx: Context) -> Handled:
         outbound = self.timers.on_form_report(report)
-        log.info("form.report", outcome=report.outcome, changed=len(outbound))
-        return outbound
+        return Handled(outbound, lambda: log.info("form.report", outcome=report.outcome, changed=len(outbound)))
 
     def _count_resolution(self, cp: CheckpointRow) -> None:
         node = metrics.node_labels(cp["app"], cp["node_id"])
@@ -258,3 +267,8 @@ class DeciderService:
 
     async def close(self) -> None:
         pass
+
+
+def _unauthorized_bot(why: str) -> None:
+    metrics.decisions_rejected.labels("unauthorized_bot").inc()
+    raise Reject(why)

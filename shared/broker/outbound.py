@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -14,6 +15,17 @@ class Outbound:
     correlation_id: str | None = None
     persistent: bool = True
     message_id: str | None = None
+
+
+@dataclass
+class Handled:
+    """What a store handler returns when it has something to tell besides its messages: `after` runs on
+    the event loop once the handler's transaction committed (its log lines, its metrics), before the
+    messages are published — so a batch that had to run again (shared/broker/batches.py) tells each
+    thing once, and only what happened. It may raise Reject or RetryLater, as a handler may."""
+
+    outbound: list[Outbound]
+    after: Callable[[], None] | None = None
 
 
 class Publisher(Protocol):

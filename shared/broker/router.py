@@ -16,8 +16,6 @@ messages with confirms, and only then lets the delivery be acked.
 """
 from __future__ import annotations
 
-import asyncio
-import contextvars
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -26,16 +24,15 @@ import structlog
 from pydantic import BaseModel, ValidationError
 
 from shared import metrics
-from shared.broker.errors import Reject, RetryLater
-from shared.broker.outbound import publish_all
+from shared.broker.batches import StoreBatches, in_store
+from shared.broker.errors import Reject
+from shared.broker.outbound import Handled, publish_all
 from shared.broker.signing import Sender, Unverified, Verifier
 from shared.broker.types import Delivery
-from shared.store.errors import StoreUnavailable
 from shared.topology import Names
 
 ANY_KEY = "#"  # a handler for every routing key of its queue (the bots' fanout exchange has none)
 T = TypeVar("T")
-STORE_RETRY_S = 1.0
 
 
 def validation_summary(exc: ValidationError) -> str:
@@ -106,6 +103,11 @@ class Router:
     def __init__(self, service: Any, broker: Any, names: Names, verifier: Verifier, routes: list[Route]) -> None:
         self.service, self.broker, self.names, self.verifier = service, broker, names, verifier
         self.routes = {(self.queue_name(r.queue), r.routing_key): r for r in routes}
+        # A service whose store can share a transaction among handlers (shared/store/batch.py) says so
+        # with `store_batch()`: its store handlers' deliveries then run in batches (batches.py).
+        opened = getattr(service, "store_batch", None)
+        limits = getattr(service, "store_batch_limits", (1, 1))
+        self.batches = StoreBatches(broker, opened, max_items=limits[0], in_flight=limits[1]) if opened else None
 
     def queue_name(self, queue: str) -> str:
         return getattr(self.names, f"{queue}_queue")
@@ -132,32 +134,17 @@ class Router:
         _bind_log_context(msg)
         method = route.fn.__get__(self.service)
         ctx = Context(delivery, sender)
-        if route.store:
+        if route.store and self.batches is not None:
+            outbound = await self.batches.run(method, msg, ctx)
+        elif route.store:
             outbound = await in_store(self.broker, method, msg, ctx)
         else:
             outbound = await method(msg, ctx)
+        if isinstance(outbound, Handled):  # what to tell once committed: here, once, on the event loop
+            if outbound.after is not None:
+                outbound.after()
+            outbound = outbound.outbound
         await publish_all(self.broker, list(outbound or ()))
-
-
-async def in_store(broker: Any, fn: Callable[..., T], *args: Any) -> T:
-    """Run `fn(*args)` on the store executor, with this delivery's log context. A store that is not
-    there is no fault of the message: it waits (uncounted) and comes back until the store does.
-
-    A connection that died under the transaction (PostgreSQL restarted, a standby promoted) is tried
-    once more at once: its rollback left nothing behind, the pool is fresh, and running the handler
-    again is what a redelivery would do anyway. Only if that fails too does the message wait."""
-    loop = asyncio.get_running_loop()
-    context = contextvars.copy_context()
-    try:
-        try:
-            return await loop.run_in_executor(broker.executor, lambda: context.run(fn, *args))
-        except StoreUnavailable as exc:
-            if not exc.connection_lost:
-                raise
-            metrics.store_retries.inc()
-            return await loop.run_in_executor(broker.executor, lambda: context.run(fn, *args))
-    except StoreUnavailable as exc:
-        raise RetryLater(f"store unavailable: {exc}", delay_s=STORE_RETRY_S, counted=False) from exc
 
 
 def _bind_log_context(msg: BaseModel) -> None:

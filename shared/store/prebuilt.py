@@ -30,8 +30,11 @@ class _Plan:
     positional: tuple[str, ...] | None  # parameter names in order (qmark), or None (named: a dict)
     binds: dict[str, Callable[[Any], Any]]
     defaults: dict[str, Any]  # the binds the statement carries itself (a LIMIT, a literal in a WHERE)
-    types: dict[str, Any]  # result column → its SQL type
-    results: dict[str, Callable[[Any], Any]] | None = None  # → processor, where one is needed; from the first cursor
+    types: dict[str, Any]  # result column → its SQL type; empty when the statement returns no rows
+    # From the first execution's cursor (a driver may choose a processor by the column's wire type);
+    # read once: psycopg builds the whole description anew each time it is asked for it.
+    names: list[str] | None = None
+    results: dict[str, Callable[[Any], Any]] | None = None  # result column → processor, where one is needed
 
 
 class Prebuilt:
@@ -81,11 +84,13 @@ class Prebuilt:
         cursor = conn.connection.cursor()
         try:
             conn._cursor_execute(cursor, plan.sql, args)
-            if cursor.description is None:
+            if not plan.types:
                 return []
-            names = [d[0] for d in cursor.description]
-            if plan.results is None:  # a driver may choose the processor by the column's wire type
-                plan.results = _result_processors(conn.dialect, plan.types, cursor.description)
+            if plan.names is None:
+                description = cursor.description
+                plan.results = _result_processors(conn.dialect, plan.types, description)
+                plan.names = [d[0] for d in description]
+            names = plan.names
             out = [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
         finally:
             cursor.close()

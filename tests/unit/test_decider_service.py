@@ -194,3 +194,28 @@ async def test_a_sweep_while_the_store_refuses_writes_leaves_its_health_down(dec
     await decider.sweep()
     assert decider.db.health.up is False
     assert decider._last_anchor == float("-inf")  # still due: written once the store takes writes
+
+
+async def test_deliveries_that_arrive_together_share_a_transaction_and_each_is_answered(decider):
+    from shared import metrics
+
+    before = (metrics.store_batches._value.get(), metrics.store_batched_deliveries._value.get())
+    reqs = [CheckpointRequested(app="demo", workflow_run_id=f"batch-{i}", node_id="draft", node_output="text",
+                                timeout_s=300, max_rounds=3, round=1) for i in range(20)]
+    for req in reqs:
+        await decider.broker.publish(names(decider).commands, CHECKPOINT_REQUESTED, req.to_bytes(), message_id=req.id)
+    await decider.broker.drain()
+    batches = metrics.store_batches._value.get() - before[0]
+    deliveries = metrics.store_batched_deliveries._value.get() - before[1]
+    assert deliveries == 20 and batches < 20  # fewer transactions than deliveries
+    opened = [key for _, key, _, _ in decider.broker.published if key == "checkpoint.opened"]
+    assert len(opened) == 20
+    with decider.db.read() as conn:
+        assert all(store.by_key(conn, "demo", r.workflow_run_id, "draft", 1) for r in reqs)
+
+
+async def test_a_refused_bot_decision_in_a_batch_still_goes_to_the_dlq_alone(decider):
+    cp = await open_checkpoint(decider)
+    await bot_decision(decider, {"checkpoint_id": cp["id"], "action": "approve", "actor": "mallory"})
+    assert any("bot slackbot" in reason for reason in dlq(decider, names(decider).decisions_queue))
+    assert status_of(decider, cp["id"])["status"] == "open"
