@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from email.utils import formatdate
 from typing import Any
 
@@ -14,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.ingest import checkpoints, decisions, gateway, policies_api, runs_api
-from services.ingest.fastpath import CheckpointFastPath
+from services.ingest.fastpath import CheckpointFastPath, is_checkpoint_call
 from services.ingest.http import ApiError, error_response
 from shared.broker.replies import ReplyRouter
 from shared.broker.signing import Verifier
@@ -41,8 +42,8 @@ def create_app(settings: Settings, db: Database, broker: Any, *, start_broker: b
         if start_broker:
             await broker.close()
 
-    app = FastAPI(title="dify-hitl ingest", version="0.1.0", lifespan=lifespan,
-                  docs_url=None, redoc_url=None)  # the docs UI would load assets from a CDN
+    app = IngestApp(title="dify-hitl ingest", version="0.1.0", lifespan=lifespan,
+                    docs_url=None, redoc_url=None)  # the docs UI would load assets from a CDN
     app.state.settings = settings
     app.state.db = db
     app.state.broker = broker
@@ -57,7 +58,7 @@ def create_app(settings: Settings, db: Database, broker: Any, *, start_broker: b
     app.openapi = lambda: openapi_with_bodies(app)  # type: ignore[method-assign]
 
     if fast_path:
-        app.add_middleware(CheckpointFastPath)
+        app.fast_path = DateHeader(CheckpointFastPath(app.without_fast_path))
     app.add_middleware(DateHeader)
 
     @app.exception_handler(ApiError)
@@ -116,6 +117,23 @@ def openapi_with_bodies(app: FastAPI) -> dict[str, Any]:
     return app.openapi_schema
 
 
+class IngestApp(FastAPI):
+    """FastAPI, with the checkpoint call (CheckpointFastPath) taken before FastAPI's own per-request
+    work: its middleware stack, and the telemetry check that reads the environment on every request
+    (py-spy: ~15 % of ingest's CPU per cycle on the call it serves by the thousand)."""
+
+    fast_path: Any = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        if self.fast_path is not None and scope["type"] == "http" and is_checkpoint_call(scope):
+            scope["app"] = self  # as Starlette sets it: the fast path reads the app's state
+            return await self.fast_path(scope, receive, send)
+        return await super().__call__(scope, receive, send)
+
+    async def without_fast_path(self, scope, receive, send) -> None:
+        return await super().__call__(scope, receive, send)
+
+
 class DateHeader:
     """A Date header on every answer that has none (RFC 9110 asks an origin server for one); the
     gateway's answers keep Dify's own."""
@@ -131,7 +149,7 @@ class DateHeader:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 if not any(k.lower() == b"date" for k, _ in headers):
-                    headers.append((b"date", formatdate(usegmt=True).encode()))
+                    headers.append((b"date", http_date()))
                     message = {**message, "headers": headers}
             await send(message)
 
@@ -146,3 +164,15 @@ async def close_clients(app: FastAPI) -> None:
         await client.aclose()
     if getattr(state, "gateway_http", None) is not None:
         await state.gateway_http.aclose()
+
+
+_date_cache: tuple[int, bytes] = (0, b"")
+
+
+def http_date() -> bytes:
+    """The Date header's value, formatted once per second (it has a resolution of one second)."""
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, formatdate(now, usegmt=True).encode())
+    return _date_cache[1]

@@ -22,12 +22,16 @@ log = get_logger(__name__)
 PATHS = frozenset({"/v1/checkpoints", "/api/user-confirmation"})
 
 
+def is_checkpoint_call(scope) -> bool:
+    return scope["method"] == "POST" and scope["path"] in PATHS
+
+
 class CheckpointFastPath:
     def __init__(self, app: Any) -> None:
         self.app = app
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in PATHS:
+        if scope["type"] != "http" or not is_checkpoint_call(scope):
             return await self.app(scope, receive, send)
         state = scope["app"].state
         headers = _headers(scope)

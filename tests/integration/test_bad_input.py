@@ -29,7 +29,9 @@ def test_checkpoint_call_errors_have_their_status_and_code(sqlite_url, rabbitmq_
         async with Stack(make_settings(sqlite_url, rabbitmq_url, body_limit_bytes=2048), fast_path=fast_path) as s:
             post = s.http.post
             auth = {"Authorization": "Bearer cp-test-token-0001"}
-            assert error_of(await post("/v1/checkpoints", json=call())) == (401, "unauthorized")
+            unauthorized = await post("/v1/checkpoints", json=call())
+            assert error_of(unauthorized) == (401, "unauthorized")
+            assert unauthorized.headers["date"].endswith(" GMT")  # served before FastAPI, dated all the same
             assert error_of(await s.checkpoint_call(call(), token="wrong-token-123")) == (401, "unauthorized")
             assert error_of(await s.checkpoint_call(call(), token="rv-alice-token")) == (401, "unauthorized")
             truncated = b'{"workflow_run_id": '
