@@ -101,6 +101,8 @@ class Broker:
             await self.wait_ready(wait_s)
 
     async def wait_ready(self, timeout_s: float) -> None:
+        if self._ready.is_set():  # every publish asks: connected, it costs no wait_for
+            return
         try:
             await asyncio.wait_for(self._ready.wait(), timeout_s)
         except TimeoutError:

@@ -115,7 +115,9 @@ class Publisher:
                 raise PublishNotConfirmed(f"not confirmed within {timeout_s:.0f}s ({exchange}/{routing_key})")
             try:
                 await self.wait_ready(remaining)
-                await asyncio.wait_for(self.window.send(exchange, routing_key, body, props), remaining)
+                confirmed = self.window.send(exchange, routing_key, body, props)
+                async with asyncio.timeout(remaining):  # cheaper than wait_for: no task, no extra future
+                    await confirmed
                 metrics.publish_confirm.observe(time.perf_counter() - started)
                 return
             except (TimeoutError, PublishNotConfirmed, BrokerUnavailable) as exc:
