@@ -4,9 +4,9 @@
 to the store path shows as statements and round trips saved per cycle, not only as cycles/s.
 
 SQLAlchemy's engine events see every statement it executes, on every engine of the process: they
-are listened for on the Engine class, so no engine has to be told. What they do not see is SQL sent
-on a driver's own cursor; the only such statements today are the PRAGMAs db.py sets once per new
-SQLite connection, which cost nothing per cycle.
+are listened for on the Engine class, so no engine has to be told. The hot path's statements on the
+driver's cursor (prebuilt.py) go through SQLAlchemy's `_cursor_execute` and are seen too. What they
+do not see are the PRAGMAs db.py sets once per new SQLite connection, which cost nothing per cycle.
 
 On PostgreSQL a transaction costs a round trip of its own at each end: psycopg sends BEGIN before
 the first statement, then COMMIT or ROLLBACK. On SQLite the BEGIN (IMMEDIATE) is a statement that
