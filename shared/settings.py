@@ -222,15 +222,13 @@ class Settings(BaseSettings):
     handler_threads: int | None = Field(default=None, ge=1, le=256)
     max_delivery_attempts: int = Field(default=5, ge=1)
 
+    # Decider group commit (batches.py): deliveries arriving together share a transaction; in flight: 1 SQLite, 2 PG.
+    store_batch_max: int = Field(default=64, ge=1, le=1000)
+    store_batches_in_flight: int | None = Field(default=None, ge=1, le=256)
+
     @property
     def store_threads(self) -> int:
         return self.handler_threads or (1 if self.database_url.startswith("sqlite") else 8)
-
-    # Group commit in the decider (shared/broker/batches.py): deliveries that arrive together share one
-    # store transaction, up to this many (1: one transaction per delivery) ...
-    store_batch_max: int = Field(default=64, ge=1, le=1000)
-    # ... with at most this many batches at once. Unset: 1 on SQLite (one writer), 2 on PostgreSQL.
-    store_batches_in_flight: int | None = Field(default=None, ge=1, le=256)
 
     @property
     def store_batches(self) -> int:
