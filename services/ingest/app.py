@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from email.utils import formatdate
+from collections.abc import Awaitable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -16,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.ingest import checkpoints, decisions, gateway, policies_api, runs_api
 from services.ingest.fastpath import CheckpointFastPath, is_checkpoint_call
-from services.ingest.http import ApiError, error_response
+from services.ingest.http import ApiError, error_response, http_date
 from shared.broker.replies import ReplyRouter
 from shared.broker.signing import Verifier
 from shared.logs import get_logger
@@ -28,7 +27,7 @@ log = get_logger(__name__)
 
 
 def create_app(settings: Settings, db: Database, broker: Any, *, start_broker: bool = True,
-               fast_path: bool = True, verifier: Verifier | None = None) -> FastAPI:
+               fast_path: bool = True, verifier: Verifier | None = None) -> IngestApp:
     """`fast_path=False` serves checkpoint calls through FastAPI's route (tests compare the two)."""
     replies = ReplyRouter(broker, settings.names, verifier=verifier)
 
@@ -58,7 +57,7 @@ def create_app(settings: Settings, db: Database, broker: Any, *, start_broker: b
     app.openapi = lambda: openapi_with_bodies(app)  # type: ignore[method-assign]
 
     if fast_path:
-        app.fast_path = DateHeader(CheckpointFastPath(app.without_fast_path))
+        app.fast_path = CheckpointFastPath(app.without_fast_path)  # it dates its own answers
     app.add_middleware(DateHeader)
 
     @app.exception_handler(ApiError)
@@ -123,12 +122,15 @@ class IngestApp(FastAPI):
     (py-spy: ~15 % of ingest's CPU per cycle on the call it serves by the thousand)."""
 
     fast_path: Any = None
+    rest: Any = None  # what serves all other requests: FastAPI itself unless wrapped (ingest's __main__)
 
-    async def __call__(self, scope, receive, send) -> None:
+    def __call__(self, scope, receive, send) -> Awaitable[None]:  # type: ignore[override]
+        # Not a coroutine function: it returns the coroutine it picks, so a held call has no frame of
+        # this layer (uvicorn is told the interface, "asgi3").
         if self.fast_path is not None and scope["type"] == "http" and is_checkpoint_call(scope):
             scope["app"] = self  # as Starlette sets it: the fast path reads the app's state
-            return await self.fast_path(scope, receive, send)
-        return await super().__call__(scope, receive, send)
+            return self.fast_path(scope, receive, send)
+        return (self.rest or self.without_fast_path)(scope, receive, send)
 
     async def without_fast_path(self, scope, receive, send) -> None:
         return await super().__call__(scope, receive, send)
@@ -164,15 +166,3 @@ async def close_clients(app: FastAPI) -> None:
         await client.aclose()
     if getattr(state, "gateway_http", None) is not None:
         await state.gateway_http.aclose()
-
-
-_date_cache: tuple[int, bytes] = (0, b"")
-
-
-def http_date() -> bytes:
-    """The Date header's value, formatted once per second (it has a resolution of one second)."""
-    global _date_cache
-    now = int(time.time())
-    if _date_cache[0] != now:
-        _date_cache = (now, formatdate(now, usegmt=True).encode())
-    return _date_cache[1]

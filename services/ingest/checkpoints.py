@@ -130,8 +130,16 @@ def beyond_run_limit(call: CheckpointCall, policy: Policy, settings: Settings) -
 
 
 async def serve_checkpoint_call(state, app: AppConfig, raw: bytes) -> Response:
-    """The whole checkpoint call after the caller is known and the body is read: served by the fast
-    path (fastpath.py) and, for the same answers through FastAPI, by the route below."""
+    """The whole checkpoint call after the caller is known and the body is read: served by the route
+    below; the fast path (fastpath.py) runs the same two steps in frames of its own."""
+    admitted = await admit(state, app, raw)
+    return admitted if isinstance(admitted, Response) else await hold(state, admitted)
+
+
+async def admit(state, app: AppConfig, raw: bytes) -> Held | Response:
+    """A checkpoint call parsed, validated and checked against the per-app cap: what to hold, or the
+    answer already (a refusal; a text call whose decision is known). Raises ApiError for a broken one.
+    Of the body, only the Held outlives this call."""
     settings: Settings = state.settings
     held = prepare(state, app, raw)
     structlog.contextvars.bind_contextvars(run_id=held.workflow_run_id, node_id=held.node_id)
@@ -145,6 +153,12 @@ async def serve_checkpoint_call(state, app: AppConfig, raw: bytes) -> Response:
         return compact_json({"error": {"code": "too_many_held", "message": f"app {held.app} already holds "
                                        f"{settings.max_held_per_app} calls here; retry"}},
                             status=429, headers={"Retry-After": str(settings.retry_after_s)})
+    return held
+
+
+async def hold(state, held: Held) -> Response:
+    """Publish the request and hold the call until its answer or the end of its window."""
+    settings: Settings = state.settings
     try:
         reply = await state.replies.hold_checkpoint(held.app, held.message_id, held.body, held.window_s)
     except BrokerError as exc:

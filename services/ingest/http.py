@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Callable
+from email.utils import formatdate
 from typing import Any, TypeVar
 
 from fastapi import Request
@@ -186,3 +188,16 @@ def documented(model: type[BaseModel]) -> dict[str, Any]:
     defs = schema.pop("$defs", {})
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
             "x-hitl-schemas": defs}
+
+
+_date_cache: tuple[int, bytes] = (0, b"")
+
+
+def http_date() -> bytes:
+    """The Date header's value (RFC 9110 asks an origin server for one), formatted once per second:
+    it has a resolution of one second."""
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, formatdate(now, usegmt=True).encode())
+    return _date_cache[1]
