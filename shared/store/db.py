@@ -22,16 +22,14 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
 
 from shared import metrics
 from shared.store.errors import StoreUnavailable, is_connection_lost, is_unavailable
+from shared.store.revisions import declared_head, stored_revision
 from shared.store.urls import describe_database_url, normalise_database_url
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
@@ -187,7 +185,9 @@ class Database:
             self._clock_read_at = time.monotonic()
 
     # ------------------------------------------------------------------ migrations
-    def _alembic_config(self) -> Config:
+    def _alembic_config(self) -> Any:
+        from alembic.config import Config  # Alembic only where it works (shared/store/revisions.py)
+
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
         return cfg
@@ -196,6 +196,11 @@ class Database:
         """Upgrade to the newest schema; returns the revision now in place. Several processes may start
         together: on PostgreSQL an advisory lock, on SQLite a file lock beside the database lets one
         migrate while the others wait for it."""
+        head = declared_head(MIGRATIONS / "versions")
+        if head is not None and self._stored_revision() == head:
+            return head  # the usual boot: another process (or an earlier boot) has migrated
+        from alembic import command
+
         cfg = self._alembic_config()
         with self._migration_lock(), self.write_engine.connect() as conn:
             if not self.is_sqlite:
@@ -223,11 +228,22 @@ class Database:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
+    def _stored_revision(self) -> str | None:
+        try:
+            with self.read() as conn:
+                return stored_revision(conn)
+        except StoreUnavailable:
+            return None  # Alembic's path reports the outage as it always has
+
     def current_revision(self) -> str | None:
+        from alembic.runtime.migration import MigrationContext
+
         with self.read() as conn:
             return MigrationContext.configure(conn).get_current_revision()
 
     def head_revision(self) -> str:
+        from alembic.script import ScriptDirectory
+
         return ScriptDirectory.from_config(self._alembic_config()).get_current_head() or "none"
 
     def dispose(self) -> None:
