@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, Text, and_, bindparam, cast, false, func, or_, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from shared.store import audit
+from shared.store import audit, one_trip
 from shared.store.prebuilt import Prebuilt
 from shared.store.rows import CheckpointRow, HistoryRow, as_row, as_rows
 from shared.store.tables import checkpoints, history
@@ -154,15 +154,18 @@ def resolve(conn: Connection, checkpoint_id: str, *, status: str, action: str, o
 def resolve_with_history(conn: Connection, cp: CheckpointRow, history_values: dict[str, Any], *, status: str,
                          action: str, output: Any, feedback: str | None, decided_by: str, reason: str,
                          channel: str | None, now: float) -> CheckpointRow | None:
-    """Close an open checkpoint and append its history row in two statements: the row is chained to
-    the head read with `cp`, and the resolve moves the head in the same UPDATE. None when another
+    """Close an open checkpoint and append its history row (one statement on PostgreSQL, two on
+    SQLite): the row is chained to the head read with `cp`, and the resolve moves the head in the
+    same UPDATE. None when another
     decision won, or another row was appended since `cp` was read (the caller then takes the
     slower path: `resolve` and `append_history` under the row's lock)."""
     row = audit.prepare(cp["id"], history_values, cp["head_hash"])
-    resolved: CheckpointRow | None = _RESOLVE_CHAINED.first(conn, dict(
-        b_id=cp["id"], b_prev=cp["head_hash"], status=status, action=action, output=output, feedback=feedback,
-        decided_by=decided_by, reason=reason, decision_channel=channel, resolved_at=now, updated_at=now,
-        published=True, head_hash=row["hash"]))
+    fields = dict(status=status, action=action, output=output, feedback=feedback, decided_by=decided_by,
+                  reason=reason, decision_channel=channel, resolved_at=now, updated_at=now, published=True,
+                  head_hash=row["hash"])
+    if conn.dialect.name == "postgresql":  # one statement (one_trip.py)
+        return one_trip.resolve(conn, cp["id"], cp["head_hash"], fields, row)
+    resolved: CheckpointRow | None = _RESOLVE_CHAINED.first(conn, dict(fields, b_id=cp["id"], b_prev=cp["head_hash"]))
     if resolved is not None:
         audit.insert_prepared(conn, row)
     return resolved
@@ -170,9 +173,13 @@ def resolve_with_history(conn: Connection, cp: CheckpointRow, history_values: di
 
 def insert_with_history(conn: Connection, values: dict[str, Any],
                         history_values: dict[str, Any]) -> CheckpointRow | None:
-    """insert_if_absent, with the checkpoint's first history row (its chain starts here) — two statements."""
+    """insert_if_absent, with the checkpoint's first history row (its chain starts here): one statement on
+    PostgreSQL, two on SQLite."""
     row = audit.prepare(values["id"], history_values, None)
-    created = insert_if_absent(conn, {**values, "head_hash": row["hash"]})
+    values = {**values, "head_hash": row["hash"]}
+    if conn.dialect.name == "postgresql" and one_trip.can_open(values):  # one statement (one_trip.py)
+        return one_trip.open_checkpoint(conn, values, row)
+    created = insert_if_absent(conn, values)
     if created is not None:
         audit.insert_prepared(conn, row)
     return created
