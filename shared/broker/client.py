@@ -220,8 +220,9 @@ class Broker:
         task.add_done_callback(self._hooks_running.discard)
 
     async def _renew_publishing_channel(self) -> None:
-        """A nacked publish: the next ones go through a new channel (publisher.py says why); the
-        callers of what is still unconfirmed on the old one send it again there."""
+        """A nacked publish, or one never confirmed: the next ones go through a new channel
+        (publisher.py says why); the callers of what is still unconfirmed on the old one send it
+        again there."""
         conn = self._conn
         try:
             ch = await self._publishing_channel()
@@ -229,7 +230,7 @@ class Broker:
                 ch.close()
                 return
             old, self._pub = self._pub, ch
-            self.confirms.fail_all("publishing channel renewed after a nack")
+            self.confirms.fail_all("publishing channel renewed after a nack or a missing confirm")
             self.confirms.attach(ch, self.loop)
             if old is not None and old.is_open:
                 old.close()

@@ -12,7 +12,10 @@
   while its leader's node had just died — even once a new leader is elected — while a new channel
   on the same connection is confirmed at once (the fault suite's 3-node scenario found it).
 - A message nobody confirms (a quorum queue that lost its majority keeps it pending) fails after
-  `timeout_s` with PublishNotConfirmed: the caller never answers "accepted" for it.
+  `timeout_s` with PublishNotConfirmed: the caller never answers "accepted" for it. It renews the
+  channel too, as a nack does: a channel on a node that survived a majority loss, with a publish
+  pending when the queue's leadership moved to a returning node, is never confirmed again by
+  RabbitMQ 3.10 (the fault suite's 3-node scenario, its probe on the surviving node).
 """
 from __future__ import annotations
 
@@ -75,7 +78,12 @@ class ConfirmWindow:
                     fut.set_result(None)
                 else:
                     fut.set_exception(PublishNotConfirmed("broker nacked the message"))
-        if not ok and self.on_nack is not None:
+        if not ok:
+            self.stalled()
+
+    def stalled(self) -> None:
+        """A nack, or a confirm that did not come in time: the next publishes take a new channel."""
+        if self.on_nack is not None:
             self.on_nack()
 
     def fail_all(self, why: str) -> None:
@@ -121,6 +129,8 @@ class Publisher:
                 metrics.publish_confirm.observe(time.perf_counter() - started)
                 return
             except (TimeoutError, PublishNotConfirmed, BrokerUnavailable) as exc:
+                if isinstance(exc, TimeoutError):
+                    self.window.stalled()
                 if time.monotonic() >= deadline:
                     raise PublishNotConfirmed(f"{exchange}/{routing_key}: {exc}") from None
                 await asyncio.sleep(RESEND_PAUSE_S)

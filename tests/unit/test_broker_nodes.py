@@ -157,6 +157,19 @@ async def test_a_publish_nobody_confirms_fails_instead_of_being_taken_as_stored(
         await Publisher(window, always_ready, None).publish("ex", "rk", b"{}", timeout_s=0.3)
 
 
+async def test_a_publish_nobody_confirms_asks_for_a_new_publishing_channel_as_a_nack_does():
+    renewals: list[int] = []
+    window = ConfirmWindow(on_nack=lambda: renewals.append(1))
+    window.attach(FakeChannel(), asyncio.get_running_loop())
+
+    async def always_ready(_timeout_s: float) -> None:
+        return None
+
+    with pytest.raises(PublishNotConfirmed):
+        await Publisher(window, always_ready, None).publish("ex", "rk", b"{}", timeout_s=0.1)
+    assert renewals == [1]  # RabbitMQ 3.10 may never confirm on that channel again
+
+
 def test_a_multiple_ack_confirms_every_tag_up_to_it_and_a_nack_fails_its_publish():
     loop = asyncio.new_event_loop()
     try:
