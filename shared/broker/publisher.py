@@ -13,9 +13,10 @@
   on the same connection is confirmed at once (the fault suite's 3-node scenario found it).
 - A message nobody confirms (a quorum queue that lost its majority keeps it pending) fails after
   `timeout_s` with PublishNotConfirmed: the caller never answers "accepted" for it. It renews the
-  channel too, as a nack does: a channel on a node that survived a majority loss, with a publish
-  pending when the queue's leadership moved to a returning node, is never confirmed again by
-  RabbitMQ 3.10 (the fault suite's 3-node scenario, its probe on the surviving node).
+  channel too, as a nack does: in one run of the fault suite's 3-node scenario, a channel on the
+  node that survived the majority loss, with a publish pending while the queue's leadership moved
+  to a returning node, had nothing confirmed for 30 s after (RabbitMQ 3.10; seen once, not
+  reproduced on demand), and a new channel costs little.
 """
 from __future__ import annotations
 
