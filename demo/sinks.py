@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import threading
+from collections.abc import Callable
 from email import message_from_bytes, policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -37,11 +39,20 @@ def _port(preferred: int) -> int:
             return int(s.getsockname()[1])
 
 
-def _say(lines: list[str]) -> None:
-    print("\n".join(lines) + "\n", flush=True)
+_printing = threading.Lock()
+
+
+def print_block(text: str) -> None:
+    """One notification, in one write: the two sinks' threads never interleave their lines."""
+    with _printing:
+        sys.stdout.write(text + "\n\n")
+        sys.stdout.flush()
 
 
 class _MailHandler:
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self.say = say
+
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # aiosmtpd calls it by this name
         msg = message_from_bytes(envelope.content, policy=policy.default)
         body = msg.get_body(("plain",))
@@ -49,7 +60,8 @@ class _MailHandler:
         links = [line.strip() for line in text.splitlines() if "/decide/" in line]
         outcome = [line for line in text.splitlines() if line.startswith(("Approved", "Aborted", "Edited", "Sent back",
                                                                            "Timed out", "Cancelled"))]
-        _say([f"[email → {', '.join(envelope.rcpt_tos)}] {msg['Subject']}", *(f"    {x}" for x in links + outcome)])
+        self.say("\n".join([f"[email → {', '.join(envelope.rcpt_tos)}] {msg['Subject']}",
+                            *(f"    {x}" for x in links + outcome)]))
         return "250 Message accepted for delivery"
 
 
@@ -61,7 +73,7 @@ class _HookHandler(BaseHTTPRequestHandler):
         except WebhookSignatureError as exc:
             self.send_response(401)
             self.end_headers()
-            _say([f"[webhook] refused: {exc.code}"])
+            self.server.say(f"[webhook] refused: {exc.code}")  # type: ignore[attr-defined]
             return
         self.send_response(204)
         self.end_headers()
@@ -71,14 +83,19 @@ class _HookHandler(BaseHTTPRequestHandler):
         lines += [f"    {a['label']}: {a['url']}" for a in event.get("actions") or []]
         if cp.get("outcome"):
             lines.append(f"    {cp['outcome']}")
-        _say(lines)
+        self.server.say("\n".join(lines))  # type: ignore[attr-defined]
 
     def log_message(self, *args: Any) -> None:  # the lines above say it better than the access log
         pass
 
 
 class LocalSinks:
-    def __init__(self, smtp_port: int = 8025, webhook_port: int = 8084) -> None:
+    """`say` gets each notification as text: printed by default; a test collects them instead (pytest's
+    capfd loses what a thread writes while the test reads it)."""
+
+    def __init__(self, smtp_port: int = 8025, webhook_port: int = 8084,
+                 say: Callable[[str], None] = print_block) -> None:
+        self.say = say
         self.smtp_port, self.webhook_port = _port(smtp_port), _port(webhook_port)
         self._smtp: Any = None
         self._hook: ThreadingHTTPServer | None = None
@@ -90,9 +107,10 @@ class LocalSinks:
     def start(self) -> LocalSinks:
         from aiosmtpd.controller import Controller
 
-        self._smtp = Controller(_MailHandler(), hostname="127.0.0.1", port=self.smtp_port)
+        self._smtp = Controller(_MailHandler(self.say), hostname="127.0.0.1", port=self.smtp_port)
         self._smtp.start()
         self._hook = ThreadingHTTPServer(("127.0.0.1", self.webhook_port), _HookHandler)
+        self._hook.say = self.say  # type: ignore[attr-defined]  # the handler reads it as self.server.say
         threading.Thread(target=self._hook.serve_forever, name="demo-webhook-sink", daemon=True).start()
         return self
 
