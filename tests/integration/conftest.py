@@ -3,7 +3,17 @@ from __future__ import annotations
 
 import pytest
 
+from shared.store import Database
 from tests.difysim.process import SimulatorDidNotStart, running_simulator
+
+
+@pytest.fixture
+def db(database_url):
+    """A migrated store on each backend (`database_url` runs the test on SQLite and on PostgreSQL)."""
+    database = Database(database_url)
+    database.migrate()
+    yield database
+    database.dispose()
 
 
 @pytest.fixture(params=["1.14", "1.17"])

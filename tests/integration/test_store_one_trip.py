@@ -11,19 +11,11 @@ import pytest
 from sqlalchemy import select
 
 from shared import metrics
-from shared.store import Database, audit
+from shared.store import audit
 from shared.store import checkpoints as store
 from shared.store.tables import history
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def db(database_url):
-    database = Database(database_url)
-    database.migrate()
-    yield database
-    database.dispose()
 
 
 def new_values(run: str) -> dict:

@@ -11,7 +11,6 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 
 from shared import metrics
-from shared.store import Database
 from shared.store import checkpoints as store
 from shared.store.prebuilt import Prebuilt
 from shared.store.tables import checkpoints, history
@@ -19,14 +18,6 @@ from shared.store.tables import checkpoints, history
 pytestmark = pytest.mark.integration
 
 _BY_ID = select(checkpoints).where(checkpoints.c.id == bindparam("b_id"))
-
-
-@pytest.fixture
-def db(database_url):
-    database = Database(database_url)
-    database.migrate()
-    yield database
-    database.dispose()
 
 
 def values(**extra):
