@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from shared.store import audit, one_trip
 from shared.store.prebuilt import Prebuilt
 from shared.store.rows import CheckpointRow, HistoryRow, as_row, as_rows
-from shared.store.tables import checkpoints, history
+from shared.store.tables import CHECKPOINT_KEY, checkpoints, history
 
 OPEN = "open"
 c = checkpoints.c
@@ -33,9 +33,9 @@ _BY_KEY = Prebuilt(select(checkpoints).where(c.app == bindparam("b_app"), c.work
 _LATEST = Prebuilt(select(checkpoints).where(c.app == bindparam("b_app"), c.workflow_run_id == bindparam("b_run"),
                                      c.node_id == bindparam("b_node"))
            .order_by(c.round.desc()).limit(1))
-KEY = ["app", "workflow_run_id", "node_id", "round"]
 _INSERT_IF_ABSENT = {
-    name: Prebuilt(dialect.insert(checkpoints).on_conflict_do_nothing(index_elements=KEY).returning(*checkpoints.c))
+    name: Prebuilt(dialect.insert(checkpoints).on_conflict_do_nothing(index_elements=CHECKPOINT_KEY)
+                   .returning(*checkpoints.c))
     for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))}
 _ATTACH = (update(checkpoints).where(c.id == bindparam("b_id"), c.status == OPEN)
            .values(attach_count=c.attach_count + 1).returning(c.id))

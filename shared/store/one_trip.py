@@ -20,10 +20,9 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.dml import Insert, Update
 
 from shared.store.prebuilt import Prebuilt
-from shared.store.tables import checkpoints, history
+from shared.store.tables import CHECKPOINT_KEY, checkpoints, history
 
 _HISTORY_COLUMNS = tuple(col.key for col in history.c if col.key != "id")
-KEY = ["app", "workflow_run_id", "node_id", "round"]  # as checkpoints.KEY (which imports this module)
 # What a resolve sets (checkpoints.resolve_with_history).
 RESOLVE_FIELDS = ("status", "action", "output", "feedback", "decided_by", "reason", "decision_channel",
                   "resolved_at", "updated_at", "published", "head_hash")
@@ -75,5 +74,5 @@ def open_checkpoint(conn: Any, values: Mapping[str, Any], row: Mapping[str, Any]
     statement = _OPEN.get(columns)
     if statement is None:
         insert = postgresql.insert(checkpoints).values(_values(sorted(columns)))
-        statement = _OPEN[columns] = _with_history(insert.on_conflict_do_nothing(index_elements=KEY))
+        statement = _OPEN[columns] = _with_history(insert.on_conflict_do_nothing(index_elements=CHECKPOINT_KEY))
     return statement.first(conn, _params(values, row))

@@ -5,6 +5,9 @@ from sqlalchemy import JSON, Boolean, Column, Float, Index, Integer, MetaData, S
 
 metadata = MetaData()
 
+# A checkpoint is one round of one node of one run of one app: the unique key (and ON CONFLICT target).
+CHECKPOINT_KEY = ["app", "workflow_run_id", "node_id", "round"]
+
 # JSON(none_as_null=False): a node output of JSON null is a value, not a missing one.
 checkpoints = Table(
     "checkpoints", metadata,
@@ -58,7 +61,7 @@ checkpoints = Table(
     Column("claimed_at", Float),
     Column("head_hash", String(64)),
     # The app is part of the key: app B naming app A's run opens its own checkpoint (STYLE 14).
-    UniqueConstraint("app", "workflow_run_id", "node_id", "round", name="uq_checkpoint_key"),
+    UniqueConstraint(*CHECKPOINT_KEY, name="uq_checkpoint_key"),
     Index("ix_checkpoints_status_deadline", "status", "deadline"),
     Index("ix_checkpoints_run_node", "app", "workflow_run_id", "node_id"),
     Index("ix_checkpoints_unpublished", "published", "resolved_at"),
