@@ -203,6 +203,9 @@ def test_sign_out_revokes_the_session_here_and_ends_it_at_the_provider(page, con
 def test_an_expired_session_sends_the_reviewer_back_to_sign_in(page, console):
     _, db = console
     sign_in_with_sso(page)
+    # Leave the inbox first: its live refresh would otherwise see the 401 and send the browser to
+    # /login?next=%2F while we navigate, racing the redirect this test is about.
+    page.goto("about:blank")
     with db.write() as conn:
         conn.execute(update(console_sessions).where(console_sessions.c.reviewer == "alice")
                      .values(expires_at=time.time() - 1))
