@@ -7,6 +7,13 @@ any process's memory).
 Clusters: every quorum queue gets `x-quorum-initial-group-size` replicas when the deployment says how
 many (shared/broker/nodes.py: one per node URL, at most 3); a queue survives the loss of a minority of
 them. The work queues carry `x-consumer-timeout` (CONSUMER_TIMEOUT_MS).
+
+Who declares what: every process declares the core (the work queues of decider and poller, the
+exchanges). The notifier's two queues and its event bindings are declared by the notifier alone
+(`with_notifier`), so a deployment that runs no notifier routes no events into a queue nobody
+reads — they would pile up there for good, until RabbitMQ's memory or disk alarm stopped every
+publisher. Once the notifier has started, its queue stays bound while it is down: nothing meant for
+it is lost across its restarts.
 """
 from __future__ import annotations
 
@@ -155,7 +162,7 @@ def work_queue(name: str, dlx: str, group_size: int | None = None) -> tuple[list
     return queues, bindings
 
 
-def build_topology(names: Names, group_size: int | None = None) -> Topology:
+def build_topology(names: Names, group_size: int | None = None, *, with_notifier: bool = False) -> Topology:
     """`group_size`: replicas of every quorum queue (None: RabbitMQ's default)."""
     exchanges = (
         Exchange(names.events, "topic"),
@@ -165,8 +172,10 @@ def build_topology(names: Names, group_size: int | None = None) -> Topology:
     )
     queues: list[Queue] = []
     bindings: list[Binding] = []
-    for name in (names.checkpoints_queue, names.decisions_queue, names.runs_queue, names.notifier_queue,
-                 names.notifications_queue):
+    work = [names.checkpoints_queue, names.decisions_queue, names.runs_queue]
+    if with_notifier:
+        work += [names.notifier_queue, names.notifications_queue]
+    for name in work:
         q, b = work_queue(name, names.dlx, group_size)
         queues += q
         bindings += b
@@ -183,9 +192,10 @@ def build_topology(names: Names, group_size: int | None = None) -> Topology:
         # The poller tracks the run of every checkpoint and continues decided detached ones.
         Binding(names.events, names.runs_queue, "checkpoint.opened"),
         Binding(names.events, names.runs_queue, "checkpoint.resolved"),
+    ]
+    if with_notifier:
         # The notifier: events in, one job per platform message out. A job that fails waits in the
         # delay tiers, so a platform that is down or rate-limits never holds up the others.
-        *(Binding(names.events, names.notifier_queue, key) for key in NOTIFIER_EVENTS),
-        Binding(names.commands, names.notifications_queue, NOTIFICATION_DELIVER),
-    ]
+        bindings += [*(Binding(names.events, names.notifier_queue, key) for key in NOTIFIER_EVENTS),
+                     Binding(names.commands, names.notifications_queue, NOTIFICATION_DELIVER)]
     return Topology(exchanges, tuple(queues), tuple(bindings), names.dlx)

@@ -103,11 +103,11 @@ TEST_KEY = b"unit-test-internal-signing-key-0123456789"
 
 def memory_broker(settings: Settings, key: bytes = TEST_KEY):
     """The one in-memory broker of the unit tests (shared/broker/memory.py), with this settings'
-    topology and an internal signing key."""
+    topology (the notifier's queues too: the unit world runs every process) and an internal signing key."""
     from shared.broker.memory import MemoryBroker
     from shared.topology import build_topology
 
-    return MemoryBroker(name="unit", topology=build_topology(settings.names), signing_key=key)
+    return MemoryBroker(name="unit", topology=build_topology(settings.names, with_notifier=True), signing_key=key)
 
 
 def verifier(settings: Settings, key: bytes = TEST_KEY):

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from shared.broker.calls import ChannelRefused
 from shared.broker.errors import BrokerError
 from shared.broker.lease import Lease, fresh_headers
 from shared.broker.signing import BOT_HEADER, INTERNAL_HEADER, Unverified, Verifier, valid
@@ -57,7 +58,7 @@ class LeasingBroker(Protocol):
 def dead_letter_queues(names: Names, only: str | None = None) -> list[tuple[str, str]]:
     """(work queue, its DLQ) for every work queue of the topology; `only` names one, as `decisions`,
     `hitl.decisions` or `hitl.decisions.dlq`. A ValueError lists the known ones."""
-    declared = {q.name for q in build_topology(names).queues}
+    declared = {q.name for q in build_topology(names, with_notifier=True).queues}
     pairs = [(name, dlq_name(name)) for name in sorted(declared) if dlq_name(name) in declared]
     if only is None:
         return pairs
@@ -181,10 +182,20 @@ async def list_letters(broker: LeasingBroker, names: Names, *, queue: str | None
     """Every DLQ (or one): how many letters, and the first `limit` of them, left where they are."""
     found = []
     for work, dlq in dead_letter_queues(names, queue):
-        count = await broker.queue_depth(dlq)
+        count = await _depth(broker, dlq)
+        if count is None:
+            continue
         peeked = await broker.peek(dlq, limit) if count and limit else []
         found.append(DeadLetters(work, dlq, count, [describe(d, work, dlq, verifier) for d in peeked]))
     return found
+
+
+async def _depth(broker: LeasingBroker, dlq: str) -> int | None:
+    """Letters in a DLQ; None when it was never declared (the notifier's, where none has run)."""
+    try:
+        return await broker.queue_depth(dlq)
+    except ChannelRefused:
+        return None
 
 
 # ---------------------------------------------------------------------- replaying
@@ -251,7 +262,9 @@ async def replay(broker: LeasingBroker, names: Names, *, queue: str | None = Non
     report = ReplayReport()
     can_sign = broker.signing_key is not None
     for work, dlq in dead_letter_queues(names, queue):
-        count = await broker.queue_depth(dlq)
+        count = await _depth(broker, dlq)
+        if count is None:
+            continue
         replayed_before = len(report.replayed)
         async with broker.lease(dlq, limit) as held:  # until the DLQ answers empty, not just `count`
             for delivery in list(held.deliveries):

@@ -51,7 +51,7 @@ async def serve() -> None:
     # make_broker's, with a larger prefetch: jobs of a slow platform wait here for a call slot, and
     # the other channels' jobs must still reach this process meanwhile (guard.py).
     broker = Broker(settings.rabbitmq_url, name="notifier",
-                    topology=build_topology(settings.names, settings.quorum_group_size),
+                    topology=build_topology(settings.names, settings.quorum_group_size, with_notifier=True),
                     prefetch=max(settings.prefetch, NOTIFIER_PREFETCH), handler_threads=settings.store_threads,
                     max_attempts=settings.max_delivery_attempts, signing_key=runtime.signing_key)
     NotifierService(settings, db, broker, runtime.verifier, channels, signer)

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from shared.broker.calls import ChannelRefused
 from shared.broker.dispatch import handle_delivery
 from shared.broker.errors import BrokerUnavailable, PublishNotConfirmed
 from shared.broker.signing import INTERNAL_HEADER, signature
@@ -163,7 +164,7 @@ class MemoryBroker:
 
     async def queue_depth(self, name: str) -> int:
         if name not in self.queues:
-            raise BrokerUnavailable(f"no queue {name}")
+            raise ChannelRefused(f"no queue {name}")  # as RabbitMQ's 404 to a passive declare
         return len(self.queues[name])
 
     async def delete_topology(self) -> None:

@@ -13,6 +13,7 @@ import pytest
 
 from demo.stack import free_port
 from shared.broker import Broker
+from shared.broker.calls import ChannelRefused
 from shared.topology import Names, Queue, Topology, build_topology
 from tests.faults.netfaults import TcpProxy
 
@@ -106,5 +107,33 @@ def test_an_existing_queue_declared_with_other_arguments_is_used_as_it_is(rabbit
             await three.close()
             await single.delete_topology()
             await single.close()
+
+    asyncio.run(scenario())
+
+
+def test_events_reach_a_notifier_queue_only_once_a_notifier_has_declared_it(rabbitmq_url):
+    """Without a notifier nothing is routed to its queue (it would grow unread for good); once one has
+    started, its queue keeps the events that arrive while it is away."""
+    names = Names(f"t{uuid.uuid4().hex[:10]}")
+
+    async def scenario():
+        core = Broker(rabbitmq_url, name="test-core", topology=build_topology(names))
+        await core.start(wait_s=30)
+        notifier = Broker(rabbitmq_url, name="test-notifier", topology=build_topology(names, with_notifier=True))
+        try:
+            await core.publish(names.events, "checkpoint.opened", b"{}", timeout_s=10)
+            with pytest.raises(ChannelRefused):
+                await core.queue_depth(names.notifier_queue)
+            await notifier.start(wait_s=30)
+            await notifier.close()  # the notifier is down from here on
+            await core.publish(names.events, "checkpoint.opened", b"{}", timeout_s=10)
+            await core.publish(names.events, "checkpoint.resolved", b"{}", timeout_s=10)
+            assert await core.queue_depth(names.notifier_queue) == 2
+        finally:
+            await core.close()
+            cleanup = Broker(rabbitmq_url, name="test-cleanup", topology=build_topology(names, with_notifier=True))
+            await cleanup.start(wait_s=30)
+            await cleanup.delete_topology()
+            await cleanup.close()
 
     asyncio.run(scenario())

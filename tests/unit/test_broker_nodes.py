@@ -13,7 +13,7 @@ from shared.broker.errors import BrokerUnavailable, PublishNotConfirmed
 from shared.broker.nodes import NodeRing, default_group_size, parse_node_urls, safe_url
 from shared.broker.publisher import ConfirmWindow, Publisher
 from shared.settings import SettingsError, load_settings
-from shared.topology import CONSUMER_TIMEOUT_MS, Names, build_topology
+from shared.topology import CONSUMER_TIMEOUT_MS, NOTIFIER_EVENTS, Names, build_topology
 
 A, B, C = ("amqp://u:p@rmq-0:5672/%2F", "amqp://u:p@rmq-1:5672/%2F", "amqp://u:p@rmq-2:5672/%2F")
 
@@ -91,7 +91,7 @@ def test_settings_take_a_node_list_and_derive_the_replica_count(monkeypatch):
 
 def test_every_quorum_queue_gets_the_replica_count_and_work_queues_a_consumer_timeout():
     names = Names("nodes")
-    topology = build_topology(names, group_size=3)
+    topology = build_topology(names, group_size=3, with_notifier=True)
     quorum = [q for q in topology.queues if q.arguments.get("x-queue-type") == "quorum"]
     assert quorum == list(topology.queues)
     assert all(q.arguments["x-quorum-initial-group-size"] == 3 for q in quorum)
@@ -205,3 +205,14 @@ def test_a_nack_asks_for_a_new_publishing_channel_and_an_old_channels_late_ack_i
         assert fut.done() and fut.exception() is None
     finally:
         loop.close()
+
+
+def test_only_the_notifier_declares_its_queues_and_binds_events_to_them():
+    """A deployment without a notifier must not route every checkpoint event into a queue nobody reads."""
+    names = Names("core")
+    core, full = build_topology(names), build_topology(names, with_notifier=True)
+    core_queues = {q.name for q in core.queues}
+    assert not any(q.startswith((names.notifier_queue, names.notifications_queue)) for q in core_queues)
+    assert not [b for b in core.bindings if b.queue.startswith((names.notifier_queue, names.notifications_queue))]
+    assert {b.routing_key for b in full.bindings if b.queue == names.notifier_queue} == set(NOTIFIER_EVENTS)
+    assert core_queues < {q.name for q in full.queues}  # the notifier declares the core too

@@ -306,3 +306,21 @@ def test_the_reports_say_what_moved_and_what_stays():
     assert "replayed m-1  decision.submitted → hitl.decisions" in text and "no letter with message id m-9" in text
     assert text.endswith("1 replayed, 0 skipped, 0 not confirmed; left: 2 in hitl.decisions.dlq")
     assert report_text(report, dry_run=True).splitlines()[-1].startswith("dry run: 1 would be replayed")
+
+
+async def test_where_no_notifier_ever_ran_its_dlqs_are_left_out_not_an_error(sqlite_url):
+    from shared.broker.memory import MemoryBroker
+    from shared.topology import build_topology
+
+    settings = make_settings(sqlite_url)
+    names = settings.names
+    broker = MemoryBroker(name="core", topology=build_topology(names), signing_key=TEST_KEY)  # no notifier
+    await broker.start()
+    try:
+        listed = {q.work_queue for q in await list_letters(broker, names)}
+        assert listed == {names.checkpoints_queue, names.decisions_queue, names.runs_queue}
+        report = await replay(broker, names, everything=True)
+        assert report.replayed == [] and set(report.left) <= {dlq_name(q) for q in listed}
+        assert {w for w, _ in dead_letter_queues(names)} >= {names.notifier_queue, names.notifications_queue}
+    finally:
+        await broker.close()
