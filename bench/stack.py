@@ -39,7 +39,8 @@ async def delete_namespace(namespace: str) -> None:
     from shared.broker import Broker
     from shared.topology import Names, build_topology
 
-    broker = Broker(RABBITMQ_URL, name="bench-cleanup", topology=build_topology(Names(namespace)))
+    broker = Broker(RABBITMQ_URL, name="bench-cleanup",  # the notifier's queues too (the notify scenario's)
+                    topology=build_topology(Names(namespace), with_notifier=True))
     await broker.start(wait_s=10)
     try:
         await broker.delete_topology()

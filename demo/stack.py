@@ -197,7 +197,8 @@ class ProcessStack:
 
         async def delete() -> None:
             broker = Broker(self.env["HITL_RABBITMQ_URL"], name="cleanup",
-                            topology=build_topology(Names(self.env["HITL_NAMESPACE"])))
+                            # with the notifier's queues: one of the stack's processes may have made them
+                            topology=build_topology(Names(self.env["HITL_NAMESPACE"]), with_notifier=True))
             await broker.start(wait_s=10)
             await broker.delete_topology()
             await broker.close()

@@ -137,3 +137,34 @@ def test_events_reach_a_notifier_queue_only_once_a_notifier_has_declared_it(rabb
             await cleanup.close()
 
     asyncio.run(scenario())
+
+
+def test_a_stacks_cleanup_removes_the_queues_its_notifier_made(rabbitmq_url, tmp_path):
+    from demo.stack import ProcessStack
+
+    stack = ProcessStack(tmp_path, rabbitmq_url=rabbitmq_url)  # nothing started: only its namespace
+    names = Names(stack.env["HITL_NAMESPACE"])
+
+    async def declare_as_the_notifier():
+        notifier = Broker(rabbitmq_url, name="test-notifier", topology=build_topology(names, with_notifier=True))
+        await notifier.start(wait_s=30)
+        await notifier.close()
+
+    async def left():
+        probe = Broker(rabbitmq_url, name="test-probe", topology=Topology((), (), (), ""))
+        await probe.start(wait_s=30)
+        try:
+            found = []
+            for q in build_topology(names, with_notifier=True).queues:
+                try:
+                    await probe.queue_depth(q.name)
+                    found.append(q.name)
+                except ChannelRefused:
+                    pass
+            return found
+        finally:
+            await probe.close()
+
+    asyncio.run(declare_as_the_notifier())
+    stack.delete_broker_objects()
+    assert asyncio.run(left()) == []
